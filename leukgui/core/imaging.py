@@ -1,0 +1,498 @@
+"""Image intake: find cell images, read them safely, and shape them for the models.
+
+Everything a lab can throw at the tool (empty files, half-copied JPEGs, renamed text files,
+16-bit or transparent images, giant scans, non-ASCII folder names, symlink loops) must end up
+either as a clean HxWx3 RGB uint8 array or as a plain-language reason, never as a crash or a
+hang. The reasons are shown to lab staff as they are, so they are short and free of jargon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import struct
+import unicodedata
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from leukgui.core.results import FileError, InputFile
+
+__all__ = [
+    "DEFAULT_MAX_PIXELS",
+    "IMAGE_SUFFIXES",
+    "MIN_SIDE",
+    "ImageError",
+    "decode_image",
+    "discover",
+    "read_image_size",
+    "thumbnail",
+    "to_model_input",
+]
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".bmp", ".png", ".jpg", ".jpeg", ".tif", ".tiff")  # matched in any letter case
+DEFAULT_MAX_PIXELS = 100_000_000  # refuse bigger images before decoding
+MIN_SIDE = 8  # a cell image smaller than this on either side is not a cell
+
+_Buffer = bytes | bytearray | memoryview
+_PNG_SIG = b"\x89PNG\r\n\x1a\n"
+_TAIL_SEARCH = 1024  # trailing bytes searched for an end marker (tolerates appended junk)
+
+
+class ImageError(Exception):
+    """Carries a plain-language reason (str(exc) is shown to lab staff as-is)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+# --------------------------------------------------------------------------------------------
+# Discovery
+# --------------------------------------------------------------------------------------------
+
+
+def _is_image_name(name: str) -> bool:
+    return name.lower().endswith(IMAGE_SUFFIXES)
+
+
+def _sort_key(name: str) -> tuple:
+    """Case-insensitive *natural* order ("cell2" before "cell10"), identical on every OS.
+
+    Names are NFC-normalised first because macOS reports decomposed Unicode; the raw name is
+    the final tie-break so the order is total and deterministic.
+    """
+    folded = unicodedata.normalize("NFC", name).casefold()
+    parts = re.split(r"(\d+)", folded)
+    # Even positions are text, odd positions digit runs, so tuples always compare like types.
+    key = tuple(int(p) if i % 2 else p for i, p in enumerate(parts))
+    return (key, name)
+
+
+def _real(path: str) -> str:
+    """Identity of a file or folder on disk, used to spot duplicates and symlink loops."""
+    return os.path.normcase(os.path.realpath(path))
+
+
+def _folder_name(path: str) -> str:
+    """Display name of a folder for `sample` (the absolute path's last part)."""
+    absolute = os.path.abspath(path)
+    name = os.path.basename(absolute.rstrip("\\/"))
+    return unicodedata.normalize("NFC", name or absolute)
+
+
+def _explicit_file_sample(path: str) -> str:
+    return _folder_name(os.path.dirname(os.path.abspath(path)))
+
+
+def discover(
+    paths: Sequence[str | os.PathLike[str]],
+) -> tuple[list[InputFile], list[FileError]]:
+    """Expand files and folders into the images to analyse, plus what could not be used.
+
+    Inputs are handled in the order given. Folders are walked recursively and depth-first:
+    within each folder its image files come first, then its subfolders, both in
+    case-insensitive natural order (see `_sort_key`), so runs are reproducible on any OS.
+    Symbolic links are followed; a link that leads back into one of its own parent folders is
+    reported once as a loop and not entered, and a link to a folder already walked is skipped
+    (its images are already in the list). The same real file named twice is listed once,
+    under the first name it was found by.
+
+    Inside folders, files without an image suffix are ignored silently (Thumbs.db, notes),
+    as are hidden entries (names starting with "."), e.g. macOS "._cell.bmp" resource forks
+    and viewer thumbnail caches. A file named explicitly is never ignored: an unsupported
+    type gets a FileError.
+
+    `sample` is the file's folder relative to the input root, prefixed with the root's own
+    name, POSIX-style: root ".../patient7" gives "patient7" and "patient7/slide2". An
+    explicitly named file gets its parent folder's name.
+    """
+    files: list[InputFile] = []
+    errors: list[FileError] = []
+    seen_files: set[str] = set()
+    seen_dirs: set[str] = set()
+
+    def add_file(path: Path, sample: str) -> None:
+        real = _real(str(path))
+        if real in seen_files:
+            log.debug("duplicate input %s skipped", path)
+            return
+        seen_files.add(real)
+        files.append(InputFile(path=path, sample=sample))
+
+    for given in paths:
+        text = os.fspath(given)
+        path = Path(text)
+        if os.path.isdir(text):
+            _walk(text, errors, seen_dirs, add_file)
+        elif os.path.isfile(text):
+            sample = _explicit_file_sample(text)
+            if _is_image_name(path.name):
+                add_file(path, sample)
+            else:
+                suffix = path.suffix.lower()
+                what = f"({suffix})" if suffix else "(no file extension)"
+                errors.append(FileError(path, sample, f"not a supported image type {what}"))
+        elif os.path.lexists(text) and not os.path.islink(text):
+            reason = "not a regular file or folder"
+            errors.append(FileError(path, _explicit_file_sample(text), reason))
+        else:  # missing, or a symbolic link whose target is missing
+            errors.append(FileError(path, _explicit_file_sample(text), "no such file or folder"))
+    return files, errors
+
+
+def _walk(
+    root: str,
+    errors: list[FileError],
+    seen_dirs: set[str],
+    add_file: Callable[[Path, str], None],
+) -> None:
+    """Depth-first walk of one input folder (iterative, so deep trees cannot overflow)."""
+    root_name = _folder_name(root)
+    root_real = _real(root)
+    if root_real in seen_dirs:
+        log.debug("folder %s already walked, skipped", root)
+        return
+    seen_dirs.add(root_real)
+    # Stack items: (folder path, sample name, real paths of this folder and its ancestors).
+    stack: list[tuple[str, str, frozenset[str]]] = [(root, root_name, frozenset({root_real}))]
+    while stack:
+        folder, sample, ancestors = stack.pop()
+        try:
+            with os.scandir(folder) as it:
+                entries = sorted(it, key=lambda e: _sort_key(e.name))
+        except PermissionError:
+            errors.append(
+                FileError(Path(folder), sample, "folder cannot be read (permission denied)")
+            )
+            continue
+        except OSError as exc:
+            reason = f"folder cannot be read ({exc.strerror or exc})"
+            errors.append(FileError(Path(folder), sample, reason))
+            continue
+
+        subfolders: list[tuple[str, str, frozenset[str]]] = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()  # follows symbolic links
+                is_file = not is_dir and entry.is_file()
+            except OSError as exc:
+                log.warning("cannot inspect %s: %s", entry.path, exc)
+                continue
+            if is_dir:
+                real = _real(entry.path)
+                child_sample = unicodedata.normalize("NFC", f"{sample}/{entry.name}")
+                if real in ancestors:
+                    reason = "folder loop via symbolic link, skipped"
+                    errors.append(FileError(Path(entry.path), child_sample, reason))
+                elif real in seen_dirs:
+                    log.debug("folder %s already walked via another link, skipped", entry.path)
+                else:
+                    seen_dirs.add(real)
+                    subfolders.append((entry.path, child_sample, ancestors | {real}))
+            elif _is_image_name(entry.name):
+                if is_file:
+                    add_file(Path(entry.path), sample)
+                elif entry.is_symlink() and not os.path.exists(entry.path):
+                    errors.append(FileError(Path(entry.path), sample, "broken symbolic link"))
+                # Sockets, pipes and devices with an image name are skipped: reading could hang.
+        stack.extend(reversed(subfolders))
+
+
+# --------------------------------------------------------------------------------------------
+# Header parsing
+# --------------------------------------------------------------------------------------------
+
+
+def _sniff(data: _Buffer) -> str | None:
+    """The container format from its magic bytes, or None."""
+    head = bytes(data[:8])
+    if head.startswith(_PNG_SIG):
+        return "PNG"
+    if head.startswith(b"\xff\xd8"):
+        return "JPEG"
+    if head.startswith(b"BM"):
+        return "BMP"
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+"):
+        return "TIFF"
+    return None
+
+
+def read_image_size(data: _Buffer) -> tuple[int, int] | None:
+    """(width, height) from the header alone, so giant images are refused before decoding.
+
+    Understands PNG, JPEG, BMP and TIFF/BigTIFF (first page); None when the format is unknown
+    or the header is damaged.
+    """
+    try:
+        kind = _sniff(data)
+        if kind == "PNG":
+            size = _png_size(data)
+        elif kind == "JPEG":
+            size = _jpeg_size(data)
+        elif kind == "BMP":
+            size = _bmp_size(data)
+        elif kind == "TIFF":
+            size = _tiff_size(data)
+        else:
+            return None
+    except (struct.error, IndexError, ValueError):
+        return None
+    if size is None or size[0] <= 0 or size[1] <= 0:
+        return None
+    return size
+
+
+def _png_size(data: _Buffer) -> tuple[int, int] | None:
+    if bytes(data[12:16]) != b"IHDR":
+        return None
+    return struct.unpack_from(">II", data, 16)
+
+
+# SOFn markers carry the frame size; C4 (DHT), C8 (JPG) and CC (DAC) do not.
+_JPEG_SOF = frozenset(range(0xC0, 0xD0)) - {0xC4, 0xC8, 0xCC}
+
+
+def _jpeg_size(data: _Buffer) -> tuple[int, int] | None:
+    pos, end = 2, len(data)
+    while pos < end:
+        if data[pos] != 0xFF:
+            return None
+        while pos < end and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= end:
+            return None
+        marker = data[pos]
+        pos += 1
+        if marker in (0x01, 0xD8) or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if marker in (0xD9, 0xDA):  # end of image / start of scan before any frame header
+            return None
+        (length,) = struct.unpack_from(">H", data, pos)
+        if marker in _JPEG_SOF:
+            height, width = struct.unpack_from(">HH", data, pos + 3)
+            return width, height
+        pos += length
+    return None
+
+
+def _bmp_size(data: _Buffer) -> tuple[int, int] | None:
+    (header_size,) = struct.unpack_from("<I", data, 14)
+    if header_size == 12:  # BITMAPCOREHEADER: unsigned 16-bit sizes
+        return struct.unpack_from("<HH", data, 18)
+    if header_size < 16:
+        return None
+    width, height = struct.unpack_from("<ii", data, 18)
+    return width, abs(height)  # negative height = rows stored top-down
+
+
+_TIFF_WIDTH, _TIFF_LENGTH = 256, 257
+
+
+def _tiff_size(data: _Buffer) -> tuple[int, int] | None:
+    bo = "<" if bytes(data[:2]) == b"II" else ">"
+    (version,) = struct.unpack_from(bo + "H", data, 2)
+    if version == 42:
+        (ifd,) = struct.unpack_from(bo + "I", data, 4)
+        (count,) = struct.unpack_from(bo + "H", data, ifd)
+        first, step, value_at = ifd + 2, 12, 8
+        formats = {3: "H", 4: "I"}
+    elif version == 43:  # BigTIFF
+        (ifd,) = struct.unpack_from(bo + "Q", data, 8)
+        (count,) = struct.unpack_from(bo + "Q", data, ifd)
+        first, step, value_at = ifd + 8, 20, 12
+        formats = {3: "H", 4: "I", 16: "Q"}
+    else:
+        return None
+    found: dict[int, int] = {}
+    for i in range(min(count, 4096)):
+        entry = first + i * step
+        tag, typ = struct.unpack_from(bo + "HH", data, entry)
+        if tag in (_TIFF_WIDTH, _TIFF_LENGTH) and typ in formats:
+            (found[tag],) = struct.unpack_from(bo + formats[typ], data, entry + value_at)
+            if len(found) == 2:
+                return found[_TIFF_WIDTH], found[_TIFF_LENGTH]
+    return None
+
+
+def _bmp_truncated(data: _Buffer) -> bool:
+    """True when the file ends before the pixel data its header promises."""
+    try:
+        (offset,) = struct.unpack_from("<I", data, 10)
+        (header_size,) = struct.unpack_from("<I", data, 14)
+        if header_size == 12:
+            width, height, _, bpp = struct.unpack_from("<HHHH", data, 18)
+            compression, declared = 0, 0
+        else:
+            width, height, _, bpp, compression, declared = struct.unpack_from("<iiHHII", data, 18)
+    except struct.error:
+        return True  # not even a whole header
+    if compression in (0, 3, 6):  # uncompressed (BI_RGB, BI_BITFIELDS, BI_ALPHABITFIELDS)
+        stride = (abs(width) * bpp + 31) // 32 * 4
+        needed = stride * abs(height)
+    else:  # RLE / embedded JPEG or PNG: only the header's own figure is known
+        needed = declared
+    return len(data) < offset + needed
+
+
+def _has_tail(data: np.ndarray, marker: bytes) -> bool:
+    return marker in data[-_TAIL_SEARCH:].tobytes()
+
+
+# --------------------------------------------------------------------------------------------
+# Decoding
+# --------------------------------------------------------------------------------------------
+
+
+def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    """Read one image file as HxWx3 RGB uint8, or raise ImageError with a plain reason.
+
+    The bytes are read with `np.fromfile` and decoded in memory (never `cv2.imread`, which
+    fails on non-ASCII Windows paths). The header is checked before decoding so a tiny file
+    that claims a gigantic image cannot exhaust memory, and truncated files are caught
+    explicitly because OpenCV silently decodes half a JPEG or BMP as grey/black.
+    """
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except PermissionError as exc:
+        raise ImageError("cannot be read (permission denied)") from exc
+    except OSError as exc:
+        raise ImageError(f"cannot be read ({exc.strerror or exc})") from exc
+    if data.size == 0:
+        raise ImageError("empty file")
+
+    view = memoryview(data)
+    kind = _sniff(view)
+    size = read_image_size(view)
+    if size is not None and size[0] * size[1] > max_pixels:
+        raise ImageError(f"too large: {size[0]} x {size[1]} px")
+    if kind == "JPEG" and not _has_tail(data, b"\xff\xd9"):
+        raise ImageError("truncated JPEG")
+    if kind == "BMP" and _bmp_truncated(view):
+        raise ImageError("truncated BMP")
+    if kind == "PNG" and not _has_tail(data, b"IEND"):
+        raise ImageError("truncated PNG")
+
+    try:
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    except cv2.error:
+        img = None
+    if img is None or img.size == 0:
+        if kind is None:
+            raise ImageError("not an image")
+        if kind == "JPEG":
+            raise ImageError("truncated JPEG")
+        raise ImageError(f"damaged or unsupported {kind} file")
+
+    height, width = img.shape[:2]
+    if width * height > max_pixels:  # header was not understood; still enforce the limit
+        raise ImageError(f"too large: {width} x {height} px")
+    if width < MIN_SIDE or height < MIN_SIDE:
+        raise ImageError(f"too small: {width} x {height} px")
+    try:
+        return _to_rgb8(img)
+    except ValueError as exc:
+        raise ImageError(f"unsupported image layout ({exc})") from exc
+
+
+def _to_uint8(img: np.ndarray) -> np.ndarray:
+    """Any sample depth to 0..255 uint8 (16-bit: divide by 257 and round)."""
+    if img.dtype == np.uint8:
+        return img
+    if img.dtype == np.uint16:
+        return ((img.astype(np.uint32) + 128) // 257).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.floating):
+        f = np.nan_to_num(img.astype(np.float32), nan=0.0, posinf=0.0, neginf=0.0)
+        if f.max(initial=0.0) <= 1.0:
+            f = f * 255.0
+        return np.rint(np.clip(f, 0.0, 255.0)).astype(np.uint8)
+    if np.issubdtype(img.dtype, np.integer):  # int8/int16/uint32...: scale the positive range
+        top = float(np.iinfo(img.dtype).max)
+        f = np.clip(img.astype(np.float64), 0.0, top) * (255.0 / top)
+        return np.rint(f).astype(np.uint8)
+    raise ValueError(f"sample type {img.dtype}")
+
+
+def _to_rgb8(img: np.ndarray) -> np.ndarray:
+    """OpenCV's BGR/BGRA/gray output of any depth to contiguous RGB uint8.
+
+    Transparency is composited over black, because C-NMC cells are segmented onto black.
+    """
+    img = _to_uint8(img)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim != 3:
+        raise ValueError(f"{img.ndim} dimensions")
+    channels = img.shape[2]
+    if channels == 2:  # gray + alpha
+        gray = _over_black(img[:, :, :1], img[:, :, 1:2])[:, :, 0]
+        return cv2.cvtColor(np.ascontiguousarray(gray), cv2.COLOR_GRAY2RGB)
+    if channels == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if channels == 4:
+        rgb = _over_black(img[:, :, 2::-1], img[:, :, 3:4])
+        return np.ascontiguousarray(rgb)
+    raise ValueError(f"{channels} channels")
+
+
+def _over_black(color: np.ndarray, alpha: np.ndarray) -> np.ndarray:
+    """color * alpha / 255, rounded, in integers (uint8 in, uint8 out)."""
+    mixed = color.astype(np.uint16) * alpha.astype(np.uint16) + 127
+    return (mixed // 255).astype(np.uint8)
+
+
+# --------------------------------------------------------------------------------------------
+# Shaping for models and display
+# --------------------------------------------------------------------------------------------
+
+
+def _square(rgb: np.ndarray, size: int) -> np.ndarray:
+    """Pad to a centred square with black, then resize to size x size (uint8 throughout)."""
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"expected HxWx3 uint8, got {rgb.shape} {rgb.dtype}")
+    if size < 1:
+        raise ValueError(f"size must be positive, got {size}")
+    height, width = rgb.shape[:2]
+    side = max(height, width)
+    if height != width:
+        top, left = (side - height) // 2, (side - width) // 2
+        rgb = cv2.copyMakeBorder(
+            rgb,
+            top,
+            side - height - top,
+            left,
+            side - width - left,
+            cv2.BORDER_CONSTANT,
+            value=(0, 0, 0),
+        )
+    if side != size:
+        interpolation = cv2.INTER_AREA if size < side else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (size, size), interpolation=interpolation)
+    return rgb
+
+
+def to_model_input(rgb: np.ndarray, size: int) -> np.ndarray:
+    """size x size x 3 float32 of raw 0..255 values; padding keeps the cell's aspect ratio.
+
+    Each model applies its own preprocessing, so no scaling happens here. Resizing is done in
+    uint8 with a single conversion at the end because this runs for every image.
+    """
+    return _square(rgb, size).astype(np.float32)
+
+
+def thumbnail(rgb: np.ndarray, size: int) -> np.ndarray:
+    """The same padded square as the model sees, as uint8 for display and reports."""
+    out = _square(rgb, size)
+    return out.copy() if out is rgb else out

@@ -1,0 +1,131 @@
+"""Result records shared by the engine, the reports, the CLI and the GUI.
+
+Errors are values: every input yields exactly one `CellResult` or one `FileError`, in input
+order, so one bad file never stops a run and nothing is silently dropped.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Union
+
+import numpy as np
+
+ALL = "ALL"
+HEM = "HEM"
+UNCERTAIN = "UNCERTAIN"
+LABELS = (ALL, HEM, UNCERTAIN)
+DEMO_NOTICE = "DEMO MODEL — trained on synthetic cells, not for diagnosis"
+
+
+@dataclass(frozen=True)
+class InputFile:
+    """One image to analyse: where it is and which sample (folder) it belongs to."""
+
+    path: Path
+    sample: str
+
+
+@dataclass
+class CellResult:
+    """The model's call on one cell, with the Grad-CAM heatmap that explains it.
+
+    `heatmap` is the raw class-activation grid (e.g. 7x7 float32, 0..1); renderers upsample
+    it to the image size, so a result stays a few hundred bytes however big the image is.
+    """
+
+    path: Path
+    sample: str
+    p_all: float
+    label: str
+    heatmap: np.ndarray
+    width: int
+    height: int
+    truth: str | None = None
+    subject: str | None = None
+
+
+@dataclass
+class FileError:
+    """An input that could not be analysed, with a plain-language reason."""
+
+    path: Path
+    sample: str
+    reason: str
+
+
+Outcome = Union[CellResult, FileError]
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run is: cells done of total, throughput and time left."""
+
+    done: int
+    total: int
+    rate: float  # images per second since the start
+    eta_s: float | None  # None until a rate is known
+
+    @property
+    def fraction(self) -> float:
+        return self.done / self.total if self.total else 1.0
+
+
+ProgressCallback = Callable[[Progress], None]
+
+
+class CancelToken:
+    """Thread-safe cancel flag that long-running core functions check between batches."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass
+class RunInfo:
+    """Provenance of one analysis run, written into every report."""
+
+    app_version: str
+    model_name: str
+    model_version: str
+    model_sha256: str
+    backbone: str
+    input_size: int
+    threshold: float
+    uncertainty_band: tuple[float, float]
+    demo: bool
+    inputs: list[str]
+    started: datetime
+    finished: datetime | None = None
+    cancelled: bool = False
+    device: str = "CPU"
+    tensorflow_version: str = ""
+    keras_version: str = ""
+    total_inputs: int = 0
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class RunResult:
+    """Everything a finished (or cancelled) run produced, in input order."""
+
+    info: RunInfo
+    outcomes: list[Outcome]
+
+    @property
+    def cells(self) -> list[CellResult]:
+        return [o for o in self.outcomes if isinstance(o, CellResult)]
+
+    @property
+    def errors(self) -> list[FileError]:
+        return [o for o in self.outcomes if isinstance(o, FileError)]
