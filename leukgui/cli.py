@@ -252,7 +252,8 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ]
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         for row in [header, *rows]:
-            out.write("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() + "\n")
+            cells = (value.ljust(width) for value, width in zip(row, widths, strict=True))
+            out.write("  ".join(cells).rstrip() + "\n")
         if any(b.demo for b in found):
             out.write(f"\n[DEMO] {DEMO_NOTICE}\n")
     for path, reason in broken:
@@ -287,31 +288,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     analyze.add_argument("inputs", nargs="+", metavar="PATH", help="image files or folders")
     analyze.add_argument(
-        "--model", metavar="NAME|FILE",
+        "--model",
+        metavar="NAME|FILE",
         help="model bundle name (see 'leukgui models') or a .leukmodel file; "
         "default: the newest non-demo model, else the demo model",
     )
     analyze.add_argument(
-        "--out", metavar="REPORT.xlsx",
+        "--out",
+        metavar="REPORT.xlsx",
         help="Excel report to write (default: leukgui-report-<date>-<time>.xlsx here)",
     )
-    analyze.add_argument("--csv", action="store_true",
-                         help="also write a CSV with one row per image next to the report")
-    analyze.add_argument("--heatmaps", metavar="DIR",
-                         help="also write a Grad-CAM overlay PNG per cell into DIR")
     analyze.add_argument(
-        "--images", choices=("auto", "yes", "no"), default="auto",
+        "--csv",
+        action="store_true",
+        help="also write a CSV with one row per image next to the report",
+    )
+    analyze.add_argument(
+        "--heatmaps", metavar="DIR", help="also write a Grad-CAM overlay PNG per cell into DIR"
+    )
+    analyze.add_argument(
+        "--images",
+        choices=("auto", "yes", "no"),
+        default="auto",
         help="thumbnails and heatmaps inside the Excel file (auto: up to 2000 cells)",
     )
-    analyze.add_argument("--batch-size", type=int, default=32, metavar="N",
-                         help="images per network call (default 32)")
     analyze.add_argument(
-        "--max-pixels", type=int, default=DEFAULT_MAX_PIXELS, metavar="N",
+        "--batch-size",
+        type=int,
+        default=32,
+        metavar="N",
+        help="images per network call (default 32)",
+    )
+    analyze.add_argument(
+        "--max-pixels",
+        type=int,
+        default=DEFAULT_MAX_PIXELS,
+        metavar="N",
         help=f"refuse images larger than N pixels before decoding (default {DEFAULT_MAX_PIXELS})",
     )
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
-    analyze.add_argument("-q", "--quiet", action="store_true",
-                         help="print only the one-line summary and errors")
+    analyze.add_argument(
+        "-q", "--quiet", action="store_true", help="print only the one-line summary and errors"
+    )
     analyze.set_defaults(func=cmd_analyze)
 
     models = sub.add_parser(

@@ -31,8 +31,12 @@ def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     model = build_classifier("efficientnetb0", weights=None, input_size=64, seed=7)
     manifest = make_manifest(
-        name="tiny-test", version="1", backbone="efficientnetb0", input_size=64,
-        threshold=0.5, band=(0.4, 0.6),
+        name="tiny-test",
+        version="1",
+        backbone="efficientnetb0",
+        input_size=64,
+        threshold=0.5,
+        band=(0.4, 0.6),
     )
     return save_bundle(model, manifest, tmp_path_factory.mktemp("bundles"))
 

@@ -62,8 +62,9 @@ def test_bundle_is_small_without_optimizer_state(tmp_path: Path) -> None:
     assert path.stat().st_size < 20e6  # weights alone; Adam state would add ~2x
     loaded = load_bundle(path)
     x = np.ones((1, 64, 64, 3), np.float32) * 120
-    np.testing.assert_allclose(loaded.model.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-6)
+    np.testing.assert_allclose(
+        loaded.model.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
 
 
 def test_changed_weights_are_refused(tiny_bundle_path: Path, tmp_path: Path) -> None:
@@ -87,8 +88,9 @@ def test_changed_weights_are_refused(tiny_bundle_path: Path, tmp_path: Path) -> 
 def test_manifest_that_does_not_match_the_model_is_refused(
     tiny_bundle_path: Path, tmp_path: Path, field: str, value, message: str
 ) -> None:
-    bad = _rewrite(tiny_bundle_path, tmp_path / f"{field}.leukmodel",
-                   manifest=lambda m: {**m, field: value})
+    bad = _rewrite(
+        tiny_bundle_path, tmp_path / f"{field}.leukmodel", manifest=lambda m: {**m, field: value}
+    )
     with pytest.raises(BundleError, match=message):
         load_bundle(bad)
 
@@ -129,7 +131,8 @@ def test_safe_mode_refuses_code_inside_the_model(tmp_path: Path, tiny_bundle_pat
     lam.save(path)
     data = path.read_bytes()
     bad = _rewrite(
-        tiny_bundle_path, tmp_path / "lambda.leukmodel",
+        tiny_bundle_path,
+        tmp_path / "lambda.leukmodel",
         manifest=lambda m: {**m, "weights_sha256": hashlib.sha256(data).hexdigest()},
         model_bytes=lambda _: data,
     )
@@ -161,20 +164,31 @@ def test_discovery_and_choice(tiny_bundle_path: Path, tmp_path: Path, monkeypatc
     resources = tmp_path / "resources"
     (resources / "models").mkdir(parents=True)
     monkeypatch.setenv("LEUKGUI_RESOURCES", str(resources))
-    demo = _rewrite(tiny_bundle_path, resources / "models" / "demo.leukmodel",
-                    manifest=lambda m: {**m, "name": "demo", "demo": True})
+    demo = _rewrite(
+        tiny_bundle_path,
+        resources / "models" / "demo.leukmodel",
+        manifest=lambda m: {**m, "name": "demo", "demo": True},
+    )
     with pytest.raises(BundleError, match="no model named 'lab'"):
         choose_bundle("lab")
     assert choose_bundle().path == demo  # only the demo is installed
     shutil.copy(tiny_bundle_path, user / "models" / "lab-v1.leukmodel")
-    _rewrite(tiny_bundle_path, user / "models" / "lab-v2.leukmodel",
-             manifest=lambda m: {**m, "name": "lab", "version": "2"})
-    _rewrite(tiny_bundle_path, user / "models" / "lab-v10.leukmodel",
-             manifest=lambda m: {**m, "name": "lab", "version": "10"})
+    _rewrite(
+        tiny_bundle_path,
+        user / "models" / "lab-v2.leukmodel",
+        manifest=lambda m: {**m, "name": "lab", "version": "2"},
+    )
+    _rewrite(
+        tiny_bundle_path,
+        user / "models" / "lab-v10.leukmodel",
+        manifest=lambda m: {**m, "name": "lab", "version": "10"},
+    )
     (user / "models" / "broken.leukmodel").write_bytes(b"not a zip")
     found, broken = find_bundles()
     assert {(b.name, b.version, b.source) for b in found} == {
-        ("demo", "1", "bundled"), ("tiny-test", "1", "user"), ("lab", "2", "user"),
+        ("demo", "1", "bundled"),
+        ("tiny-test", "1", "user"),
+        ("lab", "2", "user"),
         ("lab", "10", "user"),
     }
     assert [p.name for p, _ in broken] == ["broken.leukmodel"]

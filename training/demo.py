@@ -158,8 +158,12 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m training.demo",
         description="Train the bundled EfficientNetB0 demo model on synthetic cells.",
     )
-    parser.add_argument("--out", type=Path, default=Path("resources/models"),
-                        help="folder or .leukmodel file to write (default: resources/models)")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=Path("resources/models"),
+        help="folder or .leukmodel file to write (default: resources/models)",
+    )
     parser.add_argument("--train", type=int, default=1600, help="training cells (default 1600)")
     parser.add_argument("--epochs", type=int, default=8, help="maximum epochs (default 8)")
     parser.add_argument("--seed", type=int, default=2019, help="random seed (default 2019)")
@@ -168,8 +172,9 @@ def main(argv: list[str] | None = None) -> int:
     out = args.out
     if out.suffix != ".leukmodel":
         out = out / f"{DEMO_NAME}.leukmodel"
-    train_demo(out, n_train=args.train, epochs=args.epochs, seed=args.seed,
-               input_size=args.input_size)
+    train_demo(
+        out, n_train=args.train, epochs=args.epochs, seed=args.seed, input_size=args.input_size
+    )
     return 0
 
 

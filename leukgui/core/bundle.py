@@ -120,9 +120,7 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
             f"understands ({FORMAT_VERSION}); update LeukGUI"
         )
     if list(manifest["class_names"]) != list(CLASS_NAMES):
-        raise BundleError(
-            f"manifest classes {manifest['class_names']} are not {list(CLASS_NAMES)}"
-        )
+        raise BundleError(f"manifest classes {manifest['class_names']} are not {list(CLASS_NAMES)}")
     get_spec(manifest["backbone"])  # raises ValueError for unknown backbones
     low, high = manifest["uncertainty_band"]
     threshold = manifest["decision_threshold"]
@@ -139,8 +137,10 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
         with zipfile.ZipFile(path) as archive:
             names = archive.namelist()
             if MANIFEST_MEMBER not in names or MODEL_MEMBER not in names:
-                raise BundleError(f"{path.name} is not a model bundle (missing {MANIFEST_MEMBER} "
-                                  f"or {MODEL_MEMBER})")
+                raise BundleError(
+                    f"{path.name} is not a model bundle (missing {MANIFEST_MEMBER} "
+                    f"or {MODEL_MEMBER})"
+                )
             manifest = json.loads(archive.read(MANIFEST_MEMBER).decode("utf-8"))
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise BundleError(f"{path.name} is not a readable model bundle ({exc})") from exc
@@ -333,7 +333,8 @@ def choose_bundle(name: str | None = None) -> BundleInfo:
     if name:
         wanted = name.lower()
         matches = [
-            b for b in found
+            b
+            for b in found
             if wanted in (b.name.lower(), b.path.stem.lower(), f"{b.name}-v{b.version}".lower())
         ]
         if not matches:

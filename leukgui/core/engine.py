@@ -101,9 +101,7 @@ def _producer(
                 entries.append(FileError(item.path, item.sample, f"unexpected error: {exc}"))
             else:
                 truth = truth_for(item.path)
-                entries.append(
-                    _Decoded(item, width, height, truth.label, truth.subject, len(rows))
-                )
+                entries.append(_Decoded(item, width, height, truth.label, truth.subject, len(rows)))
                 rows.append(pixels)
             if len(rows) == batch_size:
                 _put(out, _Batch(entries, np.stack(rows)), stop)
@@ -171,8 +169,7 @@ class Analyzer:
                 if isinstance(batch, _Failure):
                     raise batch.exc
                 outcomes = self._classify(batch)
-                for outcome in outcomes:
-                    yield outcome
+                yield from outcomes
                 done += len(outcomes)
                 if progress is not None:
                     elapsed = max(time.perf_counter() - started, 1e-9)
@@ -195,8 +192,11 @@ class Analyzer:
             item = entry.item
             if not ok[row]:
                 outcomes.append(
-                    FileError(item.path, item.sample, "heatmap could not be computed "
-                              "(the network returned non-finite values)")
+                    FileError(
+                        item.path,
+                        item.sample,
+                        "heatmap could not be computed (the network returned non-finite values)",
+                    )
                 )
                 continue
             p = float(p_all[row])

@@ -69,6 +69,7 @@ _CSV_RISKY_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 _MAX_CELL_TEXT = 32767  # Excel's limit for one cell
 
 _BOLD = Font(bold=True)
+_SMALL = Font(size=8)
 _TITLE_FONT = Font(bold=True, size=16)
 _BANNER_FONT = Font(bold=True, size=12, color="C00000")
 _BANNER_FILL = PatternFill("solid", fgColor="FDE9E7")
@@ -86,6 +87,7 @@ _WRAP_TOP = Alignment(wrap_text=True, vertical="top")
 _WRAP_CENTER = Alignment(wrap_text=True, vertical="center")
 _HEADER_ALIGN = Alignment(wrap_text=True, vertical="center", horizontal="center")
 _CENTER = Alignment(horizontal="center", vertical="center")
+_INDENT = Alignment(horizontal="left", indent=1)
 _VCENTER = Alignment(vertical="center")
 _PCT = "0.0%"
 _PROB = "0.000"
@@ -292,14 +294,15 @@ class _PngImage(XlImage):
         return self.ref
 
 
-def _add_picture(ws: Worksheet, png: bytes, row: int, col: int, px: int) -> None:
-    """Anchor a px-square picture inside one cell; it moves, sizes and hides with the row
-    (so filtering the sheet does not pile up the pictures of hidden rows)."""
+def _add_picture(ws: Worksheet, png: bytes, row: int, col: int, px: int, left_px: int) -> None:
+    """Anchor a px-square picture inside one cell, `left_px` from its left edge; it moves,
+    sizes and hides with the row (so filtering does not pile up hidden rows' pictures)."""
     img = _PngImage(png, px, px)
-    pad = pixels_to_EMU(_IMG_PAD_PX)
+    left = pixels_to_EMU(left_px)
+    top = pixels_to_EMU(_IMG_PAD_PX)
     size = pixels_to_EMU(px)
-    start = AnchorMarker(col=col - 1, colOff=pad, row=row - 1, rowOff=pad)
-    end = AnchorMarker(col=col - 1, colOff=pad + size, row=row - 1, rowOff=pad + size)
+    start = AnchorMarker(col=col - 1, colOff=left, row=row - 1, rowOff=top)
+    end = AnchorMarker(col=col - 1, colOff=left + size, row=row - 1, rowOff=top + size)
     img.anchor = TwoCellAnchor(editAs="twoCell", _from=start, to=end)
     ws.add_image(img)
 
@@ -442,7 +445,9 @@ def _cells_sheet(
     _header(ws, 1, headers)
     ws.row_dimensions[1].height = 30
     threshold = run.info.threshold
-    img_width = (thumb_px + 2 * _IMG_PAD_PX) / 7.0 + 1.5
+    # Wide enough for the picture and for an "image unavailable: <reason>" text instead.
+    img_width = max(15.0, (thumb_px + 2 * _IMG_PAD_PX) / 7.0 + 1.5)
+    img_left = max(_IMG_PAD_PX, (int(img_width * 7 + 5) - thumb_px) // 2)  # centred
     row_height = (thumb_px + 2 * _IMG_PAD_PX) * 0.75 + 1
     file_names: list[str] = []
     samples: list[str] = []
@@ -464,17 +469,17 @@ def _cells_sheet(
         _num(ws, row, 6, float(cell.p_all), _PROB)
         truth = normalize_truth(cell.truth)
         if cell.truth is not None:
-            _text(ws, row, 7, truth or cell.truth)
+            _text(ws, row, 7, truth or cell.truth).alignment = _CENTER
         if truth is not None:
             called = decided_label(cell, threshold)
             verdict = "yes" if called == truth else "no"
             if cell.label == UNCERTAIN:
                 verdict += " (by threshold)"
-            _text(ws, row, 8, verdict)
+            _text(ws, row, 8, verdict).alignment = _CENTER
         _text(ws, row, 9, str(cell.path))
         if include_images:
             ws.row_dimensions[row].height = row_height
-            for col in (1, 2, 3, 4, 6, 7, 8, 9):
+            for col in (1, 2, 3, 4, 6, 9):
                 ws.cell(row=row, column=col).alignment = _VCENTER
             pics = _pictures(cell, thumb_px)
             for col, png, reason in (
@@ -482,9 +487,11 @@ def _cells_sheet(
                 (11, pics.heat, pics.heat_reason),
             ):
                 if png is not None:
-                    _add_picture(ws, png, row, col, thumb_px)
+                    _add_picture(ws, png, row, col, thumb_px, img_left)
                 else:
-                    _text(ws, row, col, reason).alignment = _WRAP_CENTER
+                    note = _text(ws, row, col, reason)
+                    note.alignment = _WRAP_CENTER
+                    note.font = _SMALL
     n = len(file_names)
     last = get_column_letter(len(headers))
     ws.auto_filter.ref = f"A1:{last}{n + 1}"
@@ -650,6 +657,7 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
     _text(ws, row, 1, "Confusion matrix").font = _BOLD
     row += 1
     _header(ws, row, ["", "Predicted ALL", "Predicted HEM", "Total"])
+    ws.row_dimensions[row].height = 30
     grid = [
         ("Truth ALL", m.tp, m.fn, "TP", "FN"),
         ("Truth HEM", m.fp, m.tn, "FP", "TN"),
@@ -660,7 +668,9 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
         _num(ws, row, 2, a)
         _num(ws, row, 3, b)
         _num(ws, row, 4, a + b)
-        _text(ws, row, 5, f"{a_tag} = {a}, {b_tag} = {b}")
+        tag = _text(ws, row, 5, f"{a_tag} = {a}, {b_tag} = {b}")
+        tag.alignment = _INDENT
+        tag.font = Font(italic=True)
         for col in range(1, 5):
             ws.cell(row=row, column=col).border = _BORDER
     row += 1
@@ -673,6 +683,7 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
     row += 2
 
     _header(ws, row, ["Metric", "Value", "95% CI low", "95% CI high", "Formula"])
+    ws.row_dimensions[row].height = 30
     for name, value, kn, formula in _metric_rows(m):
         row += 1
         _text(ws, row, 1, name)
@@ -681,7 +692,7 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
             low, high = wilson_interval(*kn)
             _num(ws, row, 3, low, _PROB)
             _num(ws, row, 4, high, _PROB)
-        _text(ws, row, 5, formula)
+        _text(ws, row, 5, formula).alignment = _INDENT
         for col in range(1, 6):
             ws.cell(row=row, column=col).border = _BORDER
     row += 1
@@ -694,7 +705,7 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
         5,
         "gap between P(ALL) and the observed ALL fraction, averaged over 10 P(ALL) bins "
         "weighted by cells; 0 = perfect",
-    )
+    ).alignment = _INDENT
     for col in range(1, 6):
         ws.cell(row=row, column=col).border = _BORDER
     row += 2

@@ -7,10 +7,10 @@ order, so one bad file never stops a run and nothing is silently dropped.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Union
 
 import numpy as np
 
@@ -57,7 +57,7 @@ class FileError:
     reason: str
 
 
-Outcome = Union[CellResult, FileError]
+Outcome = CellResult | FileError
 
 
 @dataclass(frozen=True)

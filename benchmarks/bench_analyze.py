@@ -1,0 +1,227 @@
+"""Throughput and memory of the analysis path against its baselines, in one process.
+
+    python benchmarks/bench_analyze.py              # N = 1000 (about 10 minutes on 2 cores)
+    python benchmarks/bench_analyze.py --n 200 --skip-memory   # a quick look
+
+Prints images/s for
+  (a) batched forward pass on preloaded tensors (the runtime's ceiling),
+  (b) the full `leukgui analyze` path without the report: decode + preprocess + P(ALL) +
+      label + Grad-CAM for every cell,
+  (c) the keras.io Grad-CAM recipe (per image, GradientTape, eager),
+  (d) per-image `model.predict`,
+  (e) `keras.utils.image_dataset_from_directory` + `model.predict` (labels only),
+the ratios b/a, b/c, b/d, b/e, and the peak RSS of fresh processes analysing N and 10*N files.
+All on N synthetic 450x450 BMP cells and EfficientNetB0 at 224 px. Speeds are compared as
+ratios measured in the same process because the machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import numpy as np  # noqa: E402
+
+from leukgui.core.synthetic import write_dataset  # noqa: E402
+
+
+def make_bundle(folder: Path) -> Path:
+    """A random-weight EfficientNetB0 bundle at 224 px (speed does not depend on weights)."""
+    from leukgui.core.backbones import build_classifier
+    from leukgui.core.bundle import make_manifest, save_bundle
+
+    model = build_classifier("efficientnetb0", weights=None, input_size=224, seed=0)
+    manifest = make_manifest(name="bench", version="1", backbone="efficientnetb0", input_size=224)
+    return save_bundle(model, manifest, folder / "bench.leukmodel", overwrite=True)
+
+
+def best_of(fn, repeats: int) -> float:
+    """Fastest of `repeats` timed runs (seconds): the least disturbed by other processes."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def memory_child(bundle: Path, data: Path, repeat: int) -> None:
+    """Run in a fresh process: analyse the files `repeat` times over, print peak RSS in MB."""
+    import resource
+
+    from leukgui.core.bundle import load_bundle
+    from leukgui.core.engine import Analyzer
+    from leukgui.core.imaging import discover
+
+    analyzer = Analyzer(load_bundle(bundle))
+    items, _ = discover([data])
+    outcomes = list(analyzer.iter_outcomes(items * repeat))  # kept, as the CLI keeps them
+    assert len(outcomes) == len(items) * repeat
+    peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    print(json.dumps({"cells": len(outcomes), "peak_rss_mb": peak_kb / 1024}))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--n", type=int, default=1000, help="synthetic BMP files (default 1000)")
+    parser.add_argument(
+        "--per-image",
+        type=int,
+        default=40,
+        help="images timed for the slow per-image baselines (c) and (d)",
+    )
+    parser.add_argument("--repeats", type=int, default=2, help="timed repeats of (a) (b) (e)")
+    parser.add_argument("--skip-memory", action="store_true")
+    parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(
+            Path(args.memory_child[0]), Path(args.memory_child[1]), int(args.memory_child[2])
+        )
+        return 0
+
+    import keras
+    import tensorflow as tf
+
+    from leukgui.core.bundle import load_bundle
+    from leukgui.core.engine import Analyzer
+    from leukgui.core.gradcam import gradcam_reference
+    from leukgui.core.imaging import decode_image, discover, to_model_input
+
+    tmp = Path(tempfile.mkdtemp(prefix="leukgui-bench-"))
+    data = tmp / "cells"
+    print(f"writing {args.n} synthetic 450x450 BMP files to {data} ...", flush=True)
+    write_dataset(data, n_per_class=args.n // 2, seed=1, fmt="bmp")
+    items, _ = discover([data])
+    n = len(items)
+    bundle_path = make_bundle(tmp)
+    bundle = load_bundle(bundle_path)
+    model = bundle.model
+    analyzer = Analyzer(bundle)
+    size = analyzer.input_size
+    figures: dict[str, float] = {"n": n, "cpu_count": os.cpu_count() or 0}
+
+    # (a) forward pass only, on tensors already in memory
+    batches = [
+        tf.constant(
+            np.stack([to_model_input(decode_image(i.path), size) for i in items[k : k + 32]])
+        )
+        for k in range(0, n, 32)
+    ]
+    forward = tf.function(lambda x: model(x, training=False))
+    forward(batches[0])
+
+    def run_a() -> None:
+        for batch in batches:
+            forward(batch).numpy()
+
+    analyzer.gradcam(batches[0].numpy())  # compile outside the timing
+
+    # (b) the full analysis path
+    def run_b() -> None:
+        outcomes = list(analyzer.iter_outcomes(items))
+        assert len(outcomes) == n and all(hasattr(o, "heatmap") for o in outcomes)
+
+    # (e) image_dataset_from_directory + predict
+    def run_e() -> None:
+        ds = keras.utils.image_dataset_from_directory(
+            data,
+            labels=None,
+            image_size=(size, size),
+            batch_size=32,
+            shuffle=False,
+            verbose=False,
+        )
+        out = model.predict(ds, verbose=0)
+        assert len(out) == n
+
+    # interleave the repeats so drift in machine load hits every method alike
+    timings: dict[str, list[float]] = {"a": [], "b": [], "e": []}
+    run_e()  # warm the predict function
+    for _ in range(args.repeats):
+        timings["a"].append(best_of(run_a, 1))
+        timings["b"].append(best_of(run_b, 1))
+        timings["e"].append(best_of(run_e, 1))
+    for key, values in timings.items():
+        figures[key] = n / min(values)
+
+    subset = items[: args.per_image]
+
+    def run_c() -> None:
+        for item in subset:
+            x = to_model_input(decode_image(item.path), size)
+            gradcam_reference(model, x)
+            model(x[None], training=False)
+
+    def run_d() -> None:
+        for item in subset:
+            x = to_model_input(decode_image(item.path), size)
+            model.predict(x[None], verbose=0)
+
+    gradcam_reference(model, to_model_input(decode_image(subset[0].path), size))
+    model.predict(batches[0][:1], verbose=0)
+    figures["c"] = len(subset) / best_of(run_c, 1)
+    figures["d"] = len(subset) / best_of(run_d, 1)
+
+    print()
+    print(
+        f"EfficientNetB0 at {size} px, {n} synthetic 450x450 BMP cells, "
+        f"{os.cpu_count()} CPU cores, TensorFlow {tf.__version__}"
+    )
+    print(f"(a) batched forward, preloaded tensors      {figures['a']:8.1f} img/s")
+    print(f"(b) full analyze path incl. Grad-CAM         {figures['b']:8.1f} img/s")
+    print(f"(c) keras.io Grad-CAM, per image, eager      {figures['c']:8.1f} img/s")
+    print(f"(d) per-image model.predict                  {figures['d']:8.1f} img/s")
+    print(f"(e) image_dataset_from_directory + predict   {figures['e']:8.1f} img/s")
+    targets = {"b/a": 0.90, "b/c": 30, "b/d": 5, "b/e": 0.92}
+    for ratio, target in targets.items():
+        top, bottom = ratio.split("/")
+        value = figures[top] / figures[bottom]
+        figures[ratio] = value
+        verdict = "ok" if value >= target else "BELOW TARGET"
+        print(f"{ratio:4s} = {value:7.2f}   (target >= {target})  {verdict}")
+
+    if not args.skip_memory:
+        rss = {}
+        for repeat in (1, 10):
+            out = subprocess.run(
+                [
+                    sys.executable,
+                    __file__,
+                    "--memory-child",
+                    str(bundle_path),
+                    str(data),
+                    str(repeat),
+                ],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            rss[repeat] = json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+        figures["rss_n_mb"] = rss[1]
+        figures["rss_10n_mb"] = rss[10]
+        growth = rss[10] - rss[1]
+        figures["rss_growth_mb"] = growth
+        verdict = "ok" if growth <= 150 else "ABOVE TARGET"
+        print(
+            f"peak RSS: N={n}: {rss[1]:.0f} MB, 10N={10 * n}: {rss[10]:.0f} MB, "
+            f"growth {growth:.0f} MB (target <= 150)  {verdict}"
+        )
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,171 @@
+"""The command line as a user meets it: exit codes, outputs, summary line, model listing."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+import sys
+from pathlib import Path
+
+import openpyxl
+import pytest
+
+from leukgui import cli
+from leukgui.core.synthetic import write_dataset
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(args: list[str], capsys) -> tuple[int, str, str]:
+    code = cli.main(args)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def test_analyze_writes_report_csv_and_heatmaps(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    data = tmp_path / "cells"
+    write_dataset(data, n_per_class=2, seed=3, fmt="bmp")
+    out = tmp_path / "out" / "p7.xlsx"
+    out.parent.mkdir()
+    code, stdout, stderr = _run(
+        [
+            "analyze",
+            str(data),
+            "--model",
+            str(tiny_bundle_path),
+            "--out",
+            str(out),
+            "--csv",
+            "--heatmaps",
+            str(tmp_path / "maps"),
+            "--no-progress",
+        ],
+        capsys,
+    )
+    assert code == cli.EXIT_OK, stderr
+    assert stdout.startswith("4 cells: ALL ")
+    assert f"report {out}" in stdout and "0 errors" in stdout
+    book = openpyxl.load_workbook(out)
+    assert {"Summary", "Cells", "Errors", "Metrics", "Provenance"} <= set(book.sheetnames)
+    rows = list(csv.DictReader(out.with_suffix(".csv").open(encoding="utf-8-sig")))
+    assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert len(list((tmp_path / "maps").rglob("*_gradcam.png"))) == 4
+
+
+def test_some_bad_inputs_give_exit_1_and_are_listed(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    data = tmp_path / "cells"
+    write_dataset(data, n_per_class=1, seed=4, fmt="png")
+    (data / "broken.png").write_bytes(b"")
+    code, stdout, stderr = _run(
+        [
+            "analyze",
+            str(data),
+            "--model",
+            str(tiny_bundle_path),
+            "--out",
+            str(tmp_path / "r.xlsx"),
+            "-q",
+        ],
+        capsys,
+    )
+    assert code == cli.EXIT_SOME_ERRORS
+    assert "2 cells" in stdout and "1 errors" in stdout
+    errors = openpyxl.load_workbook(tmp_path / "r.xlsx")["Errors"]
+    assert "empty file" in [c.value for row in errors.iter_rows() for c in row]
+
+
+def test_no_images_exit_3(tmp_path: Path, capsys) -> None:
+    (tmp_path / "notes.txt").write_text("hello")
+    code, _, stderr = _run(["analyze", str(tmp_path), "--out", str(tmp_path / "r.xlsx")], capsys)
+    assert code == cli.EXIT_NO_IMAGES
+    assert "no images found" in stderr
+    assert not (tmp_path / "r.xlsx").exists()
+
+
+def test_unknown_model_exit_4(tmp_path: Path, capsys) -> None:
+    write_dataset(tmp_path, n_per_class=1, seed=5, fmt="png")
+    code, _, stderr = _run(
+        ["analyze", str(tmp_path), "--model", "no-such-model", "--out", str(tmp_path / "r.xlsx")],
+        capsys,
+    )
+    assert code == cli.EXIT_MODEL
+    assert "no model named 'no-such-model'" in stderr
+
+
+def test_report_that_cannot_be_written_exit_5_keeps_old_report(
+    tiny_bundle_path: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import os
+
+    data = tmp_path / "cells"
+    write_dataset(data, n_per_class=1, seed=6, fmt="png")
+    report = tmp_path / "r.xlsx"
+    report.write_bytes(b"previous report")
+
+    def locked(src, dst):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(os, "replace", locked)
+    code, _, stderr = _run(
+        ["analyze", str(data), "--model", str(tiny_bundle_path), "--out", str(report), "-q"], capsys
+    )
+    assert code == cli.EXIT_REPORT
+    assert "cannot write report" in stderr
+    assert report.read_bytes() == b"previous report"
+    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".xlsx"] == ["r.xlsx"]
+
+
+def test_out_must_be_xlsx(tmp_path: Path, capsys) -> None:
+    code, _, stderr = _run(["analyze", str(tmp_path), "--out", str(tmp_path / "r.pdf")], capsys)
+    assert code == cli.EXIT_USAGE and ".xlsx" in stderr
+
+
+def test_models_lists_name_backbone_version_and_sha(
+    tiny_bundle_path: Path, tmp_path: Path, monkeypatch, capsys
+) -> None:
+    import shutil
+
+    monkeypatch.setenv("LEUKGUI_USER_DIR", str(tmp_path))
+    (tmp_path / "models").mkdir()
+    shutil.copy(tiny_bundle_path, tmp_path / "models")
+    from leukgui.core.bundle import read_manifest
+
+    sha = read_manifest(tiny_bundle_path)["weights_sha256"]
+    code, stdout, _ = _run(["models"], capsys)
+    assert code == 0
+    line = next(line for line in stdout.splitlines() if line.startswith("tiny-test"))
+    assert line.split()[:4] == ["tiny-test", "1", "efficientnetb0", "64"]
+    assert line.endswith(sha) and "user" in line
+    assert "efficientnetb0-demo [DEMO]" in stdout
+    assert "not for diagnosis" in stdout
+
+
+def test_help_documents_exit_codes() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "leukgui", "analyze", "--help"],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=60,
+    )
+    assert result.returncode == 0
+    assert "exit codes:" in result.stdout and "--heatmaps DIR" in result.stdout
+
+
+@pytest.mark.slow
+def test_demo_model_on_bundled_samples(tmp_path: Path, capsys) -> None:
+    """The Quick start's main job: bundled samples + bundled demo model → a report."""
+    out = tmp_path / "report.xlsx"
+    code, stdout, stderr = _run(
+        ["analyze", str(REPO / "resources" / "samples"), "--out", str(out), "--no-progress"], capsys
+    )
+    assert code == cli.EXIT_OK, stderr
+    assert "DEMO MODEL" in stderr
+    assert stdout.startswith("12 cells: ALL 6 (50.0% of ALL+HEM), HEM 6, uncertain 0; 0 errors")
+    summary = openpyxl.load_workbook(out)["Summary"]
+    texts = [c.value for row in summary.iter_rows() for c in row if isinstance(c.value, str)]
+    assert any("DEMO MODEL" in t for t in texts)

@@ -1,0 +1,677 @@
+"""Excel/CSV/heatmap exports: content of every sheet, formula safety, atomic failure modes."""
+
+from __future__ import annotations
+
+import csv
+import errno
+import math
+import os
+import sys
+import tempfile
+import zipfile
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import openpyxl
+import pytest
+
+from leukgui.core import atomic, report
+from leukgui.core.atomic import ReportWriteError, atomic_write
+from leukgui.core.imaging import decode_image
+from leukgui.core.metrics import binary_metrics, wilson_interval
+from leukgui.core.overlay import colorize, heatmap_to_image, overlay
+from leukgui.core.report import write_csv, write_excel, write_heatmaps
+from leukgui.core.results import (
+    ALL,
+    DEMO_NOTICE,
+    HEM,
+    UNCERTAIN,
+    CellResult,
+    FileError,
+    RunInfo,
+    RunResult,
+)
+
+SHA = "0123456789abcdef" * 4
+STARTED = datetime(2024, 5, 6, 9, 30, 0, tzinfo=timezone.utc)
+
+
+def _image(path: Path, width: int = 40, height: int = 30, seed: int = 0) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _heat(seed: int = 0) -> np.ndarray:
+    return np.random.default_rng(seed).random((7, 7)).astype(np.float32)
+
+
+def _cell(path: Path, sample: str, p: float, label: str, truth: str | None = None) -> CellResult:
+    width, height = (40, 30)
+    return CellResult(path, sample, p, label, _heat(), width, height, truth, subject="P1")
+
+
+def _info(inputs: list[str], **kw: object) -> RunInfo:
+    values: dict = dict(
+        app_version="0.1.0",
+        model_name="cnmc-mobilenet",
+        model_version="2.1",
+        model_sha256=SHA,
+        backbone="MobileNetV3Small",
+        input_size=224,
+        threshold=0.5,
+        uncertainty_band=(0.4, 0.6),
+        demo=False,
+        inputs=inputs,
+        started=STARTED,
+        finished=STARTED + timedelta(seconds=75),
+        device="CPU (8 logical cores)",
+        tensorflow_version="2.19.0",
+        keras_version="3.10.0",
+        total_inputs=8,
+        extra={"model file": "/models/cnmc.keras"},
+    )
+    values.update(kw)
+    return RunInfo(**values)
+
+
+@pytest.fixture
+def run(tmp_path: Path) -> RunResult:
+    """Two samples, every label, truth known for most cells, one missing file, one error."""
+    root = tmp_path / "images"
+    s1, s2 = root / "S1", root / "S2"
+    outcomes = [
+        _cell(_image(s1 / "a.png", seed=1), "S1", 0.9, ALL, ALL),  # TP
+        _cell(_image(s1 / "b.png", seed=2), "S1", 0.1, HEM, HEM),  # TN
+        _cell(_image(s1 / "c.png", seed=3), "S1", 0.55, UNCERTAIN, HEM),  # FP by threshold
+        _cell(_image(s1 / "d.png", seed=4), "S1", 0.8, ALL, HEM),  # FP
+        _cell(_image(s2 / "e.png", seed=5), "S2", 0.2, HEM, ALL),  # FN
+        _cell(_image(s2 / "f.png", seed=6), "S2", 0.7, ALL),  # no truth
+        _cell(s2 / "missing.png", "S2", 0.3, HEM),  # file gone before export
+        FileError(s2 / "bad.png", "S2", "truncated PNG"),
+    ]
+    return RunResult(_info([str(root)]), outcomes)
+
+
+def _rows(ws) -> list[tuple]:
+    return [tuple(r) for r in ws.iter_rows(values_only=True)]
+
+
+def _by_first(ws) -> dict[object, tuple]:
+    return {r[0]: r for r in _rows(ws) if r and r[0] is not None}
+
+
+def _load(path: Path) -> openpyxl.Workbook:
+    return openpyxl.load_workbook(path)
+
+
+# ------------------------------------------------------------------------------ Summary
+
+
+def test_summary_counts_and_all_percent(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    wb = _load(out)
+    assert wb.sheetnames == ["Summary", "Cells", "Errors", "Metrics", "Provenance"]
+    ws = wb["Summary"]
+    assert ws["A1"].value == "LeukGUI report"
+    rows = _rows(ws)
+    header = rows.index(
+        (
+            "Sample",
+            "Cells",
+            "ALL",
+            "HEM",
+            "UNCERTAIN",
+            "ALL %",
+            "95% CI low",
+            "95% CI high",
+            "Errors",
+        )
+    )
+    table = rows[header + 1 : header + 4]
+    assert [r[0] for r in table] == ["S1", "S2", "Overall"]
+    s1, s2, overall = table
+    assert s1[1:5] == (4, 2, 1, 1) and s1[8] == 0
+    assert s1[5] == pytest.approx(2 / 3)  # UNCERTAIN excluded from the denominator
+    assert s1[6:8] == pytest.approx(wilson_interval(2, 3))
+    assert s2[1:5] == (3, 1, 2, 0) and s2[8] == 1
+    assert s2[5] == pytest.approx(1 / 3)
+    assert overall[1:5] == (7, 3, 3, 1) and overall[8] == 1
+    assert overall[5] == pytest.approx(0.5)
+    pct_cell = ws.cell(row=header + 2, column=6)
+    assert pct_cell.number_format == "0.0%"
+    assert ws.cell(row=header + 4, column=1).font.b  # Overall row bold
+    assert ws.freeze_panes == f"A{header + 2}"
+    text = " ".join(str(v) for r in rows for v in r if isinstance(v, str))
+    assert "ALL % = ALL / (ALL + HEM)" in text and "excluded" in text
+    assert "Wilson" in text
+    assert f"SHA-256 {SHA[:12]}" in text and "cnmc-mobilenet 2.1" in text
+    assert DEMO_NOTICE not in text and "cancelled" not in text.lower()
+    assert "not included" in text  # images=False is stated
+
+
+def test_demo_and_cancelled_banners(run: RunResult, tmp_path: Path) -> None:
+    run.info.demo = True
+    run.info.cancelled = True
+    run.info.total_inputs = 20
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    ws = _load(out)["Summary"]
+    assert ws["A2"].value == DEMO_NOTICE
+    assert ws["A2"].font.b and ws["A2"].font.color.rgb.endswith("C00000")
+    assert ws["A3"].value == "Run cancelled — 8 of 20 inputs analysed"
+    assert ws["A3"].font.b
+    prov = _by_first(_load(out)["Provenance"])
+    assert prov["Demo model"][1] == DEMO_NOTICE
+    assert prov["Cancelled"][1] == "yes"
+
+
+# ------------------------------------------------------------------------------ Cells
+
+
+def test_cells_rows_and_labels(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    ws = _load(out)["Cells"]
+    rows = _rows(ws)
+    assert rows[0][:9] == (
+        "#",
+        "File",
+        "Sample",
+        "Subject",
+        "Label",
+        "P(ALL)",
+        "Truth",
+        "Correct?",
+        "Full path",
+    )
+    assert rows[0][9] is None and "not included" in rows[0][10]  # note outside the table
+    body = [r[:9] for r in rows[1:]]
+    assert len(body) == len(run.cells) == 7
+    assert [r[0] for r in body] == list(range(1, 8))
+    assert [r[1] for r in body] == [
+        "S1/a.png",
+        "S1/b.png",
+        "S1/c.png",
+        "S1/d.png",
+        "S2/e.png",
+        "S2/f.png",
+        "S2/missing.png",
+    ]
+    assert [r[4] for r in body] == [ALL, HEM, UNCERTAIN, ALL, HEM, ALL, HEM]
+    assert [r[5] for r in body] == pytest.approx([0.9, 0.1, 0.55, 0.8, 0.2, 0.7, 0.3])
+    assert [r[6] for r in body] == [ALL, HEM, HEM, HEM, ALL, None, None]
+    assert [r[7] for r in body] == ["yes", "yes", "no (by threshold)", "no", "no", None, None]
+    assert body[0][8] == str(run.cells[0].path)
+    assert body[0][3] == "P1"
+    assert ws["F2"].number_format == "0.000"
+    fills = {
+        ws.cell(row=i, column=5).value: ws.cell(row=i, column=5).fill.fgColor.rgb for i in (2, 3, 4)
+    }
+    assert len(set(fills.values())) == 3  # colour differs per label, and so does the text
+    assert ws.auto_filter.ref == "A1:I8"
+    assert ws.freeze_panes == "C2"
+    assert len(ws._images) == 0
+
+
+def test_images_embedded_and_unavailable_is_said(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=True, thumb_px=48)
+    ws = _load(out)["Cells"]
+    assert ws["J1"].value == "Thumbnail" and ws["K1"].value == "Heatmap"
+    assert len(ws._images) == 2 * 6  # six readable cells, thumbnail + heatmap each
+    anchored = sorted((img.anchor._from.row, img.anchor._from.col) for img in ws._images)
+    assert anchored == sorted([(r, c) for r in range(1, 7) for c in (9, 10)])
+    for img in ws._images:  # each picture stays inside its own cell
+        assert img.anchor.to.row == img.anchor._from.row
+        assert img.anchor.to.col == img.anchor._from.col
+    assert ws.row_dimensions[2].height >= 48 * 0.75
+    assert ws["J8"].value.startswith("image unavailable: ")
+    assert ws["K8"].value.startswith("image unavailable: ")
+    with zipfile.ZipFile(out) as z:
+        media = [n for n in z.namelist() if n.startswith("xl/media/")]
+        assert len(media) == 12
+        png = np.frombuffer(z.read(media[0]), np.uint8)
+        assert cv2.imdecode(png, cv2.IMREAD_COLOR).shape == (48, 48, 3)
+
+
+def test_image_changed_since_analysis_is_not_shown(run: RunResult, tmp_path: Path) -> None:
+    run.cells[0].width = 999  # the file on disk is 40x30 now
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=True)
+    ws = _load(out)["Cells"]
+    assert "file changed since analysis" in ws["J2"].value
+    assert len(ws._images) == 2 * 5
+
+
+def test_images_auto_limit(run: RunResult, tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out)  # 7 cells: images included automatically
+    assert len(_load(out)["Cells"]._images) == 12
+    monkeypatch.setattr(report, "IMAGE_LIMIT", 3)
+    write_excel(run, out)
+    wb = _load(out)
+    assert len(wb["Cells"]._images) == 0
+    assert wb["Cells"]["J1"].value is None
+    summary = " ".join(str(v) for r in _rows(wb["Summary"]) for v in r if v)
+    assert "omitted" in summary and "more than the 3" in summary
+    assert "omitted" in " ".join(str(v) for v in _rows(wb["Cells"])[0] if v)
+
+
+# ------------------------------------------------------------------------------ Errors
+
+
+def test_errors_sheet(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    rows = _rows(_load(out)["Errors"])
+    assert rows[0] == ("File", "Sample", "Reason", "Full path")
+    assert rows[1:] == [("S2/bad.png", "S2", "truncated PNG", str(run.errors[0].path))]
+
+    run.outcomes = [o for o in run.outcomes if not isinstance(o, FileError)]
+    write_excel(run, out, images=False)
+    rows = _rows(_load(out)["Errors"])
+    assert rows[1][0] == "No errors" and len(rows) == 2
+
+
+# ------------------------------------------------------------------------------ Metrics
+
+
+def test_metrics_sheet_matches_binary_metrics(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    ws = _load(out)["Metrics"]
+    rows = _by_first(ws)
+    expected = binary_metrics(
+        [ALL, HEM, HEM, HEM, ALL],
+        [ALL, HEM, ALL, ALL, HEM],  # the UNCERTAIN cell (0.55) counts as ALL
+        [0.9, 0.1, 0.55, 0.8, 0.2],
+    )
+    assert (expected.tp, expected.fn, expected.fp, expected.tn) == (1, 1, 2, 1)
+    assert rows["Cells with truth"][1] == 5
+    assert rows["Cells without truth (not in metrics)"][1] == 2
+    assert rows["UNCERTAIN cells among cells with truth"][1] == 1
+    assert rows["Truth ALL"][1:4] == (1, 1, 2)
+    assert rows["Truth HEM"][1:4] == (2, 1, 3)
+    assert rows["Total"][1:4] == (3, 2, 5)
+    header = _rows(ws)[[r[0] for r in _rows(ws)].index("Truth ALL") - 1]
+    assert header[1:3] == ("Predicted ALL", "Predicted HEM")
+    for name, value in [
+        ("Accuracy", expected.accuracy),
+        ("Precision", expected.precision),
+        ("Recall (sensitivity)", expected.recall),
+        ("Specificity", expected.specificity),
+        ("F1 score", expected.f1),
+        ("Misclassification rate", expected.misclassification_rate),
+        ("Balanced accuracy", expected.balanced_accuracy),
+        ("ROC AUC", expected.roc_auc),
+    ]:
+        assert rows[name][1] == pytest.approx(value), name
+        assert rows[name][4], f"{name} has no formula in words"
+    assert rows["Accuracy"][2:4] == pytest.approx(wilson_interval(2, 5))
+    notes = " ".join(str(r[0]) for r in _rows(ws) if r[0])
+    assert "counted by the decision threshold" in notes and "(1 cell)" in notes
+
+
+def test_undefined_metrics_are_na_and_no_truth_means_no_sheet(
+    run: RunResult, tmp_path: Path
+) -> None:
+    for cell in run.cells:
+        cell.truth = HEM if cell.truth else None  # no true ALL: recall undefined
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    rows = _by_first(_load(out)["Metrics"])
+    assert rows["Recall (sensitivity)"][1] == "n/a"
+    assert rows["ROC AUC"][1] == "n/a"
+    assert rows["Specificity"][1] == pytest.approx(2 / 5)  # b and e called HEM
+
+    for cell in run.cells:
+        cell.truth = None
+    write_excel(run, out, images=False)
+    assert "Metrics" not in _load(out).sheetnames
+
+
+# ------------------------------------------------------------------------------ Provenance
+
+
+def test_provenance(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    rows = _by_first(_load(out)["Provenance"])
+    assert rows["Model SHA-256"][1] == SHA
+    assert rows["Model name"][1] == "cnmc-mobilenet"
+    assert rows["Model version"][1] == "2.1"
+    assert rows["App version"][1] == "0.1.0"
+    assert rows["Backbone"][1] == "MobileNetV3Small"
+    assert rows["Input size (px)"][1] == 224
+    assert rows["Decision threshold (P(ALL))"][1] == 0.5
+    assert rows["Uncertainty band (P(ALL))"][1].startswith("0.400 – 0.600")
+    assert rows["TensorFlow version"][1] == "2.19.0"
+    assert rows["Keras version"][1] == "3.10.0"
+    assert rows["Device"][1] == "CPU (8 logical cores)"
+    assert rows["Input 1"][1] == run.info.inputs[0]
+    assert rows["Started"][1].startswith("2024-05-06 09:30:00")
+    assert rows["Duration"][1].startswith("0:01:15")
+    assert rows["Cancelled"][1] == "no"
+    assert (rows["Total inputs"][1], rows["Cells"][1], rows["Errors"][1]) == (8, 7, 1)
+    assert rows["model file"][1] == "/models/cnmc.keras"
+    assert "Demo model" not in rows
+
+
+# ------------------------------------------------------------------------------ formula safety
+
+HOSTILE = ['=HYPERLINK("x").png', "+1.png", "@x.png", "-x.png"]
+
+
+@pytest.fixture
+def hostile_run(tmp_path: Path) -> RunResult:
+    folder = tmp_path / "=1+1"
+    outcomes: list = [
+        _cell(_image(folder / name, seed=i), "=1+1", 0.9, ALL) for i, name in enumerate(HOSTILE)
+    ]
+    outcomes.append(FileError(folder / "=2.png", "=1+1", "=cmd|' /C calc'!A0"))
+    info = _info([str(folder)], extra={"=key": "@value"})
+    return RunResult(info, outcomes)
+
+
+def test_formula_like_text_stays_text_in_xlsx(hostile_run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.xlsx"
+    write_excel(hostile_run, out, images=True)
+    wb = _load(out)
+    cells = wb["Cells"]
+    for row, name in enumerate(HOSTILE, 2):
+        for col, value in ((2, name), (3, "=1+1"), (9, str(hostile_run.cells[row - 2].path))):
+            cell = cells.cell(row=row, column=col)
+            assert cell.value == value
+            assert cell.data_type == "s"
+    err = wb["Errors"]
+    assert err["A2"].value == "=2.png" and err["A2"].data_type == "s"
+    assert err["C2"].value == "=cmd|' /C calc'!A0" and err["C2"].data_type == "s"
+    summary = _by_first(wb["Summary"])
+    assert "=1+1" in summary
+    prov = _by_first(wb["Provenance"])
+    assert prov["=key"][1] == "@value"
+    with zipfile.ZipFile(out) as z:  # no formula element anywhere in the workbook
+        for name in z.namelist():
+            if name.startswith("xl/worksheets/"):
+                assert b"<f>" not in z.read(name) and b"<f " not in z.read(name)
+
+
+def test_csv_escapes_formula_like_text(hostile_run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    write_csv(hostile_run, out)
+    rows = list(csv.reader(out.read_text(encoding="utf-8-sig").splitlines()))
+    assert [r[0] for r in rows[1:]] == ["'" + n for n in HOSTILE] + ["'=2.png"]
+    assert {r[1] for r in rows[1:]} == {"'=1+1"}
+    assert rows[-1][7] == "'=cmd|' /C calc'!A0"
+
+
+# ------------------------------------------------------------------------------ CSV
+
+
+def test_csv_content(run: RunResult, tmp_path: Path) -> None:
+    out = tmp_path / "r.csv"
+    write_csv(run, out)
+    raw = out.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf")
+    rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
+    assert rows[0] == [
+        "file",
+        "sample",
+        "subject",
+        "status",
+        "label",
+        "p_all",
+        "truth",
+        "reason",
+        "path",
+    ]
+    body = rows[1:]
+    assert len(body) == len(run.outcomes)
+    assert [r[0] for r in body] == [
+        "S1/a.png",
+        "S1/b.png",
+        "S1/c.png",
+        "S1/d.png",
+        "S2/e.png",
+        "S2/f.png",
+        "S2/missing.png",
+        "S2/bad.png",
+    ]
+    assert body[0] == [
+        "S1/a.png",
+        "S1",
+        "P1",
+        "ok",
+        ALL,
+        "0.900000",
+        ALL,
+        "",
+        str(run.cells[0].path),
+    ]
+    assert body[5][6] == ""  # unknown truth is blank
+    assert body[-1][3:8] == ["error", "", "", "", "truncated PNG"]
+
+
+# ------------------------------------------------------------------------------ heatmap PNGs
+
+
+def test_write_heatmaps(run: RunResult, tmp_path: Path) -> None:
+    dup = _image(tmp_path / "images" / "S1" / "a.bmp", width=25, height=50, seed=9)
+    run.outcomes.append(CellResult(dup, "S1", 0.6, ALL, _heat(3), 25, 50))
+    out = tmp_path / "heat"
+    written = write_heatmaps(run, out)
+    assert isinstance(written, list)
+    names = sorted(p.relative_to(out).as_posix() for p in written)
+    assert names == [
+        "S1/a_2_gradcam.png",
+        "S1/a_gradcam.png",
+        "S1/b_gradcam.png",
+        "S1/c_gradcam.png",
+        "S1/d_gradcam.png",
+        "S2/e_gradcam.png",
+        "S2/f_gradcam.png",
+    ]
+    for path in written:
+        img = decode_image(path)
+        expected = (50, 25) if path.name == "a_2_gradcam.png" else (30, 40)
+        assert img.shape == (*expected, 3)
+    assert [(p.name, r) for p, r in written.skipped] == [
+        ("missing.png", "cannot be read (No such file or directory)")
+    ]
+
+
+def test_write_heatmaps_non_ascii_sample(tmp_path: Path) -> None:
+    folder = tmp_path / "Probe Müller ä"
+    cell = CellResult(_image(folder / "zelle.png"), "Probe Müller ä", 0.7, ALL, _heat(), 40, 30)
+    run = RunResult(_info([str(folder)]), [cell])
+    written = write_heatmaps(run, tmp_path / "out")
+    assert written[0].parent.name == "Probe Müller ä"
+    assert decode_image(written[0]).shape == (30, 40, 3)
+
+
+# ------------------------------------------------------------------------------ atomic writes
+
+
+def _previous(run: RunResult, tmp_path: Path, name: str) -> tuple[Path, bytes]:
+    folder = tmp_path / "out"
+    folder.mkdir(exist_ok=True)
+    path = folder / name
+    if name.endswith(".csv"):
+        write_csv(run, path)
+    else:
+        write_excel(run, path, images=False)
+    return path, path.read_bytes()
+
+
+def _export(run: RunResult, path: Path) -> None:
+    if path.suffix == ".csv":
+        write_csv(run, path)
+    else:
+        write_excel(run, path, images=False)
+
+
+@pytest.mark.parametrize("name", ["report.xlsx", "cells.csv"])
+def test_read_only_folder_keeps_previous_report(
+    run: RunResult, tmp_path: Path, monkeypatch, name: str
+) -> None:
+    path, before = _previous(run, tmp_path, name)
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(errno.EACCES, "Permission denied")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    run.info.model_name = "changed"
+    with pytest.raises(ReportWriteError) as info:
+        _export(run, path)
+    message = str(info.value)
+    assert message.startswith(f"cannot write report to {path}: ")
+    assert "read-only" in message
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [name]
+
+
+def test_read_only_file_system_message(run: RunResult, tmp_path: Path, monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", refuse)
+    with pytest.raises(ReportWriteError, match="folder is read-only"):
+        write_excel(run, tmp_path / "r.xlsx", images=False)
+
+
+@pytest.mark.parametrize("name", ["report.xlsx", "cells.csv"])
+def test_locked_file_keeps_previous_report(
+    run: RunResult, tmp_path: Path, monkeypatch, name: str
+) -> None:
+    path, before = _previous(run, tmp_path, name)
+
+    def locked(src, dst):  # what Windows does while Excel has the file open
+        raise PermissionError(errno.EACCES, "The process cannot access the file")
+
+    monkeypatch.setattr(atomic.os, "replace", locked)
+    run.info.model_name = "changed"
+    with pytest.raises(ReportWriteError) as info:
+        _export(run, path)
+    assert "open in another program (close it in Excel and try again)" in str(info.value)
+    assert str(path) in str(info.value)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in path.parent.iterdir()) == [name]  # temp file removed
+
+
+@pytest.mark.skipif(
+    not hasattr(os, "geteuid") or os.geteuid() == 0,
+    reason="needs a non-root POSIX user: root ignores folder permissions (chmod cannot block "
+    "writes), so this case is covered by the monkeypatched tests above",
+)
+def test_real_read_only_folder(run: RunResult, tmp_path: Path) -> None:
+    path, before = _previous(run, tmp_path, "report.xlsx")
+    path.parent.chmod(0o555)
+    try:
+        with pytest.raises(ReportWriteError, match="read-only"):
+            write_excel(run, path, images=False)
+        assert path.read_bytes() == before
+    finally:
+        path.parent.chmod(0o755)
+
+
+def test_atomic_write_failures_clean_up(tmp_path: Path) -> None:
+    target = tmp_path / "x.txt"
+    target.write_text("old")
+
+    def broken(tmp: Path) -> None:
+        tmp.write_text("partial")
+        raise ValueError("disk exploded")
+
+    with pytest.raises(ReportWriteError, match="disk exploded"):
+        atomic_write(target, broken)
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+    def interrupted(tmp: Path) -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_write(target, interrupted)
+    assert [p.name for p in tmp_path.iterdir()] == ["x.txt"]
+
+    seen: list[str] = []
+    atomic_write(target, lambda tmp: (seen.append(tmp.suffix), tmp.write_text("new")))
+    assert seen == [".txt"] and target.read_text() == "new"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+def test_atomic_write_gives_normal_permissions(tmp_path: Path) -> None:
+    target = tmp_path / "fresh.csv"
+    atomic_write(target, lambda tmp: tmp.write_text("x"))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~mask  # not mkstemp's private 0600
+
+
+def test_no_temp_files_left_after_success(run: RunResult, tmp_path: Path) -> None:
+    folder = tmp_path / "out"
+    folder.mkdir()
+    write_excel(run, folder / "r.xlsx")
+    write_csv(run, folder / "r.csv")
+    assert sorted(p.name for p in folder.iterdir()) == ["r.csv", "r.xlsx"]
+    assert not list(Path(tempfile.gettempdir()).glob(".r.*.xlsx"))
+
+
+# ------------------------------------------------------------------------------ overlay
+
+
+def test_heatmap_aligns_with_unpadded_image() -> None:
+    centre = np.zeros((7, 7), np.float32)
+    centre[3, 3] = 1.0
+    for width, height in [(100, 40), (40, 100), (99, 51), (64, 64)]:
+        heat = heatmap_to_image(centre, width, height)
+        assert heat.shape == (height, width) and heat.dtype == np.float32
+        y, x = np.unravel_index(int(heat.argmax()), heat.shape)
+        assert abs(y - height / 2) <= 2 and abs(x - width / 2) <= 2
+        assert heat.min() >= 0.0 and heat.max() <= 1.0
+    corner = np.zeros((7, 7), np.float32)
+    corner[0, 0] = 1.0  # lies in the padding of a wide image: must not show on it
+    assert heatmap_to_image(corner, 100, 40).max() < 0.05
+    assert heatmap_to_image(corner, 64, 64)[0, 0] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        heatmap_to_image(np.zeros((0, 0)), 10, 10)
+
+
+def test_colorize_and_overlay() -> None:
+    ramp = np.array([[0.0, 1.0]], np.float32)
+    rgb = colorize(ramp)
+    assert rgb.dtype == np.uint8 and rgb.shape == (1, 2, 3)
+    assert rgb[0, 0, 2] > rgb[0, 0, 0]  # cold is blue
+    assert rgb[0, 1, 0] > rgb[0, 1, 2]  # hot is red
+
+    image = np.full((30, 50, 3), 128, np.uint8)
+    cold = overlay(image, np.zeros((7, 7), np.float32))
+    hot = overlay(image, np.ones((7, 7), np.float32))
+    assert cold.shape == image.shape and cold.dtype == np.uint8
+    cold_diff = np.abs(cold.astype(int) - 128).max()
+    hot_diff = np.abs(hot.astype(int) - 128).max()
+    assert cold_diff <= math.ceil(0.45 * 0.2 * 255)  # cold areas stay mostly original
+    assert hot_diff > 2 * cold_diff
+    with pytest.raises(ValueError):
+        overlay(image.astype(np.float32), np.zeros((7, 7)))
+
+
+def test_empty_unfinished_run(tmp_path: Path) -> None:
+    run = RunResult(_info([], finished=None, started=datetime(2024, 1, 1, 8, 0)), [])
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out)
+    wb = _load(out)
+    assert wb.sheetnames == ["Summary", "Cells", "Errors", "Provenance"]
+    overall = _by_first(wb["Summary"])["Overall"]
+    assert overall[1:6] == (0, 0, 0, 0, "n/a")  # no decided cell: ALL % undefined, not 0%
+    prov = _by_first(wb["Provenance"])
+    assert prov["Finished"][1] == "(not finished)"
+    assert prov["Inputs"][1] == "(none recorded)"
+    write_csv(run, tmp_path / "r.csv")
+    assert write_heatmaps(run, tmp_path / "h") == []
