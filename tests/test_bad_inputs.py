@@ -1,0 +1,118 @@
+"""A whole run over a folder of broken and odd files: each gets the right error or the right
+result, and every good file in the same run is still classified."""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from leukgui.core.engine import analyze_paths
+from leukgui.core.results import CellResult, FileError
+from leukgui.core.synthetic import make_cell
+
+
+def _png(rgb: np.ndarray) -> bytes:
+    return cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))[1].tobytes()
+
+
+def _huge_png_header(width: int, height: int) -> bytes:
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
+            + struct.pack(">I", zlib.crc32(chunk)))
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> tuple[Path, dict[str, str], set[str]]:
+    """Write the corpus; return root, expected error per file name, expected good names."""
+    root = tmp_path / "run"
+    nested = root / "Zellen Ü" / "tief 細胞"
+    nested.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    cell = make_cell("ALL", rng, size=96).image
+    bgr = cv2.cvtColor(cell, cv2.COLOR_RGB2BGR)
+    good: dict[str, bytes] = {
+        "good.bmp": cv2.imencode(".bmp", bgr)[1].tobytes(),
+        "good space name.PNG": _png(cell),
+        "grey.png": cv2.imencode(".png", cell[..., 1])[1].tobytes(),
+        "rgba.png": cv2.imencode(".png", np.dstack([bgr, np.full(cell.shape[:2], 255,
+                                                                 np.uint8)]))[1].tobytes(),
+    }
+    buf = io.BytesIO()
+    Image.fromarray(cell).convert("P", palette=Image.Palette.ADAPTIVE).save(buf, "PNG")
+    good["palette.png"] = buf.getvalue()
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, (cell.astype(np.uint16) * 257))
+    good["sixteen.tif"] = buf.getvalue()
+    good["=cmd().png"] = _png(cell)
+    for name, data in good.items():
+        (root / name).write_bytes(data)
+    (nested / "deep.jpg").write_bytes(cv2.imencode(".jpg", bgr)[1].tobytes())
+
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    bmp = good["good.bmp"]
+    bad = {
+        "empty.png": (b"", "empty file"),
+        "truncated.bmp": (bmp[: len(bmp) // 2], "truncated BMP"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG"),
+        "text.png": (b"this is a text file, renamed", "not an image"),
+        "random.tif": (rng.bytes(5000), "not an image"),
+        "tiny.png": (_png(np.zeros((1, 1, 3), np.uint8)), "too small: 1 x 1 px"),
+        "giant.png": (_huge_png_header(40000, 40000), "too large: 40000 x 40000 px"),
+    }
+    for name, (data, _) in bad.items():
+        (root / name).write_bytes(data)
+    os.symlink(root, nested / "loop")  # a folder link back up the tree
+    (root / "notes.txt").write_text("ignored: not an image extension")
+    expected_errors = {name: reason for name, (_, reason) in bad.items()}
+    return root, expected_errors, {*good, "deep.jpg"}
+
+
+def test_bad_inputs_are_errors_and_good_files_are_classified(tiny_bundle, corpus) -> None:
+    root, expected_errors, expected_good = corpus
+    run = analyze_paths([root], tiny_bundle, batch_size=3)
+    errors = {Path(e.path).name: e.reason for e in run.errors}
+    loop = [e for e in run.errors if "loop" in e.reason]
+    assert len(loop) == 1
+    del errors[Path(loop[0].path).name]
+    assert errors == expected_errors
+    cells = {Path(c.path).name: c for c in run.cells}
+    assert set(cells) == expected_good
+    assert all(isinstance(o, CellResult | FileError) for o in run.outcomes)
+    assert cells["deep.jpg"].sample == "run/Zellen Ü/tief 細胞"
+    # same pixels through different containers give (nearly) the same call
+    p = {name: cell.p_all for name, cell in cells.items()}
+    assert abs(p["good.bmp"] - p["good space name.PNG"]) < 1e-6
+    assert abs(p["good.bmp"] - p["sixteen.tif"]) < 1e-4
+    assert abs(p["good.bmp"] - p["rgba.png"]) < 1e-6
+
+
+def test_unreadable_file_is_an_error_row(tiny_bundle, tmp_path: Path, monkeypatch) -> None:
+    """Root ignores chmod, so the permission error is injected where the file is read."""
+    import leukgui.core.imaging as imaging
+
+    cell = make_cell("HEM", np.random.default_rng(1), size=64).image
+    for name in ("a.png", "locked.png", "c.png"):
+        (tmp_path / name).write_bytes(_png(cell))
+    real = np.fromfile
+
+    def fromfile(path, *args, **kwargs):
+        if str(path).endswith("locked.png"):
+            raise PermissionError(13, "Permission denied")
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(imaging.np, "fromfile", fromfile)
+    run = analyze_paths([tmp_path], tiny_bundle)
+    assert [Path(o.path).name for o in run.outcomes] == ["a.png", "c.png", "locked.png"]
+    assert run.errors[0].reason == "cannot be read (permission denied)"
+    assert len(run.cells) == 2
