@@ -28,8 +28,12 @@ def _huge_png_header(width: int, height: int) -> bytes:
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk
-            + struct.pack(">I", zlib.crc32(chunk)))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+    )
 
 
 @pytest.fixture
@@ -45,8 +49,9 @@ def corpus(tmp_path: Path) -> tuple[Path, dict[str, str], set[str]]:
         "good.bmp": cv2.imencode(".bmp", bgr)[1].tobytes(),
         "good space name.PNG": _png(cell),
         "grey.png": cv2.imencode(".png", cell[..., 1])[1].tobytes(),
-        "rgba.png": cv2.imencode(".png", np.dstack([bgr, np.full(cell.shape[:2], 255,
-                                                                 np.uint8)]))[1].tobytes(),
+        "rgba.png": cv2.imencode(".png", np.dstack([bgr, np.full(cell.shape[:2], 255, np.uint8)]))[
+            1
+        ].tobytes(),
     }
     buf = io.BytesIO()
     Image.fromarray(cell).convert("P", palette=Image.Palette.ADAPTIVE).save(buf, "PNG")

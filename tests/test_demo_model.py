@@ -42,8 +42,10 @@ def test_heatmap_mass_lies_on_the_cell(demo_bundle) -> None:
 
     cells = [c for c in generate_cells(40, seed=4242) if c.label == ALL]
     batch = np.stack([to_model_input(c.image, 224) for c in cells])
-    _, cams, ok = Analyzer(demo_bundle).gradcam(batch)
+    gradcam = Analyzer(demo_bundle).gradcam
+    _, raw, ok = gradcam(batch)
     assert ok.all()
+    cams = gradcam.align(raw)
     fractions = []
     for cell, cam in zip(cells, cams, strict=True):
         heat = heatmap_to_image(cam, cell.image.shape[1], cell.image.shape[0])

@@ -45,7 +45,7 @@ def test_every_input_gets_one_outcome_in_order(tiny_bundle, analyzer, tmp_path: 
     for cell in cells:
         assert 0.0 <= cell.p_all <= 1.0
         assert cell.label == tiny_bundle.label(cell.p_all)
-        assert cell.heatmap.shape == (2, 2) and cell.heatmap.dtype == np.float32
+        assert cell.heatmap.shape == (8, 8) and cell.heatmap.dtype == np.float32
         assert (cell.width, cell.height) == (450, 450)
         assert cell.truth == cell.path.parent.name.upper()
         assert cell.sample == f"{tmp_path.name}/patient 7/{cell.path.parent.name}"
@@ -94,6 +94,17 @@ def test_cancel_keeps_finished_cells(tiny_bundle, analyzer, tmp_path: Path) -> N
     assert run.info.total_inputs == 12
     items, _ = discover([tmp_path])
     assert [c.path for c in run.cells] == [i.path for i in items[:4]]
+
+    import openpyxl
+
+    from leukgui.core.report import write_excel
+
+    write_excel(run, tmp_path / "cancelled.xlsx")
+    book = openpyxl.load_workbook(tmp_path / "cancelled.xlsx")
+    summary = [c.value for row in book["Summary"].iter_rows() for c in row if c.value]
+    assert "Run cancelled — 4 of 12 inputs analysed" in summary
+    provenance = {r[0].value: r[1].value for r in book["Provenance"].iter_rows() if r[0].value}
+    assert provenance["Cancelled"] == "yes"
 
 
 def test_a_run_that_finishes_is_not_marked_cancelled(tiny_bundle, analyzer, tmp_path: Path):

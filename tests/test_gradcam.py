@@ -63,3 +63,47 @@ def test_non_finite_network_output_is_flagged() -> None:
     images = np.zeros((2, 64, 64, 3), np.float32)
     _, _, ok = BatchedGradCAM(model)(images)
     assert not ok.any()
+
+
+@pytest.mark.parametrize(
+    ("backbone", "stride", "offset"),
+    [("vgg16", 16, 7.5), ("resnet50", 32, 0.0), ("efficientnetb0", 32, 31.0)],
+)
+def test_cam_grid_geometry_matches_the_receptive_field(backbone, stride, offset) -> None:
+    """The computed cell centres agree with where the gradient of a feature actually comes
+    from, better than the naive 'cell i is centred at stride * (i + 0.5)' assumption."""
+    import tensorflow as tf
+
+    from leukgui.core.backbones import cam_grid_geometry, split_classifier
+
+    model = build_classifier(backbone, weights=None, input_size=224, seed=1)
+    parts = split_classifier(model)
+    assert cam_grid_geometry(parts.backbone) == (stride, offset)
+    x = tf.Variable(np.random.default_rng(0).uniform(0, 255, (1, 224, 224, 3)).astype("f4"))
+    with tf.GradientTape() as tape:
+        h = x
+        for layer in parts.preprocess:
+            h = layer(h)
+        features = parts.backbone(h)
+        i = features.shape[1] // 2
+        score = tf.reduce_sum(features[0, i, i])
+    weight = tf.reduce_sum(tf.abs(tape.gradient(score, x)), axis=-1)[0].numpy()
+    centroid = (weight * np.arange(224)[None, :]).sum() / weight.sum()
+    computed = stride * i + offset
+    naive = stride * i + (stride - 1) / 2
+    assert abs(computed - centroid) <= abs(naive - centroid) + 0.5
+    assert abs(computed - centroid) < 6
+
+
+def test_aligned_map_puts_each_cell_where_it_belongs() -> None:
+    model = build_classifier("efficientnetb0", weights=None, input_size=224, seed=1)
+    gradcam = BatchedGradCAM(model)
+    raw = np.zeros((1, 7, 7), np.float32)
+    raw[0, 3, 1] = 1.0
+    aligned = gradcam.align(raw)[0]
+    assert aligned.shape == (28, 28)
+    row, col = np.unravel_index(np.argmax(aligned), aligned.shape)
+    pixel = 224 / 28
+    # cell (3, 1) is centred at 32 * i + 31 px: rows 127, columns 63 of the 224 px input
+    assert abs((row + 0.5) * pixel - 0.5 - 127) <= pixel
+    assert abs((col + 0.5) * pixel - 0.5 - 63) <= pixel

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import openpyxl
 import pytest
-
 from conftest import CNMC_SAMPLES
+
 from leukgui import cli
 
 pytestmark = pytest.mark.skipif(
@@ -26,7 +26,8 @@ def test_real_cnmc_cells_end_to_end(tmp_path: Path, capsys) -> None:
     cells = book["Cells"]
     header = [c.value for c in next(cells.iter_rows(min_row=1, max_row=40)) if c.value]
     rows = [
-        [c.value for c in row] for row in cells.iter_rows()
+        [c.value for c in row]
+        for row in cells.iter_rows()
         if any(isinstance(c.value, str) and c.value.endswith(".bmp") for c in row)
     ]
     assert len(rows) == 6, header

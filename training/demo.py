@@ -44,6 +44,9 @@ def _dataset(images: np.ndarray, labels: np.ndarray, batch: int, train: bool, se
     if train:
         ds = ds.shuffle(len(images), seed=seed, reshuffle_each_iteration=True)
 
+    size = images.shape[1]
+    shift = size // 5  # cells land anywhere within +-20% of the frame
+
     def augment(image: Any, label: Any) -> tuple[Any, Any]:
         image = tf.cast(image, tf.float32)
         if train:
@@ -51,6 +54,10 @@ def _dataset(images: np.ndarray, labels: np.ndarray, batch: int, train: bool, se
             image = tf.image.random_flip_up_down(image, seed=seed)
             k = tf.random.uniform([], 0, 4, dtype=tf.int32, seed=seed)
             image = tf.image.rot90(image, k)
+            # Random translation on black: a network that only ever sees centred cells can
+            # score "the middle of the frame" instead of the cell, and its Grad-CAM spreads.
+            padded = tf.pad(image, [[shift, shift], [shift, shift], [0, 0]])
+            image = tf.image.random_crop(padded, [size, size, 3], seed=seed)
         return image, label
 
     return ds.map(augment, num_parallel_calls=tf.data.AUTOTUNE).batch(batch).prefetch(2)

@@ -297,6 +297,52 @@ def build_classifier(
     return keras.Model(image, probabilities, name=f"leukgui_{spec.name}")
 
 
+def _feature_chain(backbone: Any) -> list[Any]:
+    """Layers from the input to the CAM layer along the first-input path (residual branches
+    join with equal geometry, so one path fixes where each feature sits on the image)."""
+    chain = []
+    layer = backbone.layers[-1]
+    while layer.__class__.__name__ != "InputLayer":
+        inputs = layer._inbound_nodes[0].input_tensors
+        if not inputs:
+            break
+        chain.append(layer)
+        layer = inputs[0]._keras_history[0]
+    return chain[::-1]
+
+
+def cam_grid_geometry(backbone: Any) -> tuple[float, float]:
+    """Where CAM cell i sits on the model input: centre at `stride * i + offset` pixels.
+
+    Upsampling a 7x7 map as if cell i were centred at 32 * i + 15.5 is wrong for networks
+    with asymmetric padding: EfficientNet's features sit half a cell lower-right than that
+    and ResNet50's half a cell upper-left, which moves every heatmap off the cell. The
+    geometry follows from kernel sizes, strides and paddings along the feature path.
+    """
+    stride, offset = 1.0, 0.0
+    for layer in _feature_chain(backbone):
+        name = layer.__class__.__name__
+        if name == "ZeroPadding2D":
+            (top, _), (left, _) = layer.padding
+            if top != left:
+                raise ValueError(f"{layer.name}: unequal padding is not supported")
+            a, b = 1.0, -float(top)
+        elif name in ("Conv2D", "DepthwiseConv2D", "MaxPooling2D", "AveragePooling2D"):
+            k = (layer.kernel_size if hasattr(layer, "kernel_size") else layer.pool_size)[0]
+            s = layer.strides[0]
+            if layer.padding == "same":
+                size = int(layer._inbound_nodes[0].input_tensors[0].shape[1])
+                out = -(-size // s)
+                before = max((out - 1) * s + k - size, 0) // 2
+            else:
+                before = 0
+            a, b = float(s), -float(before) + (k - 1) / 2
+        else:
+            continue  # activations, normalisation, adds: no change of geometry
+        stride, offset = stride * a, stride * b + offset
+    return stride, offset
+
+
 @dataclass
 class ModelParts:
     """A classifier split where Grad-CAM needs it: before, at and after the CAM layer."""

@@ -183,6 +183,7 @@ class Analyzer:
     def _classify(self, batch: _Batch) -> list[Outcome]:
         if len(batch.images):
             p_all, cams, ok = self.gradcam(batch.images)
+            cams = self.gradcam.align(cams)
         outcomes: list[Outcome] = []
         for entry in batch.entries:
             if isinstance(entry, FileError):
@@ -251,7 +252,7 @@ def run_info_for(bundle: LoadedBundle, inputs: Sequence[str | Path]) -> RunInfo:
         device=device_description(),
         tensorflow_version=tf.__version__,
         keras_version=keras.__version__,
-        extra={"model file": str(bundle.path)},
+        extra={"Model file": str(bundle.path)},
     )
 
 

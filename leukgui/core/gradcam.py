@@ -5,6 +5,12 @@ small classification head, so one `tf.function` returns probabilities and heatma
 batch at about the cost of the forward pass alone. Each image's score depends only on its
 own features (inference mode: no batch statistics), so summing the scores of a batch and
 taking one gradient gives every image its own gradient.
+
+The score explained is the log-odds of the predicted class, logit(predicted) - logit(other):
+the one quantity that sets P(ALL) in a two-class softmax (and exactly the single logit of
+the equivalent sigmoid classifier). A lone softmax logit also carries a part shared by both
+classes; that part moves neither probability, yet it paints the black background around a
+segmented cell, so it is left out.
 """
 
 from __future__ import annotations
@@ -13,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
-from leukgui.core.backbones import ModelParts, split_classifier
+from leukgui.core.backbones import ModelParts, cam_grid_geometry, split_classifier
 
 _EPS = 1e-7
+ALIGNED_DIVISOR = 8  # aligned maps have input_size / 8 cells a side (28 x 28 at 224 px)
 
 
 class HeatmapError(RuntimeError):
@@ -25,8 +32,8 @@ class HeatmapError(RuntimeError):
 class BatchedGradCAM:
     """Callable that maps a float32 batch (B, S, S, 3) of raw RGB to (P(ALL), heatmaps).
 
-    `class_index` selects whose logit explains the map: None means the predicted class of
-    each image (what a reviewer asks: "why did it call this cell ALL?").
+    Each map explains the predicted class of its image (what a reviewer asks: "why did it
+    call this cell ALL?").
     """
 
     def __init__(self, model: Any, all_index: int = 1) -> None:
@@ -49,7 +56,9 @@ class BatchedGradCAM:
                     h = layer(h, training=False)
                 logits = tf.cast(h, tf.float32)
                 predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
-                score = tf.reduce_sum(tf.gather(logits, predicted, axis=1, batch_dims=1))
+                chosen = tf.gather(logits, predicted, axis=1, batch_dims=1)
+                other = tf.gather(logits, 1 - predicted, axis=1, batch_dims=1)
+                score = tf.reduce_sum(chosen - other)
             grads = tf.cast(tape.gradient(score, features), tf.float32)
             feats = tf.cast(features, tf.float32)
             weights = tf.reduce_mean(grads, axis=(1, 2), keepdims=True)
@@ -64,6 +73,8 @@ class BatchedGradCAM:
         spec = tf.TensorSpec([None, size, size, 3], tf.float32)
         self._fn = tf.function(run, input_signature=[spec], jit_compile=False)
         self.input_size = size
+        self.grid_stride, self.grid_offset = cam_grid_geometry(parts.backbone)
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return P(ALL) (B,), heatmaps (B, h, w) in 0..1, and a per-image `ok` flag.
@@ -76,6 +87,33 @@ class BatchedGradCAM:
         cams = cams.numpy()
         ok = finite.numpy() & np.isfinite(p_all) & np.isfinite(cams).all(axis=(1, 2))
         return p_all, cams, ok
+
+    def align(self, cams: np.ndarray) -> np.ndarray:
+        """Resample raw CAM grids onto a pixel-aligned grid over the model input.
+
+        Cell i of the raw grid is centred at `grid_stride * i + grid_offset` input pixels
+        (see `cam_grid_geometry`); the aligned map has the ordinary pixel-centre convention,
+        so any renderer can simply resize it onto the image.
+        """
+        import cv2
+
+        out = self.input_size // ALIGNED_DIVISOR
+        if self._maps is None:
+            centres = (np.arange(out, dtype=np.float32) + 0.5) * self.input_size / out - 0.5
+            grid = (centres - self.grid_offset) / self.grid_stride
+            map_x, map_y = np.meshgrid(grid, grid)
+            self._maps = (map_x.astype(np.float32), map_y.astype(np.float32))
+        map_x, map_y = self._maps
+        aligned = np.empty((len(cams), out, out), np.float32)
+        for i, cam in enumerate(cams):
+            aligned[i] = cv2.remap(
+                np.ascontiguousarray(cam, dtype=np.float32),
+                map_x,
+                map_y,
+                interpolation=cv2.INTER_LINEAR,
+                borderMode=cv2.BORDER_REPLICATE,
+            )
+        return aligned
 
 
 def gradcam_reference(model: Any, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
@@ -98,7 +136,7 @@ def gradcam_reference(model: Any, image: np.ndarray, class_index: int | None = N
             h = layer(h, training=False)
         logits = h
         index = int(tf.argmax(logits[0])) if class_index is None else class_index
-        score = logits[:, index]
+        score = logits[:, index] - logits[:, 1 - index]
     grads = tape.gradient(score, features)
     pooled = tf.reduce_mean(grads, axis=(0, 1, 2))
     heatmap = features[0] @ pooled[..., tf.newaxis]

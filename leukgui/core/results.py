@@ -33,8 +33,9 @@ class InputFile:
 class CellResult:
     """The model's call on one cell, with the Grad-CAM heatmap that explains it.
 
-    `heatmap` is the raw class-activation grid (e.g. 7x7 float32, 0..1); renderers upsample
-    it to the image size, so a result stays a few hundred bytes however big the image is.
+    `heatmap` is the Grad-CAM map on a small pixel-aligned grid over the model input
+    (input size / 8 a side, float32, 0..1); renderers resize it onto the image, so a result
+    stays a few kilobytes however big the image is.
     """
 
     path: Path
