@@ -190,6 +190,11 @@ def _fmt_duration(info_started: datetime, info_finished: datetime | None) -> str
     return f"{h}:{m:02d}:{s:02d} ({seconds:.1f} s)"
 
 
+def _full_path(path: Path) -> str:
+    """The absolute path, so a signed report still locates its image from any folder."""
+    return str(Path(path).absolute())
+
+
 def _short_sha(sha: str) -> str:
     return sha[:12] if sha else "unknown"
 
@@ -457,7 +462,7 @@ def _cells_sheet(
         name = names(cell.path)
         file_names.append(name)
         samples.append(cell.sample)
-        paths.append(str(cell.path))
+        paths.append(_full_path(cell.path))
         _num(ws, row, 1, i)
         _text(ws, row, 2, name)
         _text(ws, row, 3, cell.sample)
@@ -476,7 +481,7 @@ def _cells_sheet(
             if cell.label == UNCERTAIN:
                 verdict += " (by threshold)"
             _text(ws, row, 8, verdict).alignment = _CENTER
-        _text(ws, row, 9, str(cell.path))
+        _text(ws, row, 9, _full_path(cell.path))
         if include_images:
             ws.row_dimensions[row].height = row_height
             for col in (1, 2, 3, 4, 6, 9):
@@ -529,11 +534,11 @@ def _errors_sheet(ws: Worksheet, run: RunResult, names: _DisplayNames) -> None:
         name = names(err.path)
         file_names.append(name)
         reasons.append(err.reason)
-        paths.append(str(err.path))
+        paths.append(_full_path(err.path))
         _text(ws, row, 1, name)
         _text(ws, row, 2, err.sample)
         _text(ws, row, 3, err.reason).alignment = _WRAP_TOP
-        _text(ws, row, 4, str(err.path))
+        _text(ws, row, 4, _full_path(err.path))
     if errors:
         ws.auto_filter.ref = f"A1:D{len(errors) + 1}"
     ws.freeze_panes = "A2"
@@ -835,10 +840,10 @@ def write_csv(run: RunResult, path: Path) -> None:
                         f"{p:.6f}" if math.isfinite(p) else "",
                         o.truth,
                         "",
-                        str(o.path),
+                        _full_path(o.path),
                     ]
                 else:
-                    row = [names(o.path), o.sample, "", "error", "", "", "", o.reason, str(o.path)]
+                    row = [names(o.path), o.sample, "", "error", "", "", "", o.reason, _full_path(o.path)]
                 out.writerow([_csv_safe(v) for v in row])
 
     atomic_write(path, write)
