@@ -843,7 +843,17 @@ def write_csv(run: RunResult, path: Path) -> None:
                         _full_path(o.path),
                     ]
                 else:
-                    row = [names(o.path), o.sample, "", "error", "", "", "", o.reason, _full_path(o.path)]
+                    row = [
+                        names(o.path),
+                        o.sample,
+                        "",
+                        "error",
+                        "",
+                        "",
+                        "",
+                        o.reason,
+                        _full_path(o.path),
+                    ]
                 out.writerow([_csv_safe(v) for v in row])
 
     atomic_write(path, write)
