@@ -169,3 +169,46 @@ def test_demo_model_on_bundled_samples(tmp_path: Path, capsys) -> None:
     summary = openpyxl.load_workbook(out)["Summary"]
     texts = [c.value for row in summary.iter_rows() for c in row if isinstance(c.value, str)]
     assert any("DEMO MODEL" in t for t in texts)
+
+
+def test_ctrl_c_keeps_finished_cells_and_marks_the_report(tiny_bundle_path: Path, tmp_path: Path):
+    """A real SIGINT to a real process: exit 130, and the report of what finished is written."""
+    import os
+    import signal
+
+    data = tmp_path / "cells"
+    write_dataset(data, n_per_class=500, seed=9, fmt="png", size=64)
+    out = tmp_path / "r.xlsx"
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "leukgui",
+            "analyze",
+            str(data),
+            "--model",
+            str(tiny_bundle_path),
+            "--out",
+            str(out),
+            "--batch-size",
+            "1",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    for line in process.stderr:  # piped: one progress line per 10%
+        if "images" in line:
+            process.send_signal(signal.SIGINT)
+            break
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == cli.EXIT_INTERRUPTED, stderr
+    assert stdout.startswith("CANCELLED: ")
+    summary = openpyxl.load_workbook(out)["Summary"]
+    texts = [c.value for row in summary.iter_rows() for c in row if isinstance(c.value, str)]
+    banner = next(t for t in texts if t.startswith("Run cancelled"))
+    done = int(banner.split("—")[1].split()[0])
+    assert 0 < done < 1000
