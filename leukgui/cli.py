@@ -175,11 +175,8 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     images = {"auto": None, "yes": True, "no": False}[args.images]
     try:
         write_excel(run, report_path, images=images)
-        written = [report_path]
         if args.csv:
-            csv_path = report_path.with_suffix(".csv")
-            write_csv(run, csv_path)
-            written.append(csv_path)
+            write_csv(run, report_path.with_suffix(".csv"))
     except ReportWriteError as exc:
         err.write(f"leukgui: {exc}\n")
         return EXIT_REPORT
@@ -189,7 +186,6 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         except (ReportWriteError, OSError) as exc:
             err.write(f"leukgui: heatmaps could not be written: {exc}\n")
             return EXIT_REPORT
-        written.append(Path(args.heatmaps))
         if not args.quiet:
             err.write(f"Wrote {len(heatmap_paths)} heatmap overlays to {args.heatmaps}\n")
 

@@ -23,16 +23,17 @@ def _run(args: list[str], capsys) -> tuple[int, str, str]:
 
 
 def test_analyze_writes_report_csv_and_heatmaps(
-    tiny_bundle_path: Path, tmp_path: Path, capsys
+    tiny_bundle_path: Path, tmp_path: Path, capsys, monkeypatch
 ) -> None:
     data = tmp_path / "cells"
     write_dataset(data, n_per_class=2, seed=3, fmt="bmp")
     out = tmp_path / "out" / "p7.xlsx"
     out.parent.mkdir()
+    monkeypatch.chdir(tmp_path)  # a relative input: the reports must still give full paths
     code, stdout, stderr = _run(
         [
             "analyze",
-            str(data),
+            "cells",
             "--model",
             str(tiny_bundle_path),
             "--out",
@@ -51,6 +52,7 @@ def test_analyze_writes_report_csv_and_heatmaps(
     assert {"Summary", "Cells", "Errors", "Metrics", "Provenance"} <= set(book.sheetnames)
     rows = list(csv.DictReader(out.with_suffix(".csv").open(encoding="utf-8-sig")))
     assert len(rows) == 4 and {r["status"] for r in rows} == {"ok"}
+    assert all(Path(r["path"]).is_absolute() and Path(r["path"]).is_file() for r in rows)
     assert len(list((tmp_path / "maps").rglob("*_gradcam.png"))) == 4
 
 

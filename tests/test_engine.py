@@ -164,3 +164,26 @@ def test_a_crash_in_the_decoder_thread_reaches_the_caller(
     monkeypatch.setattr(engine.np, "stack", broken_stack)
     with pytest.raises(RuntimeError, match="decoder exploded"):
         list(analyzer.iter_outcomes(items, batch_size=1))
+
+
+def test_a_folder_of_broken_files_still_reports_progress_and_cancels(analyzer, tmp_path: Path):
+    """Errors are passed on in chunks, so a run of unreadable files is not one silent block."""
+    from leukgui.core.engine import ERRORS_PER_FLUSH
+
+    n_bad = 3 * ERRORS_PER_FLUSH
+    for i in range(n_bad):
+        (tmp_path / f"broken{i:04d}.png").write_bytes(b"")
+    write_dataset(tmp_path / "z", n_per_class=1, seed=9, fmt="png")
+    items, _ = discover([tmp_path])
+    seen = []
+    outcomes = list(analyzer.iter_outcomes(items, batch_size=32, progress=seen.append))
+    assert len(outcomes) == n_bad + 2
+    assert [p.done for p in seen][:3] == [ERRORS_PER_FLUSH, 2 * ERRORS_PER_FLUSH, n_bad]
+
+    cancel = CancelToken()
+    partial = list(
+        analyzer.iter_outcomes(
+            items, batch_size=32, cancel=cancel, progress=lambda p: cancel.cancel()
+        )
+    )
+    assert len(partial) == ERRORS_PER_FLUSH

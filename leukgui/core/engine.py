@@ -44,6 +44,7 @@ from leukgui.core.truth import truth_for
 
 DEFAULT_BATCH_SIZE = 32
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
+ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
 
 
 @dataclass
@@ -103,16 +104,22 @@ def _producer(
                 truth = truth_for(item.path)
                 entries.append(_Decoded(item, width, height, truth.label, truth.subject, len(rows)))
                 rows.append(pixels)
-            if len(rows) == batch_size:
-                _put(out, _Batch(entries, np.stack(rows)), stop)
+            # A full batch goes to the network; a run of unreadable files is passed on too,
+            # so progress and cancel keep working through a folder of broken files.
+            if len(rows) == batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
+                _put(out, _batch(entries, rows, size), stop)
                 entries, rows = [], []
         if entries:
-            images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.float32)
-            _put(out, _Batch(entries, images), stop)
+            _put(out, _batch(entries, rows, size), stop)
     except BaseException as exc:  # surfaced in the consumer, never lost in a thread
         _put(out, _Failure(exc), stop)
     finally:
         _put(out, _DONE, stop)
+
+
+def _batch(entries: list[_Decoded | FileError], rows: list[np.ndarray], size: int) -> _Batch:
+    images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.float32)
+    return _Batch(entries, images)
 
 
 def _put(out: queue.Queue, value: object, stop: threading.Event) -> None:
@@ -131,7 +138,7 @@ class Analyzer:
         from leukgui.core.gradcam import BatchedGradCAM
 
         self.bundle = bundle
-        self.gradcam = BatchedGradCAM(bundle.model, all_index=1)
+        self.gradcam = BatchedGradCAM(bundle.model)
         self.input_size = self.gradcam.input_size
 
     def iter_outcomes(

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from leukgui.core.backbones import ModelParts, cam_grid_geometry, split_classifier
+from leukgui.core.backbones import CLASS_NAMES, ModelParts, cam_grid_geometry, split_classifier
+from leukgui.core.results import ALL
 
 _EPS = 1e-7
 ALIGNED_DIVISOR = 8  # aligned maps have input_size / 8 cells a side (28 x 28 at 224 px)
@@ -36,13 +37,13 @@ class BatchedGradCAM:
     call this cell ALL?").
     """
 
-    def __init__(self, model: Any, all_index: int = 1) -> None:
+    def __init__(self, model: Any) -> None:
         import tensorflow as tf
 
         self.model = model
         self.parts: ModelParts = split_classifier(model)
-        self.all_index = all_index
         parts = self.parts
+        all_index = CLASS_NAMES.index(ALL)
 
         def run(images: Any) -> tuple[Any, Any, Any]:
             x = images
@@ -117,10 +118,12 @@ class BatchedGradCAM:
 
 
 def gradcam_reference(model: Any, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
-    """The keras.io recipe, one image at a time in eager mode; the slow yardstick for tests.
+    """The keras.io recipe, one image at a time in eager mode; the slow yardstick for tests
+    and benchmarks.
 
-    Builds `Model(inputs, [cam_layer_output, logits])` through the nested backbone and uses
-    a GradientTape over the full network, exactly as the published example does.
+    One GradientTape records the whole network for a single image and the map is pooled
+    from that image's own gradient, as the published example does; the batched version must
+    give the same map without recording the backbone.
     """
     import tensorflow as tf
 
