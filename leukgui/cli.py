@@ -1,4 +1,4 @@
-"""Command line: `leukgui analyze`, `leukgui models`.
+"""Command line: `leukgui analyze`, `leukgui models`, `leukgui train`, `leukgui evaluate`.
 
 TensorFlow is imported only when a command needs the network, so `leukgui models` and
 `--help` answer at once.
@@ -336,6 +336,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=cmd_models)
+
+    from leukgui.cli_training import add_parsers
+
+    add_parsers(sub)
     return parser
 
 

@@ -1,0 +1,421 @@
+"""Command line: `leukgui train` and `leukgui evaluate` (the training module's front end)."""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import time
+from pathlib import Path
+from typing import Any, TextIO
+
+from leukgui.core.results import DEMO_NOTICE, CancelToken
+
+EXIT_OK = 0
+EXIT_SOME_ERRORS = 1
+EXIT_USAGE = 2
+EXIT_NO_DATA = 3
+EXIT_MODEL = 4
+EXIT_REPORT = 5
+EXIT_INTERRUPTED = 130
+
+TRAIN_EXAMPLES = """\
+examples:
+  leukgui train C-NMC_Leukemia/training_data --backbone efficientnetb0 --weights imagenet \\
+      --out models/
+  leukgui train my_cells/ --backbones vgg16,resnet50,efficientnetb0 --epochs 30 --out models/
+  leukgui train C-NMC_Leukemia/training_data --train-folds 0,1 --validation-folds 2 \\
+      --test-data C-NMC_Leukemia/validation_data --out models/
+
+data layouts: C-NMC training_data (fold_N/all|hem), the C-NMC preliminary test folder with its
+labels CSV, class folders all/ and hem/ (or --class-map), ALL-IDB2 (ImNNN_L.tif), or a CSV
+with path,label[,subject]. Cells are split by subject, never by image.
+
+exit codes:
+  0    trained and saved      3  no labelled cells     4  model/weights problem
+  2    bad command line       5  a report could not be written
+  130  cancelled with Ctrl-C (the best epoch so far is still saved, marked CANCELLED)
+"""
+
+EVALUATE_EXAMPLES = """\
+examples:
+  leukgui evaluate models/efficientnetb0-2026-11-25.leukmodel \\
+      C-NMC_Leukemia/validation_data --out eval.xlsx
+  leukgui evaluate efficientnetb0-demo resources/samples --out demo-eval.xlsx
+"""
+
+
+def _class_map(text: str | None) -> dict[str, str] | None:
+    """'blast=ALL,normal=HEM' -> {'blast': 'ALL', 'normal': 'HEM'}."""
+    if not text:
+        return None
+    out = {}
+    for item in text.split(","):
+        folder, sep, label = item.partition("=")
+        if not sep or not folder.strip() or not label.strip():
+            raise argparse.ArgumentTypeError(
+                f"--class-map entries are FOLDER=ALL|HEM, not {item!r}"
+            )
+        out[folder.strip()] = label.strip().upper()
+    return out
+
+
+def _folds(text: str | None) -> tuple[str, ...]:
+    return tuple(f.strip() for f in text.split(",") if f.strip()) if text else ()
+
+
+def _pct(value: float) -> str:
+    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+class TrainingPrinter:
+    """A batch progress line on a terminal and one line per epoch."""
+
+    def __init__(self, stream: TextIO, quiet: bool = False) -> None:
+        self.stream = stream
+        self.quiet = quiet
+        self.tty = hasattr(stream, "isatty") and stream.isatty()
+
+    def __call__(self, p: Any) -> None:
+        if self.quiet:
+            return
+        head = f"{p.backbone} {p.phase} epoch {p.epoch}/{p.epochs}"
+        if p.kind == "batch":
+            if self.tty:
+                self.stream.write(
+                    f"\r{head}: batch {p.batch}/{p.batches} loss {p.loss:.4f} "
+                    f"acc {p.accuracy:.3f} {p.images_per_second:.1f} img/s   "
+                )
+                self.stream.flush()
+            return
+        e = p.epoch_log
+        if self.tty:
+            self.stream.write("\r")
+        self.stream.write(
+            f"{head}: loss {e.loss:.4f} acc {e.accuracy:.3f} | val loss {e.val_loss:.4f} "
+            f"acc {e.val_accuracy:.3f} balanced {e.val_balanced_accuracy:.3f} "
+            f"AUC {e.val_auc:.3f} | lr {e.learning_rate:.1e} {e.images_per_second:.1f} img/s "
+            f"{e.seconds:.0f} s\n"
+        )
+        self.stream.flush()
+
+
+def _install_interrupt(cancel: CancelToken, err: TextIO) -> Any:
+    def handler(signum: int, frame: Any) -> None:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        cancel.cancel()
+        err.write(
+            "\nCancelling after the current batch; the best epoch so far will be saved "
+            "(Ctrl-C again to abort without saving)...\n"
+        )
+        err.flush()
+
+    try:
+        return signal.signal(signal.SIGINT, handler)
+    except ValueError:
+        return None
+
+
+def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from leukgui.core.atomic import ReportWriteError
+    from leukgui.core.backbones import WeightsMissingError, get_spec
+    from leukgui.core.paths import user_models_dir
+    from training.datasets import read_dataset
+    from training.pipeline import Augmentation
+    from training.run import SplitOptions, train_session
+    from training.splits import LeakageError
+    from training.trainer import TrainConfig
+
+    names = args.backbones.split(",") if args.backbones else [args.backbone]
+    try:
+        backbones = [get_spec(n).name for n in names if n.strip()]
+        class_map = _class_map(args.class_map)
+        config = TrainConfig(
+            backbone=backbones[0],
+            weights=args.weights,
+            input_size=args.input_size,
+            batch_size=args.batch_size,
+            epochs=args.epochs,
+            head_epochs=args.head_epochs,
+            head_lr=args.lr or 1e-3,
+            fine_tune_lr=args.fine_tune_lr,
+            full_lr=args.lr,
+            patience=args.patience,
+            seed=args.seed,
+            mixed_precision=args.mixed_precision,
+            strategy=args.strategy,
+            class_balance=args.balance,
+            augmentation=Augmentation.none() if args.no_augment else Augmentation(),
+            cache={"memory": True, "none": False}.get(args.cache, args.cache),
+            name=args.name,
+        )
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        err.write(f"leukgui train: error: {exc}\n")
+        return EXIT_USAGE
+    if args.name and len(backbones) > 1:
+        err.write("leukgui train: error: --name works with one backbone only\n")
+        return EXIT_USAGE
+    options = SplitOptions(
+        validation=args.validation,
+        test=args.test,
+        seed=args.seed,
+        train_folds=_folds(args.train_folds),
+        validation_folds=_folds(args.validation_folds),
+        test_folds=_folds(args.test_folds),
+    )
+    try:
+        scan = read_dataset(args.data, class_map=class_map)
+    except ValueError as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_NO_DATA
+    if not scan.records:
+        err.write(f"leukgui train: no labelled cells in {args.data}\n")
+        return EXIT_NO_DATA
+    out_dir = Path(args.out) if args.out else user_models_dir()
+    cancel = CancelToken()
+    previous = _install_interrupt(cancel, err)
+    started = time.perf_counter()
+    say = (lambda msg: None) if args.quiet else (lambda msg: err.write(msg + "\n"))
+    try:
+        session = train_session(
+            scan,
+            backbones,
+            config,
+            out_dir,
+            split_options=options,
+            test_data=args.test_data,
+            class_map=class_map,
+            progress=TrainingPrinter(err, quiet=args.quiet),
+            cancel=cancel,
+            log=say,
+            source=str(Path(args.data).absolute()),
+        )
+    except KeyboardInterrupt:
+        err.write("leukgui train: aborted; nothing saved\n")
+        return EXIT_INTERRUPTED
+    except WeightsMissingError as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_MODEL
+    except ReportWriteError as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_REPORT
+    except LeakageError as exc:
+        err.write(f"leukgui train: the split leaks subjects: {exc}\n")
+        return EXIT_USAGE
+    except ValueError as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_USAGE
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    for backbone, reason in session.failures:
+        err.write(f"leukgui train: {backbone}: {reason}\n")
+    for run in session.runs:
+        ev = run.test or run.validation
+        where = "test" if run.test else "validation (no test split)"
+        state = "CANCELLED, best epoch so far: " if run.cancelled else ""
+        out.write(
+            f"{state}{run.bundle_path}: {where} n={ev.metrics.n} balanced accuracy "
+            f"{_pct(ev.metrics.balanced_accuracy)}, sensitivity {_pct(ev.metrics.recall)}, "
+            f"specificity {_pct(ev.metrics.specificity)}, AUC {ev.metrics.roc_auc:.3f}; "
+            f"threshold {ev.threshold:.3f}, band {ev.band[0]:.3f}-{ev.band[1]:.3f}; "
+            f"report {run.report_xlsx}\n"
+        )
+    if session.comparison_md:
+        out.write(f"comparison: {session.comparison_xlsx} and {session.comparison_md}\n")
+    out.write(f"{time.perf_counter() - started:.0f} s\n")
+    if session.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    from leukgui.cli import ProgressPrinter
+    from leukgui.core.atomic import ReportWriteError
+    from leukgui.core.bundle import BundleError, choose_bundle, load_bundle
+    from training.datasets import read_dataset
+    from training.evaluate import evaluate_bundle
+    from training.reports import write_evaluation_report
+
+    report = Path(args.out)
+    if report.suffix.lower() != ".xlsx":
+        err.write(f"leukgui evaluate: error: --out must name an .xlsx file, not {report}\n")
+        return EXIT_USAGE
+    try:
+        class_map = _class_map(args.class_map)
+        scan = read_dataset(args.data, class_map=class_map)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        err.write(f"leukgui evaluate: {exc}\n")
+        return EXIT_NO_DATA
+    if not scan.records:
+        err.write(f"leukgui evaluate: no labelled cells in {args.data}\n")
+        return EXIT_NO_DATA
+    try:
+        info = choose_bundle(args.model)
+        bundle = load_bundle(info.path, source=info.source)
+    except (BundleError, ValueError) as exc:
+        err.write(f"leukgui evaluate: model error: {exc}\n")
+        return EXIT_MODEL
+    if bundle.demo:
+        err.write(f"*** {DEMO_NOTICE} ***\n")
+    cancel = CancelToken()
+    previous = _install_interrupt(cancel, err)
+    printer = ProgressPrinter(err, enabled=not args.quiet)
+    try:
+        result = evaluate_bundle(
+            bundle,
+            scan,
+            part=Path(args.data).name,
+            batch_size=args.batch_size,
+            progress=printer,
+            cancel=cancel,
+        )
+    except KeyboardInterrupt:
+        err.write("leukgui evaluate: aborted; no report written\n")
+        return EXIT_INTERRUPTED
+    finally:
+        printer.close()
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    model = dict(bundle.manifest, path=str(bundle.path.absolute()))
+    try:
+        write_evaluation_report(
+            result.evaluation,
+            report,
+            model=model,
+            data=dict(scan.summary(), folder=str(Path(args.data).absolute())),
+            unreadable=result.unreadable,
+            title=f"Evaluation of {bundle.name} v{bundle.version} on {Path(args.data).name}",
+        )
+    except ReportWriteError as exc:
+        err.write(f"leukgui evaluate: {exc}\n")
+        return EXIT_REPORT
+    m = result.evaluation.metrics
+    state = "CANCELLED: " if result.cancelled else ""
+    out.write(
+        f"{state}{m.n} cells of {len(result.evaluation.subjects)} subjects: "
+        f"accuracy {_pct(m.accuracy)}, balanced accuracy {_pct(m.balanced_accuracy)}, "
+        f"sensitivity {_pct(m.recall)}, specificity {_pct(m.specificity)}, "
+        f"AUC {m.roc_auc:.3f}; {len(result.unreadable)} unreadable; report {report}\n"
+    )
+    if result.cancelled:
+        return EXIT_INTERRUPTED
+    return EXIT_SOME_ERRORS if result.unreadable else EXIT_OK
+
+
+def add_parsers(sub: Any) -> None:
+    """Register `train` and `evaluate` on the main parser's subcommands."""
+    from leukgui.core.backbones import BACKBONES, DEFAULT_BACKBONE
+
+    train = sub.add_parser(
+        "train",
+        help="fine-tune a model on your labelled cells and save it as a new model bundle",
+        description=(
+            "Train a classifier on labelled cells: split by subject, train the head on a "
+            "frozen ImageNet backbone, fine-tune the top block, choose the threshold on the "
+            "validation subjects and score on the test subjects. Writes a versioned .leukmodel "
+            "bundle, a CSV log, curves and a training report; with several backbones also a "
+            "comparison table (.xlsx and .md)."
+        ),
+        epilog=TRAIN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    train.add_argument("data", metavar="DATA", help="labelled folder or CSV")
+    which = train.add_mutually_exclusive_group()
+    which.add_argument(
+        "--backbone",
+        default=DEFAULT_BACKBONE,
+        help=f"one of {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE})",
+    )
+    which.add_argument(
+        "--backbones", metavar="A,B,C", help="train several on the same split and compare them"
+    )
+    train.add_argument(
+        "--weights",
+        default="imagenet",
+        metavar="imagenet|none|PATH",
+        help="start from ImageNet weights (Keras cache or the bundled folder; never "
+        "downloaded), from scratch (none), or from a no-top weights file (default imagenet)",
+    )
+    train.add_argument("--out", metavar="DIR", help="where to write (default: your models folder)")
+    train.add_argument("--name", help="model name in the bundle (default: the backbone)")
+    train.add_argument("--epochs", type=int, default=30, help="most epochs in all (default 30)")
+    train.add_argument(
+        "--head-epochs", type=int, default=5, help="most epochs of the head phase (default 5)"
+    )
+    train.add_argument("--batch-size", type=int, default=32, help="cells per step (default 32)")
+    train.add_argument(
+        "--input-size", type=int, help="input size in pixels (default: the backbone's own)"
+    )
+    train.add_argument(
+        "--lr",
+        type=float,
+        help="learning rate of the head phase (default 1e-3), or of from-scratch training "
+        "with --weights none (default 1e-3; 1e-4 for vgg16)",
+    )
+    train.add_argument(
+        "--fine-tune-lr", type=float, default=1e-4, help="fine-tuning learning rate (1e-4)"
+    )
+    train.add_argument(
+        "--patience", type=int, default=4, help="early stopping patience in epochs (default 4)"
+    )
+    train.add_argument("--seed", type=int, default=2019, help="random seed (default 2019)")
+    train.add_argument(
+        "--validation", type=float, default=0.15, help="share of cells for validation (0.15)"
+    )
+    train.add_argument("--test", type=float, default=0.15, help="share of cells for test (0.15)")
+    train.add_argument("--train-folds", metavar="0,1", help="C-NMC folds to train on")
+    train.add_argument("--validation-folds", metavar="2", help="C-NMC folds to validate on")
+    train.add_argument("--test-folds", metavar="N", help="C-NMC folds to test on")
+    train.add_argument(
+        "--test-data", metavar="PATH", help="a separate labelled set used as the test part"
+    )
+    train.add_argument(
+        "--class-map", metavar="FOLDER=ALL,...", help="class folder names, e.g. blast=ALL,norm=HEM"
+    )
+    train.add_argument(
+        "--balance",
+        choices=("weights", "none"),
+        default="weights",
+        help="class weights against the ALL:HEM imbalance (default weights)",
+    )
+    train.add_argument("--no-augment", action="store_true", help="no data augmentation")
+    train.add_argument(
+        "--cache",
+        default="memory",
+        metavar="memory|none|DIR",
+        help="keep decoded cells in memory (default), not at all, or in files under DIR",
+    )
+    train.add_argument(
+        "--mixed-precision",
+        action="store_true",
+        help="float16 on a GPU, bfloat16 on a CPU (faster, weights stay float32)",
+    )
+    train.add_argument(
+        "--strategy",
+        choices=("default", "mirrored", "multiworker"),
+        default="default",
+        help="tf.distribute: one device, all GPUs of this machine, or a cluster from TF_CONFIG",
+    )
+    train.add_argument("-q", "--quiet", action="store_true", help="only the result lines")
+    train.set_defaults(func=cmd_train)
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="score a model bundle on a labelled folder and write an evaluation report",
+        description=(
+            "Run the cells of a labelled folder or CSV through the analysis engine with the "
+            "bundle's own threshold and uncertainty band, and report accuracy, sensitivity, "
+            "specificity, F1, balanced accuracy, ROC AUC, calibration and per-subject results."
+        ),
+        epilog=EVALUATE_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    evaluate.add_argument("model", metavar="MODEL", help="bundle name or .leukmodel file")
+    evaluate.add_argument("data", metavar="DATA", help="labelled folder or CSV")
+    evaluate.add_argument("--out", required=True, metavar="EVAL.xlsx", help="report to write")
+    evaluate.add_argument("--class-map", metavar="FOLDER=ALL,...", help="class folder names")
+    evaluate.add_argument("--batch-size", type=int, default=32, help="images per network call")
+    evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    evaluate.set_defaults(func=cmd_evaluate)

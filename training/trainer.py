@@ -1,0 +1,818 @@
+"""Two-phase transfer learning of one backbone, scored on held-out subjects, saved as a bundle.
+
+The recipe (keras-io's EfficientNet fine-tuning example, and the seed paper):
+
+1. **head** - the ImageNet backbone frozen, only the new head trains (Adam, 1e-3);
+2. **fine-tune** - the top block of the backbone unfrozen with its BatchNorm layers kept
+   frozen (their ImageNet statistics would be wrecked by small batches), lower learning rate.
+
+Both phases use early stopping and reduce-on-plateau on the class-weighted validation loss
+and end on the best epoch's weights. With `weights="none"` there is nothing to transfer, so
+one "full" phase trains every layer from random initialisation.
+
+One custom training step serves every `tf.distribute` strategy. Keras 3 `model.fit` fails
+under MultiWorkerMirroredStrategy (keras-team/keras#20585), and a separate loop for the
+cluster case would be a code path nobody runs on a desk; here the single-machine run and the
+cluster run are the same code.
+
+The GUI drives `train_backbone` through `progress` (a TrainingProgress per batch and epoch)
+and `cancel` (checked between batches). On cancel the best epoch so far is still scored and
+saved, marked as cancelled.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from leukgui.core.backbones import BACKBONE_LAYER, get_spec
+from leukgui.core.bundle import BUNDLE_SUFFIX, make_manifest, save_bundle
+from leukgui.core.metrics import binary_metrics, roc_auc
+from leukgui.core.results import ALL, HEM, CancelToken
+from training.datasets import Record
+from training.history import (
+    PHASE_FINE_TUNE,
+    PHASE_FULL,
+    PHASE_HEAD,
+    EpochLog,
+    TrainingCallback,
+    TrainingProgress,
+    TrainingRun,
+)
+from training.pipeline import Augmentation, FailedFiles, class_weights, make_dataset
+from training.scoring import (
+    BAND_RULE,
+    DEFAULT_BAND_CAP,
+    DEFAULT_BAND_ERROR,
+    THRESHOLD_RULE,
+    Predictions,
+    choose_band,
+    choose_threshold,
+    evaluate_predictions,
+    metrics_dict,
+)
+from training.splits import Split, check_no_leakage
+
+__all__ = [
+    "STRATEGIES",
+    "TrainConfig",
+    "TrainingCancelled",
+    "make_strategy",
+    "next_bundle_path",
+    "train_backbone",
+]
+
+STRATEGIES = ("default", "mirrored", "multiworker")
+
+
+class TrainingCancelled(RuntimeError):
+    """Cancelled before any epoch finished, so there is no validated model to save."""
+
+
+@dataclass
+class TrainConfig:
+    """Every setting of one training run (saved in the bundle and the training report)."""
+
+    backbone: str = "efficientnetb0"
+    weights: str = "imagenet"  # "imagenet", "none" or a path to a no-top weights file
+    input_size: int | None = None  # None: the backbone's native size
+    batch_size: int = 32
+    epochs: int = 30  # most epochs in total, over both phases
+    head_epochs: int = 5  # most epochs of the head phase (transfer learning only)
+    head_lr: float = 1e-3
+    fine_tune_lr: float = 1e-4
+    full_lr: float | None = None  # weights "none": every layer from scratch (see lr_full)
+    patience: int = 4  # early stopping: epochs without improvement
+    lr_patience: int = 2  # reduce-on-plateau: epochs without improvement
+    lr_factor: float = 0.3
+    min_lr: float = 1e-7
+    dropout: float = 0.3
+    seed: int = 2019
+    mixed_precision: bool = False
+    strategy: str = "default"
+    class_balance: str = "weights"  # "weights" (loss weights n / 2 n_class) or "none"
+    augmentation: Augmentation = field(default_factory=Augmentation)
+    cache: bool | str = True  # True: memory; a path prefix: cache file; False: none
+    band_error: float = DEFAULT_BAND_ERROR
+    band_cap: float = DEFAULT_BAND_CAP
+    name: str | None = None  # bundle name; default the backbone's name
+    verify_weights: bool = True  # check a cached ImageNet file against Keras's hash
+
+    def __post_init__(self) -> None:
+        self.backbone = get_spec(self.backbone).name
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+        if self.class_balance not in ("weights", "none"):
+            raise ValueError("class_balance must be 'weights' or 'none'")
+        if self.epochs < 1 or self.batch_size < 1:
+            raise ValueError("epochs and batch size must be at least 1")
+
+    @property
+    def transfer(self) -> bool:
+        return str(self.weights).lower() != "none"
+
+    @property
+    def lr_full(self) -> float:
+        """From-scratch learning rate: 1e-4 for VGG16 (no BatchNorm; 1e-3 diverged in our
+        runs), 1e-3 for the BatchNorm networks."""
+        if self.full_lr is not None:
+            return self.full_lr
+        return 1e-4 if self.backbone == "vgg16" else 1e-3
+
+    @property
+    def size(self) -> int:
+        return int(self.input_size or get_spec(self.backbone).input_size)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["augmentation"] = self.augmentation.describe()
+        out["input_size"] = self.size
+        out["weights"] = str(self.weights)
+        out["full_lr"] = self.lr_full if not self.transfer else None
+        return out
+
+
+# --------------------------------------------------------------------------------------------
+# Strategy, precision, model
+# --------------------------------------------------------------------------------------------
+
+
+def make_strategy(name: str) -> Any:
+    """The tf.distribute strategy for `name` (multiworker reads the cluster from TF_CONFIG)."""
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    if name == "multiworker":
+        if not os.environ.get("TF_CONFIG"):
+            raise ValueError(
+                "--strategy multiworker needs TF_CONFIG describing the cluster and this "
+                "worker's index (see the README, 'Training on several machines')"
+            )
+        options = tf.distribute.experimental.CommunicationOptions(
+            implementation=tf.distribute.experimental.CommunicationImplementation.RING
+        )
+        return tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
+    raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
+
+
+def is_chief() -> bool:
+    """True on the worker that writes outputs (always true outside a cluster)."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        return True
+    config = json.loads(raw)
+    task = config.get("task", {})
+    if task.get("type") == "chief":
+        return True
+    has_chief = bool(config.get("cluster", {}).get("chief"))
+    return not has_chief and task.get("type", "worker") == "worker" and task.get("index", 0) == 0
+
+
+def _precision_policy(mixed: bool) -> str:
+    if not mixed:
+        return "float32"
+    import tensorflow as tf
+
+    # float16 needs a GPU's tensor cores; on CPUs bfloat16 is the type that speeds up matmuls.
+    return "mixed_float16" if tf.config.list_physical_devices("GPU") else "mixed_bfloat16"
+
+
+def _build(config: TrainConfig, policy: str) -> Any:
+    import keras
+
+    from leukgui.core.backbones import build_classifier
+
+    previous = keras.mixed_precision.dtype_policy()
+    keras.mixed_precision.set_dtype_policy(policy)
+    try:
+        weights = None if not config.transfer else config.weights
+        model = build_classifier(
+            config.backbone,
+            weights=weights,
+            input_size=config.size,
+            dropout=config.dropout,
+            seed=config.seed,
+            verify_weights=config.verify_weights,
+        )
+    finally:
+        keras.mixed_precision.set_dtype_policy(previous)
+    if not config.transfer:
+        # From random initialisation the default BatchNorm momentum (0.99) leaves the moving
+        # statistics far behind the batch statistics for hundreds of steps (measured with the
+        # demo model); 0.9 catches up within an epoch.
+        for layer in model.get_layer(BACKBONE_LAYER).layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    return model
+
+
+def set_phase(model: Any, phase: str, unfreeze_prefix: str) -> None:
+    """Freeze and unfreeze layers for a phase (BatchNorm stays frozen when fine-tuning)."""
+    import keras
+
+    backbone = model.get_layer(BACKBONE_LAYER)
+    if phase == PHASE_HEAD:
+        backbone.trainable = False
+        return
+    backbone.trainable = True
+    if phase == PHASE_FULL:
+        return
+    names = [layer.name for layer in backbone.layers]
+    start = next((i for i, n in enumerate(names) if n.startswith(unfreeze_prefix)), None)
+    if start is None:
+        raise ValueError(f"no layer starting with {unfreeze_prefix!r} in the backbone")
+    for i, layer in enumerate(backbone.layers):
+        frozen_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= start and not frozen_bn
+
+
+def _count(variables: list[Any]) -> int:
+    return int(sum(np.prod(v.shape) for v in variables))
+
+
+# --------------------------------------------------------------------------------------------
+# Output names
+# --------------------------------------------------------------------------------------------
+
+
+def next_bundle_path(folder: Path, name: str, day: date | None = None) -> tuple[Path, str]:
+    """`<name>-<date>.leukmodel`, or `-<date>.2`, `.3`... : never an existing file."""
+    day = day or date.today()
+    base = day.isoformat()
+    k = 1
+    while True:
+        version = base if k == 1 else f"{base}.{k}"
+        path = Path(folder) / f"{name}-{version}{BUNDLE_SUFFIX}"
+        run_dir = Path(folder) / f"{name}-{version}-training"
+        if not path.exists() and not run_dir.exists():
+            return path, version
+        k += 1
+
+
+# --------------------------------------------------------------------------------------------
+# The loop
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class _Best:
+    loss: float = math.inf
+    epoch: int = 0
+    weights: list[np.ndarray] | None = None
+
+
+class _Loop:
+    """Training state shared by the phases: model, strategy, data, best weights, log."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        split: Split,
+        progress: TrainingCallback | None,
+        cancel: CancelToken | None,
+        run_dir: Path | None,
+        failed: FailedFiles,
+    ) -> None:
+        import tensorflow as tf
+
+        self.tf = tf
+        self.config = config
+        self.split = split
+        self.progress = progress
+        self.cancel = cancel
+        self.run_dir = run_dir
+        self.failed = failed
+        self.strategy = make_strategy(config.strategy)
+        self.replicas = self.strategy.num_replicas_in_sync
+        self.policy = _precision_policy(config.mixed_precision)
+        self.history: list[EpochLog] = []
+        self.best = _Best()
+        self.cancelled = False
+        self.epoch = 0
+        spec = get_spec(config.backbone)
+        self.unfreeze_prefix = spec.unfreeze_prefix
+        with self.strategy.scope():
+            self.model = _build(config, self.policy)
+        self.weights = (
+            class_weights(split.train) if config.class_balance == "weights" else {0: 1.0, 1: 1.0}
+        )
+        n_train = len(split.train)
+        self.global_batch = min(config.batch_size, n_train)
+        self.steps = max(1, n_train // self.global_batch)
+        train = make_dataset(
+            split.train,
+            input_size=config.size,
+            batch_size=self.global_batch,
+            training=True,
+            seed=config.seed,
+            augmentation=config.augmentation,
+            weights=self.weights,
+            cache=self._cache("train"),
+            failed=failed,
+            drop_remainder=True,
+        ).repeat()
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = (
+            tf.data.experimental.AutoShardPolicy.DATA
+        )
+        self.train_iter = iter(
+            self.strategy.experimental_distribute_dataset(train.with_options(options))
+        )
+        self.validation = make_dataset(
+            split.validation,
+            input_size=config.size,
+            batch_size=config.batch_size,
+            training=False,
+            weights=self.weights,
+            cache=self._cache("validation"),
+            failed=failed,
+        )
+
+    def _cache(self, part: str) -> bool | str:
+        cache = self.config.cache
+        if isinstance(cache, str) and cache not in ("", "memory"):
+            return str(Path(cache) / f"{self.config.backbone}-{part}")
+        return bool(cache)
+
+    # -- compiled steps (rebuilt per phase, since the trainable variables change) ------------
+
+    def _make_steps(self, learning_rate: float) -> tuple[Any, Any]:
+        import keras
+
+        tf = self.tf
+        model = self.model
+        with self.strategy.scope():
+            optimizer = keras.optimizers.Adam(learning_rate)
+            if self.policy == "mixed_float16":
+                optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        variables = model.trainable_variables
+        global_batch = self.global_batch
+
+        def replica_step(images: Any, labels: Any, weights: Any) -> tuple[Any, Any]:
+            with tf.GradientTape() as tape:
+                probs = tf.cast(model(images, training=True), tf.float32)
+                per_cell = keras.losses.sparse_categorical_crossentropy(labels, probs) * weights
+                loss = tf.nn.compute_average_loss(per_cell, global_batch_size=global_batch)
+                scaled = optimizer.scale_loss(loss)
+            grads = tape.gradient(scaled, variables)
+            optimizer.apply_gradients(zip(grads, variables, strict=True))
+            predicted = tf.cast(tf.argmax(probs, axis=-1), labels.dtype)
+            correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
+            return loss, correct
+
+        @tf.function
+        def train_step(iterator: Any) -> tuple[Any, Any]:
+            images, labels, weights = next(iterator)
+            loss, correct = self.strategy.run(replica_step, args=(images, labels, weights))
+            reduce = tf.distribute.ReduceOp.SUM
+            return (
+                self.strategy.reduce(reduce, loss, axis=None),
+                self.strategy.reduce(reduce, correct, axis=None),
+            )
+
+        return optimizer, train_step
+
+    def _predict_fn(self) -> Any:
+        tf = self.tf
+        model = self.model
+
+        @tf.function(reduce_retracing=True, autograph=False)
+        def predict(images: Any) -> Any:
+            return tf.cast(model(images, training=False), tf.float32)
+
+        return predict
+
+    def _agree(self, value: float) -> float:
+        """Under multiworker, the mean over workers, so every worker takes the same
+        early-stopping and learning-rate decisions (rounding may differ between machines)."""
+        if self.config.strategy != "multiworker":
+            return value
+        tf = self.tf
+
+        def mean(v: Any) -> Any:
+            ctx = tf.distribute.get_replica_context()
+            return ctx.all_reduce(tf.distribute.ReduceOp.MEAN, v)
+
+        out = self.strategy.run(mean, args=(tf.constant(value, tf.float32),))
+        return float(self.strategy.experimental_local_results(out)[0].numpy())
+
+    def _make_sync(self) -> Any:
+        """Average BatchNorm moving statistics over replicas (None on one replica).
+
+        Gradients are all-reduced, but each replica updates its BatchNorm moving mean and
+        variance from its own batches, so without this the workers of a cluster end with the
+        same trainable weights and different statistics (measured: 2 workers, 94 BN layers).
+        """
+        if self.replicas == 1:
+            return None
+        import keras
+
+        tf = self.tf
+        stats = []
+        for layer in self.model._flatten_layers():
+            if isinstance(layer, keras.layers.BatchNormalization):
+                stats += [layer.moving_mean, layer.moving_variance]
+
+        def replica_mean() -> list[Any]:
+            ctx = tf.distribute.get_replica_context()
+            return ctx.all_reduce(
+                tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in stats]
+            )
+
+        @tf.function
+        def sync() -> None:
+            means = self.strategy.run(replica_mean)
+            for v, m in zip(stats, means, strict=True):
+                v.assign(self.strategy.experimental_local_results(m)[0])
+
+        return sync
+
+    def validate(self, predict: Any) -> tuple[float, float, float, float]:
+        """Class-weighted loss, accuracy, balanced accuracy and AUC on the validation cells."""
+        probs, labels, weights = [], [], []
+        for images, y, w in self.validation:
+            probs.append(predict(images).numpy())
+            labels.append(y.numpy())
+            weights.append(w.numpy())
+        p = np.concatenate(probs)
+        y = np.concatenate(labels)
+        w = np.concatenate(weights)
+        eps = 1e-7
+        picked = np.clip(p[np.arange(len(y)), y], eps, 1.0)
+        loss = float(np.sum(-np.log(picked) * w) / max(np.sum(w), eps))
+        truth = [ALL if v == 1 else HEM for v in y]
+        called = [ALL if v >= 0.5 else HEM for v in p[:, 1]]
+        m = binary_metrics(truth, called)
+        auc = roc_auc(truth, p[:, 1].tolist()) if len(set(truth)) == 2 else math.nan
+        return self._agree(loss), m.accuracy, m.balanced_accuracy, auc
+
+    def run_phase(self, phase: str, epochs: int, learning_rate: float, total: int) -> None:
+        """Train one phase with early stopping, reduce-on-plateau and best-weights tracking."""
+        if epochs <= 0 or self.cancelled:
+            return
+        if phase != PHASE_HEAD and self.best.weights is not None:
+            self.model.set_weights(self.best.weights)  # fine-tune from the best head
+        set_phase(self.model, phase, self.unfreeze_prefix)
+        optimizer, train_step = self._make_steps(learning_rate)
+        predict = self._predict_fn()
+        sync = self._make_sync()
+        lr = learning_rate
+        since_best = since_lr = 0
+        phase_best = math.inf
+        for _ in range(epochs):
+            self.epoch += 1
+            started = time.perf_counter()
+            loss_sum = correct_sum = 0.0
+            for step in range(1, self.steps + 1):
+                if self.cancel is not None and self.cancel.cancelled:
+                    self.cancelled = True
+                    return
+                loss, correct = train_step(self.train_iter)
+                loss_sum += float(loss)
+                correct_sum += float(correct)
+                seen = step * self.global_batch
+                rate = seen / max(time.perf_counter() - started, 1e-9)
+                if self.progress is not None:
+                    self.progress(
+                        TrainingProgress(
+                            "batch",
+                            self.config.backbone,
+                            phase,
+                            self.epoch,
+                            total,
+                            step,
+                            self.steps,
+                            loss_sum / step,
+                            correct_sum / seen,
+                            rate,
+                        )
+                    )
+            train_seconds = time.perf_counter() - started
+            if sync is not None:
+                sync()
+            val_loss, val_acc, val_bacc, val_auc = self.validate(predict)
+            log = EpochLog(
+                phase=phase,
+                epoch=self.epoch,
+                loss=loss_sum / self.steps,
+                accuracy=correct_sum / (self.steps * self.global_batch),
+                val_loss=val_loss,
+                val_accuracy=val_acc,
+                val_balanced_accuracy=val_bacc,
+                val_auc=val_auc,
+                learning_rate=lr,
+                seconds=time.perf_counter() - started,
+                images_per_second=self.steps * self.global_batch / train_seconds,
+            )
+            self.history.append(log)
+            if val_loss < self.best.loss:
+                self.best = _Best(val_loss, self.epoch, self.model.get_weights())
+                self._checkpoint()
+            if val_loss < phase_best - 1e-6:
+                phase_best = val_loss
+                since_best = since_lr = 0
+            else:
+                since_best += 1
+                since_lr += 1
+            if self.progress is not None:
+                self.progress(
+                    TrainingProgress(
+                        "epoch",
+                        self.config.backbone,
+                        phase,
+                        self.epoch,
+                        total,
+                        self.steps,
+                        self.steps,
+                        log.loss,
+                        log.accuracy,
+                        log.images_per_second,
+                        epoch_log=log,
+                    )
+                )
+            if since_best >= self.config.patience:
+                break
+            if since_lr >= self.config.lr_patience and lr > self.config.min_lr:
+                lr = max(lr * self.config.lr_factor, self.config.min_lr)
+                optimizer.learning_rate.assign(lr)
+                since_lr = 0
+
+    def _checkpoint(self) -> None:
+        """Keep the best weights on disk too, so a crash does not lose a long run."""
+        if self.run_dir is None or not is_chief():
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        target = self.run_dir / "best.weights.h5"
+        tmp = self.run_dir / "best-partial.weights.h5"
+        self.model.save_weights(tmp)
+        os.replace(tmp, target)
+
+
+# --------------------------------------------------------------------------------------------
+# Scoring and saving
+# --------------------------------------------------------------------------------------------
+
+
+def compiled_predict(model: Any) -> Any:
+    """One compiled P(ALL) function per model (shapes vary only in the last batch)."""
+    import tensorflow as tf
+
+    @tf.function(reduce_retracing=True, autograph=False)
+    def predict(images: Any) -> Any:
+        return model(images, training=False)[:, 1]
+
+    return predict
+
+
+def predict_records(
+    predict: Any,
+    records: list[Record],
+    *,
+    input_size: int,
+    batch_size: int,
+    failed: FailedFiles,
+) -> tuple[Predictions, float]:
+    """P(ALL) for every decodable record (in order) and the images/s of the pass.
+
+    `predict` comes from `compiled_predict(model)`.
+    """
+    if not records:
+        return Predictions([], [], [], []), math.nan
+
+    ds = make_dataset(
+        records, input_size=input_size, batch_size=batch_size, training=False, failed=failed
+    )
+    started = time.perf_counter()
+    p = [predict(images).numpy() for images, _, _ in ds]
+    seconds = time.perf_counter() - started
+    p_all = np.concatenate(p).astype(float).tolist() if p else []
+    bad = {path for path, _ in failed.items()}
+    kept = [r for r in records if str(r.path) not in bad]
+    if len(kept) != len(p_all):
+        raise RuntimeError(f"{len(p_all)} predictions for {len(kept)} readable records")
+    return (
+        Predictions(
+            paths=[str(Path(r.path).absolute()) for r in kept],
+            subjects=[r.subject for r in kept],
+            truth=[r.label for r in kept],
+            p_all=p_all,
+        ),
+        len(p_all) / seconds if seconds > 0 else math.nan,
+    )
+
+
+def _export_model(config: TrainConfig, weights: list[np.ndarray]) -> Any:
+    """A plain float32 copy outside any strategy: what the bundle ships and the app runs."""
+    import tensorflow as tf
+
+    with tf.distribute.get_strategy().scope():
+        model = _build(config, "float32")
+    model.set_weights(weights)
+    return model
+
+
+def _weights_digest(weights: list[np.ndarray]) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    for w in weights:
+        digest.update(np.ascontiguousarray(w).tobytes())
+    return digest.hexdigest()
+
+
+def train_backbone(
+    split: Split,
+    config: TrainConfig,
+    out: str | os.PathLike[str],
+    *,
+    progress: TrainingCallback | None = None,
+    cancel: CancelToken | None = None,
+    save_on_cancel: bool = True,
+    source: str = "",
+    log: Any = None,
+) -> TrainingRun:
+    """Train `config.backbone` on `split`, score it, and write its bundle and training files.
+
+    Outputs in `out`: `<name>-<date>.leukmodel` (never overwriting) and a folder
+    `<name>-<date>-training/` with the CSV log, the curves and the training report. Under
+    multiworker only the chief writes; the other workers keep their files in a temporary
+    folder. Raises TrainingCancelled when cancelled before the first epoch ended.
+    """
+    import keras
+
+    from training.reports import plot_curves, write_log_csv, write_training_report
+
+    check_no_leakage(split)
+    if not split.train or not split.validation:
+        raise ValueError("training needs cells in both the train and the validation part")
+    for part in ("train", "validation"):
+        labels = {r.label for r in split.part(part)}
+        if labels != {ALL, HEM}:
+            raise ValueError(f"the {part} part holds only {', '.join(sorted(labels))} cells")
+    say = log or (lambda _msg: None)
+    chief = is_chief()
+    out_dir = Path(out) if chief else Path(tempfile.mkdtemp(prefix="leukgui-worker-"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    name = config.name or config.backbone
+    bundle_path, version = next_bundle_path(out_dir, name)
+    run_dir = out_dir / f"{name}-{version}-training"
+
+    keras.utils.set_random_seed(config.seed)
+    failed = FailedFiles()
+    started = time.time()
+    loop = _Loop(config, split, progress, cancel, run_dir, failed)
+    say(
+        f"{config.backbone}: {len(split.train)} training and {len(split.validation)} "
+        f"validation cells, {loop.steps} steps of {loop.global_batch} per epoch, "
+        f"{loop.replicas} replica(s), precision {loop.policy}"
+    )
+    total = config.epochs
+    if config.transfer:
+        head = min(config.head_epochs, max(total - 1, 1))
+        loop.run_phase(PHASE_HEAD, head, config.head_lr, total)
+        loop.run_phase(PHASE_FINE_TUNE, total - loop.epoch, config.fine_tune_lr, total)
+    else:
+        loop.run_phase(PHASE_FULL, total, config.lr_full, total)
+    training_seconds = time.time() - started
+    if loop.best.weights is None:
+        raise TrainingCancelled("cancelled before the first epoch finished; nothing to save")
+    if loop.cancelled and not save_on_cancel:
+        raise TrainingCancelled(f"cancelled after epoch {loop.epoch}; not saved")
+
+    set_phase(loop.model, PHASE_FINE_TUNE if config.transfer else PHASE_FULL, loop.unfreeze_prefix)
+    trainable = _count(loop.model.trainable_variables)
+    parameters = loop.model.count_params()
+    model = _export_model(config, loop.best.weights)
+    digest = _weights_digest(model.get_weights())
+    say(f"{config.backbone}: final weights sha256 {digest}")
+
+    predict = compiled_predict(model)
+    validation, _ = predict_records(
+        predict,
+        split.validation,
+        input_size=config.size,
+        batch_size=config.batch_size,
+        failed=failed,
+    )
+    threshold = choose_threshold(validation.truth, validation.p_all)
+    band = choose_band(
+        validation.truth,
+        validation.p_all,
+        threshold,
+        max_error=config.band_error,
+        max_uncertain=config.band_cap,
+    )
+    val_eval = evaluate_predictions(validation, threshold, band, "validation")
+    # Inference speed on cached validation cells (a second pass, so decoding is excluded).
+    _, inference_rate = predict_records(
+        predict,
+        split.validation,
+        input_size=config.size,
+        batch_size=config.batch_size,
+        failed=failed,
+    )
+    test_eval = None
+    if split.test:
+        test, _ = predict_records(
+            predict, split.test, input_size=config.size, batch_size=config.batch_size, failed=failed
+        )
+        test_eval = evaluate_predictions(test, threshold, band, "test")
+
+    band_rule = BAND_RULE.format(error=config.band_error, cap=config.band_cap)
+    rates = [e.images_per_second for e in loop.history]
+    stopped = "cancelled" if loop.cancelled else "completed"
+    if not loop.cancelled and loop.epoch < total:
+        stopped = "early stopping"
+    settings = config.to_dict()
+    settings.update(
+        {
+            "replicas": loop.replicas,
+            "precision_policy": loop.policy,
+            "class_weights": {"HEM": loop.weights[0], "ALL": loop.weights[1]},
+            "global_batch_size": loop.global_batch,
+            "steps_per_epoch": loop.steps,
+            "unfreeze_from": loop.unfreeze_prefix if config.transfer else "all layers",
+            "monitor": "class-weighted validation loss",
+        }
+    )
+    metrics = metrics_dict(test_eval) if test_eval else metrics_dict(val_eval)
+    metrics["validation"] = metrics_dict(val_eval)
+    if test_eval is None:
+        metrics["note"] = "no test split: these figures are on the validation subjects"
+    from leukgui.core.engine import device_description
+
+    manifest = make_manifest(
+        name=name,
+        version=version,
+        backbone=config.backbone,
+        input_size=config.size,
+        threshold=threshold,
+        band=band,
+        demo=False,
+        description=(
+            f"{config.backbone} fine-tuned by `leukgui train` on {source or 'a labelled set'}"
+            + (" (CANCELLED early: best epoch so far)" if loop.cancelled else "")
+        ),
+        training_data={
+            "source": source,
+            "split": split.to_manifest(),
+            "summary": split.summary(),
+            "threshold_rule": THRESHOLD_RULE,
+            "band_rule": band_rule,
+            "settings": settings,
+            "epochs_run": loop.epoch,
+            "best_epoch": loop.best.epoch,
+            "stopped_because": stopped,
+            "training_seconds": round(training_seconds, 1),
+            "unreadable_files": len(failed),
+        },
+        metrics=metrics,
+        extra={"cancelled": loop.cancelled},
+    )
+    run = TrainingRun(
+        backbone=config.backbone,
+        name=name,
+        version=version,
+        settings=settings,
+        data=split.summary(),
+        split=split.to_manifest(),
+        history=loop.history,
+        validation=val_eval,
+        test=test_eval,
+        threshold_rule=THRESHOLD_RULE,
+        band_rule=band_rule,
+        parameters=int(parameters),
+        trainable_parameters=trainable,
+        training_seconds=training_seconds,
+        train_images_per_second=float(np.median(rates)) if rates else math.nan,
+        inference_images_per_second=inference_rate,
+        best_epoch=loop.best.epoch,
+        stopped_because=stopped,
+        cancelled=loop.cancelled,
+        unreadable=failed.items(),
+        device=device_description(),
+        weights_sha256=digest,
+    )
+    run.run_folder = run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run.bundle_path = save_bundle(model, manifest, bundle_path)
+    run.log_csv = write_log_csv(loop.history, run_dir / "training_log.csv")
+    run.curves_png = plot_curves(loop.history, run_dir / "curves.png", title=f"{name} {version}")
+    run.report_xlsx = write_training_report(run, run_dir / "training_report.xlsx")
+    checkpoint = run_dir / "best.weights.h5"
+    if checkpoint.exists():
+        checkpoint.unlink()  # the bundle now holds these weights, hash-checked
+    loop._agree(0.0)  # a cluster's workers leave together, or the last one sees a dead peer
+    return run
