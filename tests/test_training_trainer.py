@@ -273,3 +273,35 @@ def test_a_one_class_validation_part_is_refused(split: Split, tmp_path: Path) ->
     bad = Split(split.train, only_all, split.test, seed=None, method="hand-made")
     with pytest.raises(ValueError, match="validation part holds only ALL"):
         train_backbone(bad, _config(weights="none"), tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("tf_config", "chief"),
+    [
+        (None, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 0}}, True),
+        ({"cluster": {"worker": ["a:1", "b:1"]}, "task": {"type": "worker", "index": 1}}, False),
+        (
+            {
+                "cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+                "task": {"type": "worker", "index": 0},
+            },
+            False,
+        ),
+        (
+            {
+                "cluster": {"chief": ["c:1"], "worker": ["a:1"]},
+                "task": {"type": "chief", "index": 0},
+            },
+            True,
+        ),
+    ],
+)
+def test_only_the_chief_worker_writes(tf_config, chief, monkeypatch) -> None:
+    from training.trainer import is_chief
+
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", json.dumps(tf_config))
+    assert is_chief() is chief

@@ -551,7 +551,7 @@ class _Loop:
 
     def _checkpoint(self) -> None:
         """Keep the best weights on disk too, so a crash does not lose a long run."""
-        if self.run_dir is None or not is_chief():
+        if self.run_dir is None or (self.config.strategy == "multiworker" and not is_chief()):
             return
         self.run_dir.mkdir(parents=True, exist_ok=True)
         target = self.run_dir / "best.weights.h5"
@@ -662,7 +662,7 @@ def train_backbone(
         if labels != {ALL, HEM}:
             raise ValueError(f"the {part} part holds only {', '.join(sorted(labels))} cells")
     say = log or (lambda _msg: None)
-    chief = is_chief()
+    chief = config.strategy != "multiworker" or is_chief()
     out_dir = Path(out) if chief else Path(tempfile.mkdtemp(prefix="leukgui-worker-"))
     out_dir.mkdir(parents=True, exist_ok=True)
     name = config.name or config.backbone
