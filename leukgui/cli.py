@@ -267,6 +267,12 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Run 'leukgui COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"LeukGUI {__version__}")
+    parser.add_argument(
+        "--self-test",
+        action="store_true",
+        help="open the window offscreen, analyse the bundled samples, export and check a "
+        "report; exit 0 when all worked",
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     analyze = sub.add_parser(
@@ -343,11 +349,24 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+_COMMANDS = ("analyze", "models", "train", "evaluate")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `leukgui` command."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
+    if not argv or (argv[0] not in _COMMANDS and not argv[0].startswith("-")):
+        # No command: the desktop app (folders given on the command line are opened).
+        from leukgui.gui.app import main as gui_main
+
+        return gui_main(argv)
     args = parser.parse_args(argv)
+    if args.self_test:
+        from leukgui.gui.app import self_test
+
+        return self_test()
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE

@@ -113,7 +113,7 @@ def train_session(
             f"(ALL {part['cells_per_class']['ALL']}, HEM {part['cells_per_class']['HEM']})"
         )
     if scan.unreadable:
-        say(f"{len(scan.unreadable)} files skipped while reading the data set")
+        say(f"{len(scan.unreadable)} file(s) skipped while reading the data set")
     out = Path(out)
     for backbone in backbones:
         if cancel is not None and cancel.cancelled:

@@ -6,7 +6,12 @@ cancelled runs in bold, and never show a made-up image: if a file cannot be re-r
 time its image cell says why. Every file is written atomically (see `atomic.py`).
 
 Text from files and folders is untrusted: a file named `=HYPERLINK(...).png` must never become
-a live formula, so every string goes through `_text` (xlsx) or `_csv_safe` (csv).
+a live formula, so every string goes through `_text` (xlsx) or `_csv_safe` (csv). Reviewer
+names are typed by users and are treated the same way.
+
+With a `ReviewState` (see `review.py`) the reports carry the human review: reviewed labels
+beside the model's, counts on the final labels, sign-offs and the audit trail. Without one
+they are exactly what they were before reviews existed.
 """
 
 from __future__ import annotations
@@ -52,6 +57,13 @@ from leukgui.core.results import (
     CellResult,
     RunResult,
 )
+from leukgui.core.review import (
+    UNCLASSIFIABLE,
+    AuditEntry,
+    ReviewState,
+    ReviewSummary,
+    review_summary,
+)
 
 __all__ = [
     "IMAGE_LIMIT",
@@ -79,6 +91,7 @@ _LABEL_FILLS = {
     ALL: PatternFill("solid", fgColor="F4B6B0"),  # red-ish
     HEM: PatternFill("solid", fgColor="C6EFCE"),  # green-ish
     UNCERTAIN: PatternFill("solid", fgColor="FFE699"),  # amber
+    UNCLASSIFIABLE: PatternFill("solid", fgColor="D9D9D9"),  # grey
 }
 _LIGHT = Side(style="thin", color="BFBFBF")
 _BORDER = Border(left=_LIGHT, right=_LIGHT, top=_LIGHT, bottom=_LIGHT)
@@ -343,9 +356,29 @@ _SUMMARY_HEADERS = (
 )
 
 
-def _summary_sheet(ws: Worksheet, run: RunResult, image_note: str) -> None:
+_REVIEW_SUMMARY_HEADERS = (
+    "Sample",
+    "Cells",
+    "ALL",
+    "HEM",
+    "UNCERTAIN",
+    "UNCLASSIFIABLE",
+    "Reviewed",
+    "ALL %",
+    "95% CI low",
+    "95% CI high",
+    "Errors",
+    "Signed off by",
+    "Signed off at (UTC)",
+)
+
+
+def _summary_sheet(
+    ws: Worksheet, run: RunResult, image_note: str, review: ReviewState | None = None
+) -> None:
     info = run.info
-    last_col = len(_SUMMARY_HEADERS)
+    headers = _SUMMARY_HEADERS if review is None else _REVIEW_SUMMARY_HEADERS
+    last_col = len(headers)
     row = 1
     _text(ws, row, 1, "LeukGUI report").font = _TITLE_FONT
     ws.row_dimensions[row].height = 24
@@ -377,8 +410,78 @@ def _summary_sheet(ws: Worksheet, run: RunResult, image_note: str) -> None:
         f"ALL when P(ALL) ≥ {info.threshold:.3f}, else HEM; "
         f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}",
     )
-    row += 2
+    row += 1
+    if review is None:
+        row, names = _model_summary_table(ws, run, row + 1)
+    else:
+        reviewed_rows = review_summary(run, review)
+        row, signers = _review_summary_table(ws, reviewed_rows, row)
+        names = [s.sample for s in reviewed_rows]
 
+    row += 2
+    if review is None:
+        notes = [
+            "ALL % = ALL / (ALL + HEM). UNCERTAIN cells are counted but excluded from the "
+            "denominator.",
+        ]
+    else:
+        notes = [
+            "Reviewed labels override the model's labels: every count and ALL % above uses "
+            "each cell's reviewed label where a reviewer set one, otherwise the model's label. "
+            "The Cells sheet shows both.",
+            "ALL % = ALL / (ALL + HEM). UNCERTAIN (unreviewed cells the model left uncertain) "
+            "and UNCLASSIFIABLE (cells a reviewer marked unclassifiable) are counted but "
+            "excluded from the denominator.",
+        ]
+    notes += [
+        "95% CI: Wilson score interval for the ALL proportion of each sample.",
+        "Errors: inputs that could not be analysed (listed on the Errors sheet); they are not "
+        "counted as cells.",
+    ]
+    if review is not None:
+        notes.append(
+            "Every review action (who, when, label before and after) is listed on the Audit "
+            "trail sheet; times are UTC."
+        )
+    if image_note:
+        notes.append(image_note)
+    _text(ws, row, 1, "Notes").font = _BOLD
+    for note in notes:
+        row += 1
+        _text(ws, row, 1, note)
+    row += 2
+    _text(ws, row, 1, "Reviewed by:").font = _BOLD
+    _text(ws, row, 5, "Date:").font = _BOLD
+    row += 1
+    _text(ws, row, 1, "Signature:").font = _BOLD
+
+    names = names + ["Reviewed by:"]
+    if review is None:
+        _widths(ws, [_fit_width(names, 14, 40), 10, 9, 9, 12, 9, 11, 11, 9])
+    else:
+        _widths(
+            ws,
+            [
+                _fit_width(names, 14, 40),
+                10,
+                9,
+                9,
+                12,
+                17,
+                10,
+                9,
+                11,
+                11,
+                9,
+                _fit_width(signers + ["Signed off by"], 14, 30),
+                22,
+            ],
+        )
+    _print_setup(ws)
+
+
+def _model_summary_table(ws: Worksheet, run: RunResult, row: int) -> tuple[int, list[str]]:
+    """The per-sample table on the model's labels; returns (last row, sample names)."""
     header_row = row
     _header(ws, row, _SUMMARY_HEADERS)
     ws.row_dimensions[row].height = 30
@@ -394,36 +497,82 @@ def _summary_sheet(ws: Worksheet, run: RunResult, image_note: str) -> None:
         _num(ws, row, 7, s.ci_low, _PCT)
         _num(ws, row, 8, s.ci_high, _PCT)
         _num(ws, row, 9, s.errors)
-        for col in range(1, last_col + 1):
-            cell = ws.cell(row=row, column=col)
-            cell.border = _BORDER
-            if s.is_overall:
-                cell.font = _BOLD
-                cell.fill = _OVERALL_FILL
+        _table_row_style(ws, row, len(_SUMMARY_HEADERS), s.is_overall)
     ws.freeze_panes = ws.cell(row=header_row + 1, column=1)
+    return row, [s.sample for s in rows]
 
+
+def _table_row_style(ws: Worksheet, row: int, last_col: int, is_overall: bool) -> None:
+    for col in range(1, last_col + 1):
+        cell = ws.cell(row=row, column=col)
+        cell.border = _BORDER
+        if is_overall:
+            cell.font = _BOLD
+            cell.fill = _OVERALL_FILL
+
+
+def _review_summary_table(
+    ws: Worksheet, rows: list[ReviewSummary], row: int
+) -> tuple[int, list[str]]:
+    """Review status line and the per-sample table on FINAL labels, with sign-offs.
+
+    Returns (last row, the texts written in the "Signed off by" column, for its width).
+    """
+    overall = rows[-1]
+    samples = rows[:-1]
+    signed = sum(s.signed_off is not None for s in samples)
+    _text(ws, row, 1, "Review").font = _BOLD
+    status = _text(
+        ws,
+        row,
+        2,
+        f"Reviewed labels override the model's. {overall.reviewed} of {overall.cells} cells "
+        f"reviewed; {signed} of {len(samples)} samples signed off.",
+    )
+    status.font = _BOLD
     row += 2
-    notes = [
-        "ALL % = ALL / (ALL + HEM). UNCERTAIN cells are counted but excluded from the denominator.",
-        "95% CI: Wilson score interval for the ALL proportion of each sample.",
-        "Errors: inputs that could not be analysed (listed on the Errors sheet); they are not "
-        "counted as cells.",
-    ]
-    if image_note:
-        notes.append(image_note)
-    _text(ws, row, 1, "Notes").font = _BOLD
-    for note in notes:
+    header_row = row
+    _header(ws, row, _REVIEW_SUMMARY_HEADERS)
+    ws.row_dimensions[row].height = 30
+    signers: list[str] = []
+    for s in rows:
         row += 1
-        _text(ws, row, 1, note)
-    row += 2
-    _text(ws, row, 1, "Reviewed by:").font = _BOLD
-    _text(ws, row, 5, "Date:").font = _BOLD
-    row += 1
-    _text(ws, row, 1, "Signature:").font = _BOLD
+        _text(ws, row, 1, s.sample)
+        for col, value in enumerate(
+            (s.cells, s.n_all, s.n_hem, s.n_uncertain, s.n_unclassifiable, s.reviewed), 2
+        ):
+            _num(ws, row, col, value)
+        _num(ws, row, 8, s.all_fraction, _PCT)
+        _num(ws, row, 9, s.ci_low, _PCT)
+        _num(ws, row, 10, s.ci_high, _PCT)
+        _num(ws, row, 11, s.errors)
+        if s.is_overall:
+            signer = f"{signed} of {len(samples)} samples"
+        elif s.signed_off is not None:
+            signer = s.signed_off.reviewer
+            _text(ws, row, 13, _fmt_review_time(s.signed_off.time))
+        else:
+            signer = "not signed off"
+        signers.append(signer)
+        cell = _text(ws, row, 12, signer)
+        if s.signed_off is None and not s.is_overall:
+            cell.font = Font(italic=True)
+        for col in (12, 13):
+            ws.cell(row=row, column=col).alignment = _INDENT
+        _table_row_style(ws, row, len(_REVIEW_SUMMARY_HEADERS), s.is_overall)
+    ws.freeze_panes = ws.cell(row=header_row + 1, column=1)
+    return row, signers
 
-    names = [s.sample for s in rows] + ["Reviewed by:"]
-    _widths(ws, [_fit_width(names, 14, 40), 10, 9, 9, 12, 9, 11, 11, 9])
-    _print_setup(ws)
+
+def _fmt_review_time(iso: str) -> str:
+    """An audit time (ISO 8601 UTC) as a reader-friendly UTC timestamp; unparsable as is."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return iso
+    if moment.utcoffset() is not None and moment.utcoffset().total_seconds() == 0:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return iso
 
 
 def _cells_sheet(
@@ -433,18 +582,17 @@ def _cells_sheet(
     include_images: bool,
     image_note: str,
     thumb_px: int,
+    review: ReviewState | None = None,
 ) -> None:
-    headers = [
-        "#",
-        "File",
-        "Sample",
-        "Subject",
-        "Label",
-        "P(ALL)",
-        "Truth",
-        "Correct?",
-        "Full path",
-    ]
+    headers = ["#", "File", "Sample", "Subject", "Label"]
+    if review is not None:
+        # The review columns sit right beside the model's label, which is renamed so the
+        # two can never be confused; everything after them moves right by `o` columns.
+        headers[4] = "Model label"
+        headers += ["Reviewed label", "Reviewer", "Reviewed at (UTC)"]
+    o = 0 if review is None else 3
+    headers += ["P(ALL)", "Truth", "Correct?" if review is None else "Model correct?"]
+    headers += ["Full path"]
     if include_images:
         headers += ["Thumbnail", "Heatmap"]
     _header(ws, 1, headers)
@@ -457,6 +605,7 @@ def _cells_sheet(
     file_names: list[str] = []
     samples: list[str] = []
     paths: list[str] = []
+    reviewers: list[str] = []
     for i, cell in enumerate(run.cells, 1):
         row = i + 1
         name = names(cell.path)
@@ -471,25 +620,36 @@ def _cells_sheet(
         label.fill = _LABEL_FILLS.get(cell.label, PatternFill())
         label.font = _BOLD
         label.alignment = _CENTER
-        _num(ws, row, 6, float(cell.p_all), _PROB)
+        if review is not None:
+            done = review.review_of(cell)
+            if done is not None:
+                reviewers.append(done.reviewer)
+                mark = _text(ws, row, 6, done.label)
+                mark.fill = _LABEL_FILLS.get(done.label, PatternFill())
+                mark.font = _BOLD
+                mark.alignment = _CENTER
+                _text(ws, row, 7, done.reviewer)
+                _text(ws, row, 8, _fmt_review_time(done.time))
+        _num(ws, row, 6 + o, float(cell.p_all), _PROB)
         truth = normalize_truth(cell.truth)
         if cell.truth is not None:
-            _text(ws, row, 7, truth or cell.truth).alignment = _CENTER
+            _text(ws, row, 7 + o, truth or cell.truth).alignment = _CENTER
         if truth is not None:
             called = decided_label(cell, threshold)
             verdict = "yes" if called == truth else "no"
             if cell.label == UNCERTAIN:
                 verdict += " (by threshold)"
-            _text(ws, row, 8, verdict).alignment = _CENTER
-        _text(ws, row, 9, _full_path(cell.path))
+            _text(ws, row, 8 + o, verdict).alignment = _CENTER
+        _text(ws, row, 9 + o, _full_path(cell.path))
         if include_images:
             ws.row_dimensions[row].height = row_height
-            for col in (1, 2, 3, 4, 6, 9):
+            middle = (1, 2, 3, 4, 6, 9) if review is None else (1, 2, 3, 4, 7, 8, 9, 12)
+            for col in middle:
                 ws.cell(row=row, column=col).alignment = _VCENTER
             pics = _pictures(cell, thumb_px)
             for col, png, reason in (
-                (10, pics.thumb, pics.thumb_reason),
-                (11, pics.heat, pics.heat_reason),
+                (10 + o, pics.thumb, pics.thumb_reason),
+                (11 + o, pics.heat, pics.heat_reason),
             ):
                 if png is not None:
                     _add_picture(ws, png, row, col, thumb_px, img_left)
@@ -510,15 +670,83 @@ def _cells_sheet(
         _fit_width(samples + ["Sample"], 10, 30),
         10,
         12,
+    ]
+    if review is not None:
+        widths += [18, _fit_width(reviewers + ["Reviewer"], 12, 30), 20]
+    correct_width = 16 if any(c.label == UNCERTAIN for c in run.cells) else 10
+    widths += [
         9,
         9,
-        16 if any(c.label == UNCERTAIN for c in run.cells) else 10,
+        correct_width if review is None else max(correct_width, 16),
         _fit_width(paths + ["Full path"], 12, 70),
     ]
     if include_images:
         widths += [img_width, img_width]
     _widths(ws, widths)
     _print_setup(ws, "1:1")
+
+
+def _audit_sheet(ws: Worksheet, review: ReviewState, names: _DisplayNames) -> None:
+    """Every review action in order: the record behind each reviewed label and sign-off."""
+    headers = [
+        "#",
+        "Time (UTC)",
+        "Reviewer",
+        "Action",
+        "Sample",
+        "File",
+        "Model label",
+        "Before",
+        "After",
+        "Full path",
+    ]
+    _header(ws, 1, headers)
+    ws.row_dimensions[1].height = 30
+    entries = review.audit
+    if not entries:
+        _text(ws, 2, 1, "No review actions recorded")
+    for row, e in enumerate(entries, 2):
+        _num(ws, row, 1, row - 1)
+        for col, value in enumerate(_audit_values(e, names), 2):
+            _text(ws, row, col, value)
+        ws.cell(row=row, column=2).alignment = _INDENT
+        for col in (7, 8, 9):
+            ws.cell(row=row, column=col).alignment = _CENTER
+    if entries:
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{len(entries) + 1}"
+    ws.freeze_panes = "A2"
+    _widths(
+        ws,
+        [
+            max(5.0, len(str(len(entries))) + 3),
+            20,
+            _fit_width([e.reviewer for e in entries] + ["Reviewer"], 12, 30),
+            10,
+            _fit_width([e.sample for e in entries] + ["Sample"], 10, 30),
+            _fit_width([names(Path(e.path)) for e in entries if e.path] + ["File"], 12, 45),
+            12,
+            17,
+            17,
+            _fit_width([e.path for e in entries] + ["Full path"], 12, 70),
+        ],
+    )
+    _print_setup(ws, "1:1")
+
+
+def _audit_values(e: AuditEntry, names: _DisplayNames) -> tuple[str | None, ...]:
+    """One Audit trail row after the running number; None leaves the cell empty (no label
+    before a first review, none after an undo, no cell for a sign-off)."""
+    return (
+        _fmt_review_time(e.time),
+        e.reviewer,
+        e.action,
+        e.sample,
+        names(Path(e.path)) if e.path else None,
+        e.model_label or None,
+        e.before,
+        e.after,
+        e.path or None,
+    )
 
 
 def _errors_sheet(ws: Worksheet, run: RunResult, names: _DisplayNames) -> None:
@@ -632,7 +860,97 @@ def _metric_rows(m: BinaryMetrics) -> list[tuple[str, float, tuple[int, int] | N
     ]
 
 
-def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
+@dataclass(frozen=True)
+class _ReviewedTruthSet:
+    """Cells with truth on their FINAL labels (reviewed, else the model's call)."""
+
+    truth: list[str]
+    predicted: list[str]
+    reviewed: int
+    unclassifiable: int
+
+
+def _reviewed_truth_set(run: RunResult, review: ReviewState) -> _ReviewedTruthSet | None:
+    """Final labels vs truth, or None when no cell with a truth was reviewed (the block
+    would repeat the model's figures)."""
+    truth: list[str] = []
+    predicted: list[str] = []
+    reviewed = unclassifiable = 0
+    any_reviewed = False
+    for cell in run.cells:
+        t = normalize_truth(cell.truth)
+        if t is None:
+            continue
+        done = review.review_of(cell)
+        any_reviewed |= done is not None
+        if done is None:
+            predicted.append(decided_label(cell, run.info.threshold))
+        elif done.label == UNCLASSIFIABLE:
+            unclassifiable += 1
+            continue
+        else:
+            predicted.append(done.label)
+            reviewed += 1
+        truth.append(t)
+    if not any_reviewed:
+        return None
+    return _ReviewedTruthSet(truth, predicted, reviewed, unclassifiable)
+
+
+def _confusion_block(ws: Worksheet, row: int, m: BinaryMetrics, what: str = "Predicted") -> int:
+    """The 2x2 confusion matrix with totals, starting at `row`; returns its last row."""
+    _text(ws, row, 1, "Confusion matrix").font = _BOLD
+    row += 1
+    _header(ws, row, ["", f"{what} ALL", f"{what} HEM", "Total"])
+    ws.row_dimensions[row].height = 30
+    grid = [
+        ("Truth ALL", m.tp, m.fn, "TP", "FN"),
+        ("Truth HEM", m.fp, m.tn, "FP", "TN"),
+    ]
+    for name, a, b, a_tag, b_tag in grid:
+        row += 1
+        _text(ws, row, 1, name).font = _BOLD
+        _num(ws, row, 2, a)
+        _num(ws, row, 3, b)
+        _num(ws, row, 4, a + b)
+        tag = _text(ws, row, 5, f"{a_tag} = {a}, {b_tag} = {b}")
+        tag.alignment = _INDENT
+        tag.font = Font(italic=True)
+        for col in range(1, 5):
+            ws.cell(row=row, column=col).border = _BORDER
+    row += 1
+    _text(ws, row, 1, "Total").font = _BOLD
+    _num(ws, row, 2, m.tp + m.fp)
+    _num(ws, row, 3, m.fn + m.tn)
+    _num(ws, row, 4, m.n)
+    for col in range(1, 5):
+        ws.cell(row=row, column=col).border = _BORDER
+    return row
+
+
+def _metric_table(ws: Worksheet, row: int, m: BinaryMetrics, with_auc: bool = True) -> int:
+    """Metric / value / Wilson CI / formula rows starting at `row`; returns the last row."""
+    _header(ws, row, ["Metric", "Value", "95% CI low", "95% CI high", "Formula"])
+    ws.row_dimensions[row].height = 30
+    for name, value, kn, formula in _metric_rows(m):
+        if name == "ROC AUC" and not with_auc:
+            continue
+        row += 1
+        _text(ws, row, 1, name)
+        _num(ws, row, 2, value, _PROB)
+        if kn is not None:
+            low, high = wilson_interval(*kn)
+            _num(ws, row, 3, low, _PROB)
+            _num(ws, row, 4, high, _PROB)
+        _text(ws, row, 5, formula).alignment = _INDENT
+        for col in range(1, 6):
+            ws.cell(row=row, column=col).border = _BORDER
+    return row
+
+
+def _metrics_sheet(
+    ws: Worksheet, run: RunResult, ts: _TruthSet, reviewed: _ReviewedTruthSet | None = None
+) -> None:
     m = binary_metrics(ts.truth, ts.predicted, ts.p_all)
     row = 1
     _text(ws, row, 1, "Classification metrics (ALL = positive class)").font = _TITLE_FONT
@@ -659,47 +977,10 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
     ).font = Font(italic=True)
     row += 2
 
-    _text(ws, row, 1, "Confusion matrix").font = _BOLD
-    row += 1
-    _header(ws, row, ["", "Predicted ALL", "Predicted HEM", "Total"])
-    ws.row_dimensions[row].height = 30
-    grid = [
-        ("Truth ALL", m.tp, m.fn, "TP", "FN"),
-        ("Truth HEM", m.fp, m.tn, "FP", "TN"),
-    ]
-    for name, a, b, a_tag, b_tag in grid:
-        row += 1
-        _text(ws, row, 1, name).font = _BOLD
-        _num(ws, row, 2, a)
-        _num(ws, row, 3, b)
-        _num(ws, row, 4, a + b)
-        tag = _text(ws, row, 5, f"{a_tag} = {a}, {b_tag} = {b}")
-        tag.alignment = _INDENT
-        tag.font = Font(italic=True)
-        for col in range(1, 5):
-            ws.cell(row=row, column=col).border = _BORDER
-    row += 1
-    _text(ws, row, 1, "Total").font = _BOLD
-    _num(ws, row, 2, m.tp + m.fp)
-    _num(ws, row, 3, m.fn + m.tn)
-    _num(ws, row, 4, m.n)
-    for col in range(1, 5):
-        ws.cell(row=row, column=col).border = _BORDER
+    row = _confusion_block(ws, row, m)
     row += 2
 
-    _header(ws, row, ["Metric", "Value", "95% CI low", "95% CI high", "Formula"])
-    ws.row_dimensions[row].height = 30
-    for name, value, kn, formula in _metric_rows(m):
-        row += 1
-        _text(ws, row, 1, name)
-        _num(ws, row, 2, value, _PROB)
-        if kn is not None:
-            low, high = wilson_interval(*kn)
-            _num(ws, row, 3, low, _PROB)
-            _num(ws, row, 4, high, _PROB)
-        _text(ws, row, 5, formula).alignment = _INDENT
-        for col in range(1, 6):
-            ws.cell(row=row, column=col).border = _BORDER
+    row = _metric_table(ws, row, m)
     row += 1
     ece = expected_calibration_error(ts.truth, ts.p_all)
     _text(ws, row, 1, "Calibration error (ECE)")
@@ -717,8 +998,49 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, ts: _TruthSet) -> None:
     _text(ws, row, 1, "n/a: the ratio is undefined (its denominator is zero).").font = Font(
         italic=True
     )
+    if reviewed is not None:
+        _reviewed_metrics_block(ws, row + 3, reviewed)
     _widths(ws, [38, 12, 12, 12, 100])
     _print_setup(ws)
+
+
+def _reviewed_metrics_block(ws: Worksheet, row: int, rts: _ReviewedTruthSet) -> None:
+    """Second block: the final (reviewed) labels against truth, below the model's."""
+    m = binary_metrics(rts.truth, rts.predicted)
+    _text(ws, row, 1, "Reviewed labels vs truth").font = _TITLE_FONT
+    ws.row_dimensions[row].height = 24
+    row += 1
+    _text(
+        ws,
+        row,
+        1,
+        "The metrics above are the model's own calls. Here each cell counts with its reviewed "
+        "label where a reviewer set one, otherwise with the model's call (UNCERTAIN resolved by "
+        "the threshold, as above). Cells reviewed UNCLASSIFIABLE are excluded.",
+    ).font = Font(italic=True)
+    row += 2
+    for name, value in [
+        ("Cells with truth in this block", m.n),
+        ("  of them with a reviewed label", rts.reviewed),
+        ("  truly ALL", m.n_positive),
+        ("  truly HEM", m.n_negative),
+        ("Reviewed UNCLASSIFIABLE (excluded)", rts.unclassifiable),
+    ]:
+        _text(ws, row, 1, name)
+        _num(ws, row, 2, value)
+        row += 1
+    row += 1
+    row = _confusion_block(ws, row, m, what="Final")
+    row += 2
+    row = _metric_table(ws, row, m, with_auc=False)
+    row += 2
+    _text(
+        ws,
+        row,
+        1,
+        "ROC AUC and calibration measure P(ALL), which a review does not change: see the "
+        "model's block above.",
+    ).font = Font(italic=True)
 
 
 def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
@@ -773,13 +1095,23 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
 
 
 def write_excel(
-    run: RunResult, path: Path, *, images: bool | None = None, thumb_px: int = 64
+    run: RunResult,
+    path: Path,
+    *,
+    images: bool | None = None,
+    thumb_px: int = 64,
+    review: ReviewState | None = None,
 ) -> None:
     """Write the signed-off report: Summary, Cells, Errors, Metrics (with truth), Provenance.
 
     `images=None` embeds a thumbnail and heatmap per cell only up to `IMAGE_LIMIT` cells, to
     keep big exports fast and small; the Summary says when they were left out. Raises
     `ReportWriteError` (previous file untouched) when the file cannot be written.
+
+    With a `review`, the Summary counts FINAL labels (reviewed, else the model's) and shows
+    sign-offs, the Cells sheet puts the reviewed label, reviewer and time beside the model's
+    label, an "Audit trail" sheet lists every review action, and the Metrics sheet adds
+    "Reviewed labels vs truth" below the model's metrics. Without one, nothing changes.
     """
     if thumb_px < 8:
         raise ValueError(f"thumb_px must be at least 8, got {thumb_px}")
@@ -790,12 +1122,16 @@ def write_excel(
     wb = Workbook()
     summary = wb.active
     summary.title = "Summary"
-    _summary_sheet(summary, run, image_note)
-    _cells_sheet(wb.create_sheet("Cells"), run, names, include_images, image_note, thumb_px)
+    _summary_sheet(summary, run, image_note, review)
+    cells = wb.create_sheet("Cells")
+    _cells_sheet(cells, run, names, include_images, image_note, thumb_px, review)
     _errors_sheet(wb.create_sheet("Errors"), run, names)
     ts = _truth_set(run)
     if ts.truth:
-        _metrics_sheet(wb.create_sheet("Metrics"), run, ts)
+        reviewed = _reviewed_truth_set(run, review) if review is not None else None
+        _metrics_sheet(wb.create_sheet("Metrics"), run, ts, reviewed)
+    if review is not None:
+        _audit_sheet(wb.create_sheet("Audit trail"), review, names)
     _provenance_sheet(wb.create_sheet("Provenance"), run)
     wb.properties.creator = f"LeukGUI {run.info.app_version}"
     wb.properties.title = "LeukGUI report"
@@ -816,18 +1152,34 @@ def _csv_safe(value: object) -> str:
 _CSV_COLUMNS = ("file", "sample", "subject", "status", "label", "p_all", "truth", "reason", "path")
 
 
-def write_csv(run: RunResult, path: Path) -> None:
+_CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
+
+
+def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> None:
     """One row per input in input order, UTF-8 with BOM so Excel shows accents correctly.
 
     Errors are rows too (status "error" with the reason), so nothing silently disappears.
+    With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
+    the model's `label` (empty for unreviewed cells and errors); without one the columns are
+    exactly the plain export's.
     """
     path = Path(path)
     names = _DisplayNames(run.info.inputs)
+    columns = list(_CSV_COLUMNS)
+    if review is not None:
+        at = columns.index("label") + 1
+        columns[at:at] = _CSV_REVIEW_COLUMNS
+
+    def reviewed(o: object) -> list[str]:
+        done = review.review_of(o) if review is not None and isinstance(o, CellResult) else None
+        if done is None:
+            return ["", "", ""]
+        return [done.label, done.reviewer, done.time]
 
     def write(tmp: Path) -> None:
         with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
             out = csv.writer(fh)
-            out.writerow(_CSV_COLUMNS)
+            out.writerow(columns)
             for o in run.outcomes:
                 if isinstance(o, CellResult):
                     p = float(o.p_all)
@@ -854,6 +1206,9 @@ def write_csv(run: RunResult, path: Path) -> None:
                         o.reason,
                         _full_path(o.path),
                     ]
+                if review is not None:
+                    at = _CSV_COLUMNS.index("label") + 1
+                    row[at:at] = reviewed(o)
                 out.writerow([_csv_safe(v) for v in row])
 
     atomic_write(path, write)

@@ -1,0 +1,130 @@
+"""Start the desktop app, or run its self-test (`leukgui --self-test`).
+
+PySide6 is imported here, TensorFlow is not: it loads in the analysis worker, so the window
+is on screen about as fast as a bare Qt window.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from leukgui import APP_NAME, __version__
+
+__all__ = ["main", "self_test"]
+
+
+def _application(argv: Sequence[str]) -> object:
+    from PySide6.QtCore import Qt
+    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
+
+    app = QApplication.instance()
+    if app is None:
+        QGuiApplication.setHighDpiScaleFactorRoundingPolicy(
+            Qt.HighDpiScaleFactorRoundingPolicy.PassThrough
+        )
+        app = QApplication(list(argv) or [APP_NAME])
+        app.setApplicationName(APP_NAME)
+        app.setApplicationVersion(__version__)
+        app.setOrganizationName(APP_NAME)
+    from leukgui.gui.icons import app_icon
+
+    app.setWindowIcon(app_icon())
+    return app
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the main window (and the given folders, if any)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app = _application([sys.argv[0], *argv])
+    from leukgui.gui.main_window import MainWindow
+    from leukgui.gui.theme import apply_theme
+
+    window = MainWindow()
+    apply_theme(window.prefs.theme)
+    window.show()
+    folders = [a for a in argv if not a.startswith("-") and Path(a).exists()]
+    if folders:
+        window.open_paths(folders)
+    return int(app.exec())
+
+
+def self_test(out: object = None) -> int:
+    """Open the window offscreen, analyse the bundled samples, export and check a report.
+
+    The installer runs this after installing; it exits 0 only when every step worked.
+    """
+    stream = out or sys.stdout
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    started = time.perf_counter()
+
+    def say(text: str) -> None:
+        stream.write(f"[self-test {time.perf_counter() - started:5.1f} s] {text}\n")
+        stream.flush()
+
+    app = _application([APP_NAME, "--self-test"])
+    from PySide6.QtCore import QEventLoop, QTimer
+
+    from leukgui.core.imaging import discover
+    from leukgui.core.paths import samples_dir
+    from leukgui.gui.main_window import MainWindow
+
+    with tempfile.TemporaryDirectory(prefix="leukgui-selftest-") as tmp:
+        os.environ["LEUKGUI_USER_DIR"] = os.environ.get("LEUKGUI_USER_DIR") or str(
+            Path(tmp) / "user"
+        )
+        window = MainWindow(restore_check=False)
+        window.prefs.reviewer = "self-test"
+        window.prefs.open_report_after_export = False
+        window.show()
+        say(f"window shown; model {window.current_bundle_path()}")
+        expected, _ = discover([str(samples_dir())])
+        if not expected or window.current_bundle_path() is None:
+            say("FAILED: no bundled samples or no model found")
+            return 1
+
+        def wait(signal: object, seconds: float) -> list[object]:
+            box: list[object] = []
+            loop = QEventLoop()
+            signal.connect(lambda value: (box.append(value), loop.quit()))
+            QTimer.singleShot(int(seconds * 1000), loop.quit)
+            loop.exec()
+            return box
+
+        window.open_paths([str(samples_dir())])
+        result = wait(window.analysis_finished, 300)
+        if not result:
+            say("FAILED: the analysis did not finish within 5 minutes")
+            return 1
+        run = result[0]
+        say(f"analysed {len(run.cells)} cells, {len(run.errors)} errors")
+        if len(run.cells) != len(expected):
+            say(f"FAILED: expected {len(expected)} cells")
+            return 1
+        window.move_selection(0)
+        window.review_current("HEM")
+        report = Path(tmp) / "self-test.xlsx"
+        window.export_excel(report)
+        exported = wait(window.export_finished, 120)
+        if not exported or exported[0] is None:
+            say("FAILED: the report could not be written")
+            return 1
+        import openpyxl
+
+        workbook = openpyxl.load_workbook(report, read_only=True)
+        rows = workbook["Cells"].max_row
+        sheets = set(workbook.sheetnames)
+        workbook.close()
+        if not {"Summary", "Cells", "Audit trail"} <= sheets:
+            say(f"FAILED: report sheets are {sorted(sheets)}")
+            return 1
+        say(f"report {report.name}: sheets {', '.join(sorted(sheets))}; {rows} rows on Cells")
+        window.close()
+        app.processEvents()
+    say("OK")
+    return 0

@@ -1,0 +1,37 @@
+"""The application icon, drawn at several sizes so it stays sharp on high-DPI screens."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QPointF, Qt
+from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPen, QPixmap, QRadialGradient
+
+__all__ = ["app_icon", "icon_pixmap"]
+
+
+def icon_pixmap(size: int) -> QPixmap:
+    """A stained white cell: lavender cytoplasm, a large purple nucleus, a pale nucleolus."""
+    pixmap = QPixmap(size, size)
+    pixmap.fill(Qt.GlobalColor.transparent)
+    p = QPainter(pixmap)
+    p.setRenderHint(QPainter.RenderHint.Antialiasing)
+    s = float(size)
+    p.setPen(QPen(QColor("#5b3f8c"), max(1.0, s / 32)))
+    gradient = QRadialGradient(QPointF(s * 0.45, s * 0.4), s * 0.5)
+    gradient.setColorAt(0.0, QColor("#d9cdf0"))
+    gradient.setColorAt(1.0, QColor("#a48cd1"))
+    p.setBrush(QBrush(gradient))
+    p.drawEllipse(QPointF(s / 2, s / 2), s * 0.45, s * 0.45)
+    p.setPen(Qt.PenStyle.NoPen)
+    p.setBrush(QColor("#4b1d6e"))
+    p.drawEllipse(QPointF(s * 0.54, s * 0.5), s * 0.30, s * 0.28)
+    p.setBrush(QColor("#9d7cc4"))
+    p.drawEllipse(QPointF(s * 0.6, s * 0.44), s * 0.06, s * 0.06)
+    p.end()
+    return pixmap
+
+
+def app_icon() -> QIcon:
+    icon = QIcon()
+    for size in (16, 24, 32, 48, 64, 128, 256):
+        icon.addPixmap(icon_pixmap(size))
+    return icon

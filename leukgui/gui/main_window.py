@@ -1,0 +1,1275 @@
+"""The main window: bring images in, choose a model, analyse, review, export, train.
+
+Thin by design: the engine, review state, summaries, sessions and reports all live in
+`leukgui.core`; this module wires them to widgets and turns worker events into model
+updates. Dialogs go through small `_ask_*` / `_show_*` methods so tests can answer them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import platform
+import shutil
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QCheckBox,
+    QComboBox,
+    QDialog,
+    QDialogButtonBox,
+    QFileDialog,
+    QFrame,
+    QHBoxLayout,
+    QHeaderView,
+    QInputDialog,
+    QLabel,
+    QListWidget,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QSplitter,
+    QStackedWidget,
+    QStyle,
+    QTableWidget,
+    QTableWidgetItem,
+    QTabWidget,
+    QTextBrowser,
+    QToolBar,
+    QVBoxLayout,
+    QWidget,
+)
+
+from leukgui import APP_NAME, __version__
+from leukgui.core.bundle import BUNDLE_SUFFIX, BundleError, BundleInfo, choose_bundle, find_bundles
+from leukgui.core.paths import samples_dir, user_dir, user_models_dir
+from leukgui.core.preferences import Preferences, load_preferences, save_preferences
+from leukgui.core.results import (
+    ALL,
+    DEMO_NOTICE,
+    HEM,
+    UNCERTAIN,
+    CellResult,
+    FileError,
+    Progress,
+    RunResult,
+)
+from leukgui.core.review import (
+    UNCLASSIFIABLE,
+    ReviewError,
+    ReviewState,
+    SessionStore,
+    review_summary,
+)
+from leukgui.gui.analysis import AnalysisRequest, Outcomes, RunStarted, run_analysis
+from leukgui.gui.cell_model import CellFilterProxy, CellListModel
+from leukgui.gui.cell_view import CellInspector
+from leukgui.gui.gallery import GalleryView
+from leukgui.gui.workers import Worker
+
+__all__ = ["LAYOUT_VERSION", "MainWindow"]
+
+LAYOUT_VERSION = 1  # bump when the dock/splitter layout changes: stale layouts are dropped
+SESSION_CLOSED = "closed"  # marker file: the session ended cleanly
+_SUMMARY_COLUMNS = (
+    "Sample",
+    "Cells",
+    "ALL",
+    "HEM",
+    "?",
+    "U",
+    "ALL %",
+    "95% CI",
+    "Reviewed",
+    "Signed off",
+)
+
+
+def _pct(value: float) -> str:
+    return "" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
+
+
+def _eta(seconds: float | None) -> str:
+    if seconds is None:
+        return "--:--"
+    seconds = int(round(seconds))
+    minutes, secs = divmod(seconds, 60)
+    return f"{minutes}:{secs:02d}"
+
+
+def sessions_root() -> Path:
+    return user_dir() / "sessions"
+
+
+class DropArea(QFrame):
+    """What an empty window shows: a large, obvious drop target with the two main buttons."""
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("dropArea")
+        self.setFrameShape(QFrame.Shape.StyledPanel)
+        layout = QVBoxLayout(self)
+        layout.addStretch(1)
+        title = QLabel("Drop folders or images here")
+        title.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        font = title.font()
+        font.setPointSizeF(font.pointSizeF() * 1.8)
+        title.setFont(font)
+        hint = QLabel(
+            "Each folder of cell images becomes one sample. BMP, PNG, JPEG and TIFF are read;\n"
+            "files that cannot be read are listed, never lost."
+        )
+        hint.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        hint.setEnabled(False)
+        buttons = QHBoxLayout()
+        buttons.addStretch(1)
+        self.open_button = QPushButton("Open Folder…")
+        self.samples_button = QPushButton("Try the bundled samples")
+        buttons.addWidget(self.open_button)
+        buttons.addWidget(self.samples_button)
+        buttons.addStretch(1)
+        layout.addWidget(title)
+        layout.addWidget(hint)
+        layout.addSpacing(16)
+        layout.addLayout(buttons)
+        layout.addStretch(1)
+
+
+class MainWindow(QMainWindow):
+    """LeukGUI's main window."""
+
+    analysis_finished = Signal(object)  # RunResult
+    export_finished = Signal(object)  # Path or None on failure
+    models_changed = Signal()
+
+    def __init__(self, prefs: Preferences | None = None, *, restore_check: bool = True) -> None:
+        super().__init__()
+        if prefs is None:
+            prefs, self.preference_notes = load_preferences()
+        else:
+            self.preference_notes = []
+        self.prefs = prefs
+        self.setWindowTitle(APP_NAME)
+        self.setAcceptDrops(True)
+        self.inputs: list[str] = []
+        self.run: RunResult | None = None
+        self.review: ReviewState | None = None
+        self.store: SessionStore | None = None
+        self._snapshot_count = 0
+        self.worker: Worker | None = None
+        self._workers: set[Worker] = set()
+        self.bundles: list[BundleInfo] = []
+
+        self.cells = CellListModel(self)
+        self.proxy = CellFilterProxy(self)
+        self.proxy.setSourceModel(self.cells)
+        self._summary_timer = QTimer(self, singleShot=True, interval=150)
+        self._summary_timer.timeout.connect(self.refresh_summary)
+
+        self._build_actions()
+        self._build_ui()
+        self._build_menus()
+        self.refresh_models()
+        self._restore_layout()
+        self._update_actions()
+        if restore_check:
+            QTimer.singleShot(0, self.check_unfinished_session)
+
+    # ------------------------------------------------------------------ construction
+
+    def _action(self, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+        action = QAction(text, self)
+        if shortcut is not None:
+            action.setShortcut(QKeySequence(shortcut))
+        if tip:
+            action.setToolTip(tip)
+            action.setStatusTip(tip)
+        action.triggered.connect(slot)
+        self.addAction(action)
+        return action
+
+    def _build_actions(self) -> None:
+        style = self.style()
+        self.act_open_folder = self._action(
+            "Open &Folder…",
+            self.choose_folder,
+            QKeySequence.StandardKey.Open,
+            "Analyse every image in a folder (sub-folders become samples)",
+        )
+        self.act_open_folder.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
+        self.act_open_files = self._action(
+            "Open F&iles…", self.choose_files, "Ctrl+Shift+O", "Analyse selected image files"
+        )
+        self.act_analyse = self._action(
+            "&Analyse",
+            self.start_analysis,
+            "F5",
+            "Classify the loaded images with the chosen model",
+        )
+        self.act_analyse.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+        self.act_cancel = self._action(
+            "&Cancel",
+            self.cancel_analysis,
+            "Esc",
+            "Stop after the current batch; finished cells stay",
+        )
+        self.act_cancel.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop))
+        self.act_export = self._action(
+            "Export &Excel report…",
+            self.choose_export_excel,
+            "Ctrl+E",
+            "Write the report a pathologist signs (reviewed labels and audit trail included)",
+        )
+        self.act_export.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DialogSaveButton))
+        self.act_export_csv = self._action(
+            "Export &CSV…", self.choose_export_csv, "Ctrl+Shift+E", "One row per image"
+        )
+        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
+        self.act_import_model = self._action(
+            "&Import model…",
+            self.choose_import_model,
+            None,
+            "Verify a .leukmodel bundle and add it to your models folder",
+        )
+        self.act_model_card = self._action(
+            "Model &card…",
+            self.show_model_card,
+            "Ctrl+I",
+            "Training data, held-out scores and SHA-256 of the chosen model",
+        )
+        self.act_heatmaps = self._action(
+            "&Heatmaps in gallery",
+            self._toggle_heatmaps,
+            "Ctrl+M",
+            "Show Grad-CAM on every thumbnail",
+        )
+        self.act_heatmaps.setCheckable(True)
+        self.act_dark = self._action("&Dark theme", self._toggle_theme)
+        self.act_dark.setCheckable(True)
+        self.act_dark.setChecked(self.prefs.theme == "dark")
+        # Review keys work wherever the focus is, except in text fields (they claim letters).
+        self.act_all = self._action("Mark &ALL", lambda: self.review_current(ALL), "A")
+        self.act_hem = self._action("Mark &HEM", lambda: self.review_current(HEM), "H")
+        self.act_unclassifiable = self._action(
+            "Mark &unclassifiable", lambda: self.review_current(UNCLASSIFIABLE), "U"
+        )
+        self.act_confirm = self._action(
+            "&Confirm suggestion",
+            self.confirm_current,
+            QKeySequence(Qt.Key.Key_Return),
+            "Accept the model's call (an uncertain cell takes the side of the threshold)",
+        )
+        self.act_confirm.setShortcuts(
+            [QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)]
+        )
+        self.act_undo = self._action("Undo &review", self.undo_current, "Backspace")
+        self.act_next = self._action("&Next cell", lambda: self.move_selection(1), "Right")
+        self.act_previous = self._action("&Previous cell", lambda: self.move_selection(-1), "Left")
+        self.act_sign_off = self._action(
+            "&Sign off sample",
+            self.sign_off_current_sample,
+            "Ctrl+Shift+S",
+            "Lock the selected sample's review under your name",
+        )
+        self.act_reopen = self._action("&Reopen sample", self.reopen_current_sample)
+        self.act_reviewer = self._action("Reviewer &name…", self.ask_reviewer)
+        self.act_about = self._action("&About LeukGUI", self.show_about)
+
+    def _build_menus(self) -> None:
+        bar = self.menuBar()
+        file_menu = bar.addMenu("&File")
+        file_menu.addAction(self.act_open_folder)
+        file_menu.addAction(self.act_open_files)
+        self.recent_menu = file_menu.addMenu("Open &Recent")
+        self._fill_recent()
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_export)
+        file_menu.addAction(self.act_export_csv)
+        file_menu.addSeparator()
+        file_menu.addAction(self.act_quit)
+        analysis_menu = bar.addMenu("&Analysis")
+        analysis_menu.addAction(self.act_analyse)
+        analysis_menu.addAction(self.act_cancel)
+        model_menu = bar.addMenu("&Model")
+        model_menu.addAction(self.act_model_card)
+        model_menu.addAction(self.act_import_model)
+        review_menu = bar.addMenu("&Review")
+        for action in (
+            self.act_all,
+            self.act_hem,
+            self.act_unclassifiable,
+            self.act_confirm,
+            self.act_undo,
+        ):
+            review_menu.addAction(action)
+        review_menu.addSeparator()
+        review_menu.addAction(self.act_next)
+        review_menu.addAction(self.act_previous)
+        review_menu.addSeparator()
+        review_menu.addAction(self.act_sign_off)
+        review_menu.addAction(self.act_reopen)
+        review_menu.addAction(self.act_reviewer)
+        view_menu = bar.addMenu("&View")
+        view_menu.addAction(self.act_heatmaps)
+        view_menu.addAction(self.act_dark)
+        help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_about)
+
+    def _build_ui(self) -> None:
+        toolbar = QToolBar("Main", self)
+        toolbar.setObjectName("mainToolbar")
+        toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        toolbar.addAction(self.act_open_folder)
+        toolbar.addSeparator()
+        toolbar.addWidget(QLabel(" Model: "))
+        self.model_combo = QComboBox()
+        self.model_combo.setMinimumContentsLength(28)
+        self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
+        self.model_combo.setToolTip("Model bundle used for the next analysis")
+        self.model_combo.currentIndexChanged.connect(self._model_chosen)
+        toolbar.addWidget(self.model_combo)
+        card = QPushButton("Model card")
+        card.clicked.connect(self.show_model_card)
+        toolbar.addWidget(card)
+        toolbar.addSeparator()
+        toolbar.addAction(self.act_analyse)
+        toolbar.addAction(self.act_cancel)
+        toolbar.addSeparator()
+        toolbar.addAction(self.act_export)
+        self.addToolBar(toolbar)
+
+        self.demo_banner = QLabel(f"  {DEMO_NOTICE}  ")
+        self.demo_banner.setObjectName("demoBanner")
+        self.demo_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
+        self.demo_banner.setStyleSheet(
+            "#demoBanner { background: #fff3cd; color: #664d03; padding: 4px; font-weight: bold; }"
+        )
+
+        # Analysis page: drop target when empty, else samples | gallery | inspector.
+        self.stack = QStackedWidget()
+        self.drop_area = DropArea()
+        self.drop_area.open_button.clicked.connect(self.choose_folder)
+        self.drop_area.samples_button.clicked.connect(self.open_samples)
+        self.stack.addWidget(self.drop_area)
+
+        left = QWidget()
+        left_layout = QVBoxLayout(left)
+        left_layout.setContentsMargins(0, 0, 0, 0)
+        self.summary_table = QTableWidget(0, len(_SUMMARY_COLUMNS))
+        self.summary_table.setHorizontalHeaderLabels(list(_SUMMARY_COLUMNS))
+        self.summary_table.verticalHeader().setVisible(False)
+        self.summary_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.summary_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.summary_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
+        self.summary_table.horizontalHeader().setSectionResizeMode(
+            QHeaderView.ResizeMode.ResizeToContents
+        )
+        self.summary_table.itemSelectionChanged.connect(self._sample_selected)
+        self.summary_table.setToolTip(
+            "? = uncertain (not yet reviewed), U = unclassifiable. ALL % = ALL / (ALL + HEM) "
+            "on reviewed labels where reviewed, with a Wilson 95% interval."
+        )
+        self.errors_list = QListWidget()
+        side_tabs = QTabWidget()
+        side_tabs.addTab(self.summary_table, "Samples")
+        side_tabs.addTab(self.errors_list, "Errors")
+        self.side_tabs = side_tabs
+        sign_row = QHBoxLayout()
+        self.sign_button = QPushButton("Sign off sample")
+        self.sign_button.clicked.connect(self.sign_off_current_sample)
+        self.reviewer_label = QLabel()
+        sign_row.addWidget(self.reviewer_label, 1)
+        sign_row.addWidget(self.sign_button)
+        left_layout.addWidget(side_tabs, 1)
+        left_layout.addLayout(sign_row)
+
+        middle = QWidget()
+        mid_layout = QVBoxLayout(middle)
+        mid_layout.setContentsMargins(0, 0, 0, 0)
+        filters = QHBoxLayout()
+        self.label_filter = QComboBox()
+        for text, labels in (
+            ("All cells", None),
+            ("ALL", {ALL}),
+            ("HEM", {HEM}),
+            ("Uncertain", {UNCERTAIN}),
+            ("Unclassifiable", {UNCLASSIFIABLE}),
+        ):
+            self.label_filter.addItem(text, labels)
+        self.label_filter.addItem("Not reviewed", "unreviewed")
+        self.label_filter.currentIndexChanged.connect(self._filter_changed)
+        self.sort_combo = QComboBox()
+        for text, mode in (
+            ("File order", "file"),
+            ("P(ALL), high first", "p_all"),
+            ("Least certain first", "least_certain"),
+        ):
+            self.sort_combo.addItem(text, mode)
+        self.sort_combo.currentIndexChanged.connect(self._sort_changed)
+        self.heatmap_check = QCheckBox("Heatmaps")
+        self.heatmap_check.toggled.connect(self.act_heatmaps.setChecked)
+        self.heatmap_check.toggled.connect(self._set_heatmaps)
+        self.size_slider = QSlider(Qt.Orientation.Horizontal)
+        self.size_slider.setRange(64, 256)
+        self.size_slider.setValue(
+            self.prefs.thumb_size if 64 <= self.prefs.thumb_size <= 256 else 128
+        )
+        self.size_slider.setMaximumWidth(140)
+        self.size_slider.setToolTip("Thumbnail size")
+        filters.addWidget(QLabel("Show"))
+        filters.addWidget(self.label_filter)
+        filters.addWidget(QLabel("Sort"))
+        filters.addWidget(self.sort_combo)
+        filters.addWidget(self.heatmap_check)
+        filters.addStretch(1)
+        filters.addWidget(QLabel("Size"))
+        filters.addWidget(self.size_slider)
+        self.gallery = GalleryView()
+        self.gallery.setModel(self.proxy)
+        self.gallery.set_thumb_size(self.size_slider.value())
+        self.size_slider.valueChanged.connect(self.gallery.set_thumb_size)
+        self.gallery.current_cell_changed.connect(self._cell_selected)
+        mid_layout.addLayout(filters)
+        mid_layout.addWidget(self.gallery, 1)
+
+        self.inspector = CellInspector()
+        self.splitter = QSplitter(Qt.Orientation.Horizontal)
+        self.splitter.setObjectName("analysisSplitter")
+        self.splitter.addWidget(left)
+        self.splitter.addWidget(middle)
+        self.splitter.addWidget(self.inspector)
+        self.splitter.setStretchFactor(0, 2)
+        self.splitter.setStretchFactor(1, 5)
+        self.splitter.setStretchFactor(2, 3)
+        self.splitter.setSizes([330, 700, 450])
+        self.stack.addWidget(self.splitter)
+
+        analysis_page = QWidget()
+        page_layout = QVBoxLayout(analysis_page)
+        page_layout.setContentsMargins(4, 4, 4, 4)
+        page_layout.addWidget(self.demo_banner)
+        page_layout.addWidget(self.stack, 1)
+
+        from leukgui.gui.training_page import TrainingPage
+
+        self.training_page = TrainingPage()
+        self.training_page.bundle_registered.connect(self._bundle_registered)
+        if self.prefs.training:
+            with contextlib.suppress(Exception):  # stale training preferences: not worth a crash
+                self.training_page.restore_state(self.prefs.training)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(analysis_page, "Analysis")
+        self.tabs.addTab(self.training_page, "Training")
+        self.setCentralWidget(self.tabs)
+
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setVisible(False)
+        self.progress_label = QLabel()
+        self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.progress)
+        self._update_reviewer_label()
+
+    # ------------------------------------------------------------------ layout, settings
+
+    def _settings(self) -> QSettings:
+        return QSettings(str(user_dir() / "window.ini"), QSettings.Format.IniFormat)
+
+    def _restore_layout(self) -> None:
+        settings = self._settings()
+        if settings.value("layout_version", 0, int) != LAYOUT_VERSION:
+            self.resize(1400, 860)
+            return
+        geometry = settings.value("geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        state = settings.value("state")
+        if state is not None:
+            self.restoreState(state, LAYOUT_VERSION)
+        # The splitter lives on a page that is hidden until results arrive; a state restored
+        # into a hidden splitter is lost at the first layout, so it is applied on first show.
+        self._pending_splitter = settings.value("splitter")
+
+    def _show_content(self) -> None:
+        """Switch from the drop target to samples | gallery | inspector."""
+        self.stack.setCurrentIndex(1)
+        pending = getattr(self, "_pending_splitter", None)
+        if pending is not None:
+            self._pending_splitter = None
+            self.splitter.restoreState(pending)
+
+    def save_layout(self) -> None:
+        settings = self._settings()
+        settings.setValue("layout_version", LAYOUT_VERSION)
+        settings.setValue("geometry", self.saveGeometry())
+        settings.setValue("state", self.saveState(LAYOUT_VERSION))
+        if getattr(self, "_pending_splitter", None) is None:
+            settings.setValue("splitter", self.splitter.saveState())
+        settings.sync()
+
+    def save_preferences(self) -> None:
+        self.prefs.thumb_size = self.size_slider.value()
+        with contextlib.suppress(Exception):  # a page that cannot report its state: keep old
+            self.prefs.training = self.training_page.state()
+        try:
+            save_preferences(self.prefs)
+        except Exception as exc:  # noqa: BLE001 - a read-only profile must not block closing
+            self.statusBar().showMessage(f"Preferences not saved: {exc}", 5000)
+
+    def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.cancel()
+            self.worker.wait(10000)
+        self.training_page.shutdown()  # cancels a running training and waits for its thread
+        self.save_layout()
+        self.save_preferences()
+        self._close_session()
+        super().closeEvent(event)
+
+    # ------------------------------------------------------------------ models
+
+    def refresh_models(self, select: str | Path | None = None) -> None:
+        """Fill the picker with every installed bundle; keep or set the selection."""
+        found, broken = find_bundles()
+        current = select or (self.current_bundle_path() if self.bundles else None)
+        self.bundles = found
+        self.model_combo.blockSignals(True)
+        self.model_combo.clear()
+        for info in found:
+            text = f"{info.name} v{info.version} · {info.backbone}" + (
+                " · DEMO" if info.demo else ""
+            )
+            self.model_combo.addItem(text, str(info.path))
+            self.model_combo.setItemData(
+                self.model_combo.count() - 1,
+                f"{info.path}\nSHA-256 {info.sha256}",
+                Qt.ItemDataRole.ToolTipRole,
+            )
+        index = -1
+        if current is not None:
+            index = self.model_combo.findData(str(current))
+        if index < 0 and self.prefs.model:
+            index = self.model_combo.findData(self.prefs.model)
+        if index < 0 and found:
+            try:
+                index = self.model_combo.findData(str(choose_bundle().path))
+            except BundleError:
+                index = 0
+        self.model_combo.setCurrentIndex(max(index, 0) if found else -1)
+        self.model_combo.blockSignals(False)
+        for path, reason in broken:
+            self.statusBar().showMessage(f"Unreadable model {path.name}: {reason}", 8000)
+        self._model_chosen()
+        self.models_changed.emit()
+
+    def current_bundle(self) -> BundleInfo | None:
+        path = self.current_bundle_path()
+        return next((b for b in self.bundles if str(b.path) == path), None)
+
+    def current_bundle_path(self) -> str | None:
+        data = self.model_combo.currentData()
+        return str(data) if data else None
+
+    def select_model(self, path: str | Path) -> None:
+        index = self.model_combo.findData(str(path))
+        if index >= 0:
+            self.model_combo.setCurrentIndex(index)
+
+    def _model_chosen(self, *_: Any) -> None:
+        info = self.current_bundle()
+        self.demo_banner.setVisible(bool(info and info.demo))
+        if info is not None:
+            self.prefs.model = str(info.path)
+        self._update_actions()
+
+    def show_model_card(self) -> None:
+        info = self.current_bundle()
+        if info is None:
+            self._show_message("warning", "No model", "No model bundle is installed.")
+            return
+        dialog = QDialog(self)
+        dialog.setWindowTitle(f"Model card — {info.name} v{info.version}")
+        layout = QVBoxLayout(dialog)
+        browser = QTextBrowser()
+        browser.setHtml(model_card_html(info))
+        layout.addWidget(browser)
+        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
+        buttons.rejected.connect(dialog.reject)
+        layout.addWidget(buttons)
+        dialog.resize(640, 560)
+        self._model_card = dialog
+        dialog.open()
+
+    def choose_import_model(self) -> None:
+        path, _ = QFileDialog.getOpenFileName(
+            self, "Import model", "", f"LeukGUI model (*{BUNDLE_SUFFIX})"
+        )
+        if path:
+            self.import_model(Path(path))
+
+    def import_model(self, path: Path) -> Worker:
+        """Verify a bundle (hash, safe loading, manifest) in a worker, then copy it in."""
+
+        def verify(worker: Worker) -> Path:
+            from leukgui.core.bundle import load_bundle
+
+            bundle = load_bundle(path)
+            target = user_models_dir() / path.name
+            if target.exists():
+                from leukgui.core.bundle import read_manifest
+
+                if read_manifest(target)["weights_sha256"] == bundle.sha256:
+                    return target
+                raise BundleError(
+                    f"{target.name} already exists in {target.parent} with different weights; "
+                    "rename the file to import it as another version"
+                )
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            return target
+
+        def done(target: Path) -> None:
+            self.refresh_models(select=target)
+            self.statusBar().showMessage(f"Model {target.name} added", 5000)
+
+        return self._start_worker(verify, done, "Model not imported")
+
+    def _bundle_registered(self, path: Any) -> None:
+        self.refresh_models(select=Path(path))
+
+    # ------------------------------------------------------------------ inputs
+
+    def choose_folder(self) -> None:
+        start = self.prefs.recent_folders[0] if self.prefs.recent_folders else ""
+        folder = QFileDialog.getExistingDirectory(self, "Open folder of cell images", start)
+        if folder:
+            self.open_paths([folder])
+
+    def choose_files(self) -> None:
+        files, _ = QFileDialog.getOpenFileNames(
+            self, "Open cell images", "", "Images (*.bmp *.png *.jpg *.jpeg *.tif *.tiff)"
+        )
+        if files:
+            self.open_paths(files)
+
+    def open_samples(self) -> None:
+        self.open_paths([str(samples_dir())])
+
+    def _fill_recent(self) -> None:
+        self.recent_menu.clear()
+        for folder in self.prefs.recent_folders:
+            action = self.recent_menu.addAction(folder)
+            action.triggered.connect(lambda _=False, f=folder: self.open_paths([f]))
+        self.recent_menu.setEnabled(bool(self.prefs.recent_folders))
+
+    def open_paths(self, paths: list[str]) -> None:
+        """New inputs replace the current ones and are analysed at once."""
+        if self.worker is not None and self.worker.isRunning():
+            self._show_message("information", "Busy", "Wait for the running analysis or cancel it.")
+            return
+        self.inputs = [str(p) for p in paths]
+        for p in paths:
+            if Path(p).is_dir():
+                self.prefs.add_recent(p)
+        self._fill_recent()
+        self.start_analysis()
+
+    def dragEnterEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        if event.mimeData().hasUrls() and any(u.isLocalFile() for u in event.mimeData().urls()):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.tabs.setCurrentIndex(0)
+            self.open_paths(paths)
+
+    # ------------------------------------------------------------------ analysis
+
+    def start_analysis(self) -> Worker | None:
+        if not self.inputs:
+            self.choose_folder()
+            return None
+        bundle = self.current_bundle_path()
+        if bundle is None:
+            self._show_message("warning", "No model", "Choose or import a model bundle first.")
+            return None
+        self._close_session()
+        self.cells.clear()
+        self.errors_list.clear()
+        self.run = None
+        self.review = None
+        self.cells.set_review(None)
+        self.inspector.show_cell(None, final_label="", reviewed=False, model_text="")
+        self._show_content()
+        self.progress.setRange(0, 0)
+        self.progress.setVisible(True)
+        self.progress_label.setText("Loading the model…")
+        request = AnalysisRequest(list(self.inputs), bundle, self.prefs.batch_size)
+        worker = self._start_worker(
+            lambda w: run_analysis(w, request), self._analysis_done, "Analysis failed"
+        )
+        worker.progressed.connect(self._analysis_event)
+        self.worker = worker
+        self._update_actions()
+        return worker
+
+    def cancel_analysis(self) -> None:
+        if self.worker is not None and self.worker.isRunning():
+            self.worker.cancel()
+            self.progress_label.setText("Cancelling after the current batch…")
+
+    def _analysis_event(self, event: object) -> None:
+        if isinstance(event, RunStarted):
+            self.run = event.run
+            self.review = ReviewState.for_run(self.run, on_change=self._journal)
+            self.cells.set_threshold(self.run.info.threshold)
+            self.cells.set_review(self.review)
+            self._start_session(self.run)
+            self.progress.setRange(0, max(event.total, 1))
+            self.progress.setValue(0)
+            for error in self.run.errors:
+                self.errors_list.addItem(f"{error.path}: {error.reason}")
+            self._summary_timer.start()
+        elif isinstance(event, Outcomes):
+            if self.run is None:
+                return
+            self.run.outcomes.extend(event.items)
+            cells = [o for o in event.items if isinstance(o, CellResult)]
+            if cells:
+                self.cells.append_cells(cells)
+                if self.gallery.currentIndex().row() < 0:
+                    self.gallery.setCurrentIndex(self.proxy.index(0, 0))
+            for o in event.items:
+                if isinstance(o, FileError):
+                    self.errors_list.addItem(f"{o.path}: {o.reason}")
+            self._summary_timer.start()
+        elif isinstance(event, Progress):
+            self.progress.setRange(0, max(event.total, 1))
+            self.progress.setValue(event.done)
+            self.progress_label.setText(
+                f"{event.done}/{event.total} images · {event.rate:.1f} img/s · "
+                f"ETA {_eta(event.eta_s)}"
+            )
+
+    def _analysis_done(self, run: RunResult) -> None:
+        # The worker's RunResult holds the same outcomes in the same order as ours.
+        if self.run is not None:
+            self.run.info = run.info
+            self.run.outcomes = run.outcomes
+        else:
+            self.run = run
+        self.progress.setVisible(False)
+        cells = len(run.cells)
+        state = "Cancelled" if run.info.cancelled else "Finished"
+        self.progress_label.setText(f"{state}: {cells} cells, {len(run.errors)} errors")
+        if self.store is not None:
+            self._save_snapshot()
+        self.errors_list.setToolTip(f"{len(run.errors)} inputs could not be analysed")
+        self.side_tabs.setTabText(1, f"Errors ({len(run.errors)})")
+        self.refresh_summary()
+        self.worker = None
+        self._update_actions()
+        self.analysis_finished.emit(run)
+
+    # ------------------------------------------------------------------ sessions
+
+    def _start_session(self, run: RunResult) -> None:
+        folder = sessions_root() / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
+        try:
+            self.store = SessionStore.create(folder, run)
+            self._snapshot_count = len(run.outcomes)
+        except Exception as exc:  # noqa: BLE001 - analysis goes on; the user is told
+            self.store = None
+            self.statusBar().showMessage(f"Review autosave is off: {exc}", 10000)
+
+    def _save_snapshot(self) -> None:
+        if self.store is None or self.run is None:
+            return
+        try:
+            self.store.save_run(self.run)
+            self._snapshot_count = len(self.run.outcomes)
+        except Exception as exc:  # noqa: BLE001
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 10000)
+
+    def _journal(self, entry: Any) -> None:
+        """Write-ahead: every review change is on disk before the state changes."""
+        if self.store is None:
+            return
+        if self.run is not None and len(self.run.outcomes) > self._snapshot_count:
+            self._save_snapshot()  # the journal must never refer to cells the snapshot lacks
+        self.store.append(entry)
+
+    def _close_session(self) -> None:
+        if self.store is not None:
+            folder = Path(self.store.folder)
+            if self.run is not None and len(self.run.outcomes) > self._snapshot_count:
+                self._save_snapshot()
+            self.store.close()
+            (folder / SESSION_CLOSED).write_text(datetime.now().isoformat(), encoding="utf-8")
+            self.store = None
+
+    def unfinished_sessions(self) -> list[Path]:
+        root = sessions_root()
+        if not root.is_dir():
+            return []
+        found = [p for p in root.iterdir() if p.is_dir() and not (p / SESSION_CLOSED).exists()]
+        return sorted(found, reverse=True)
+
+    def check_unfinished_session(self) -> None:
+        sessions = self.unfinished_sessions()
+        if not sessions:
+            return
+        latest = sessions[0]
+        answer = self._ask_yes_no(
+            "Restore review?",
+            "LeukGUI was not closed properly last time. Restore the results and review work "
+            f"of that session?\n\n{latest}",
+        )
+        if answer:
+            self.restore_session(latest)
+        else:
+            (latest / SESSION_CLOSED).write_text("declined", encoding="utf-8")
+
+    def restore_session(self, folder: Path) -> None:
+        """Reopen a session: the analysed cells and every review change come back."""
+        self._close_session()
+        store = SessionStore(folder)
+        run, review = store.load()
+        self.store = store
+        self._snapshot_count = len(run.outcomes)
+        self.run = run
+        self.review = review
+        self.inputs = list(run.info.inputs)
+        self.cells.clear()
+        self.errors_list.clear()
+        self.cells.set_threshold(run.info.threshold)
+        self.cells.set_review(review)
+        self.cells.append_cells(run.cells)
+        for error in run.errors:
+            self.errors_list.addItem(f"{error.path}: {error.reason}")
+        self._show_content()
+        if run.cells:
+            self.gallery.setCurrentIndex(self.proxy.index(0, 0))
+        self.refresh_summary()
+        self.progress_label.setText(
+            f"Restored session: {len(run.cells)} cells, {len(review.audit)} review changes"
+        )
+        self._update_actions()
+
+    # ------------------------------------------------------------------ review
+
+    def current_cell(self) -> CellResult | None:
+        index = self.gallery.currentIndex()
+        if not index.isValid():
+            return None
+        return self.cells.cell(self.proxy.mapToSource(index).row())
+
+    def reviewer(self) -> str | None:
+        if not self.prefs.reviewer:
+            self.ask_reviewer()
+        return self.prefs.reviewer or None
+
+    def ask_reviewer(self) -> None:
+        name, ok = QInputDialog.getText(
+            self,
+            "Reviewer",
+            "Your name (recorded with every review change):",
+            text=self.prefs.reviewer,
+        )
+        if ok and name.strip():
+            self.prefs.reviewer = name.strip()
+            self._update_reviewer_label()
+
+    def _update_reviewer_label(self) -> None:
+        who = self.prefs.reviewer or "not set (asked at the first review)"
+        self.reviewer_label.setText(f"Reviewer: {who}")
+
+    def _apply_review(self, change: Any) -> None:
+        cell = self.current_cell()
+        if cell is None or self.review is None:
+            return
+        reviewer = self.reviewer()
+        if reviewer is None:
+            return
+        try:
+            change(cell, reviewer)
+        except ReviewError as exc:
+            self._show_message("warning", "Review", str(exc))
+            return
+        self.cells.cell_changed(str(cell.path))
+        self._cell_selected(cell)
+        self._summary_timer.start()
+
+    def review_current(self, label: str) -> None:
+        """A / H / U: set the reviewed label and move on to the next cell."""
+        if self.review is None:
+            return
+        self._apply_review(lambda cell, who: self.review.set_label(cell, label, who))
+        self.move_selection(1)
+
+    def confirm_current(self) -> None:
+        if self.review is None:
+            return
+        self._apply_review(lambda cell, who: self.review.confirm(cell, who))
+        self.move_selection(1)
+
+    def undo_current(self) -> None:
+        if self.review is None:
+            return
+        self._apply_review(lambda cell, who: self.review.undo(cell, who))
+
+    def move_selection(self, step: int) -> None:
+        rows = self.proxy.rowCount()
+        if rows == 0:
+            return
+        row = self.gallery.currentIndex().row()
+        row = min(max(row + step, 0), rows - 1) if row >= 0 else 0
+        self.gallery.setCurrentIndex(self.proxy.index(row, 0))
+
+    def current_sample(self) -> str | None:
+        rows = self.summary_table.selectionModel().selectedRows()
+        if rows:
+            item = self.summary_table.item(rows[0].row(), 0)
+            sample = item.data(Qt.ItemDataRole.UserRole) if item else None
+            if sample:
+                return str(sample)
+        cell = self.current_cell()
+        return cell.sample if cell is not None else None
+
+    def sign_off_current_sample(self) -> None:
+        sample = self.current_sample()
+        if sample is None or self.review is None:
+            return
+        reviewer = self.reviewer()
+        if reviewer is None:
+            return
+        try:
+            self.review.sign_off(sample, reviewer)
+        except ReviewError as exc:
+            self._show_message("warning", "Sign-off", str(exc))
+            return
+        self.refresh_summary()
+
+    def reopen_current_sample(self) -> None:
+        sample = self.current_sample()
+        if sample is None or self.review is None:
+            return
+        reviewer = self.reviewer()
+        if reviewer is None:
+            return
+        try:
+            self.review.reopen(sample, reviewer)
+        except ReviewError as exc:
+            self._show_message("warning", "Reopen", str(exc))
+            return
+        self.refresh_summary()
+
+    def refresh_summary(self) -> None:
+        """Per-sample counts on final labels, with the ALL % interval (live)."""
+        if self.run is None:
+            self.summary_table.setRowCount(0)
+            return
+        review = self.review or ReviewState.for_run(self.run)
+        rows = review_summary(self.run, review)
+        selected = self.current_sample()
+        table = self.summary_table
+        table.blockSignals(True)
+        table.setRowCount(len(rows))
+        for r, s in enumerate(rows):
+            name = "All samples" if s.is_overall else s.sample
+            ci = "" if math.isnan(s.ci_low) else f"{_pct(s.ci_low)}–{_pct(s.ci_high)}"
+            signed = f"{s.signed_off.reviewer}" if s.signed_off else ""
+            values = (
+                name,
+                s.cells,
+                s.n_all,
+                s.n_hem,
+                s.n_uncertain,
+                s.n_unclassifiable,
+                _pct(s.all_fraction),
+                ci,
+                f"{s.reviewed}/{s.cells}",
+                signed,
+            )
+            for c, value in enumerate(values):
+                item = QTableWidgetItem(str(value))
+                if c == 0:
+                    item.setData(Qt.ItemDataRole.UserRole, None if s.is_overall else s.sample)
+                if c > 0:
+                    item.setTextAlignment(
+                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
+                    )
+                if s.is_overall:
+                    font = item.font()
+                    font.setBold(True)
+                    item.setFont(font)
+                table.setItem(r, c, item)
+            if selected is not None and s.sample == selected and not s.is_overall:
+                table.selectRow(r)
+        table.blockSignals(False)
+
+    def _sample_selected(self) -> None:
+        rows = self.summary_table.selectionModel().selectedRows()
+        sample = None
+        if rows:
+            item = self.summary_table.item(rows[0].row(), 0)
+            sample = item.data(Qt.ItemDataRole.UserRole) if item else None
+        self.proxy.set_sample(sample)
+
+    def _filter_changed(self) -> None:
+        data = self.label_filter.currentData()
+        if data == "unreviewed":
+            self.proxy.set_labels(None)
+            self.proxy.set_reviewed(False)
+        else:
+            self.proxy.set_reviewed(None)
+            self.proxy.set_labels(data)
+
+    def _sort_changed(self) -> None:
+        self.proxy.set_sort(self.sort_combo.currentData())
+
+    def _toggle_heatmaps(self) -> None:
+        self.heatmap_check.setChecked(self.act_heatmaps.isChecked())
+
+    def _set_heatmaps(self, on: bool) -> None:
+        self.cells.set_show_heatmaps(on)
+
+    def _toggle_theme(self) -> None:
+        from leukgui.gui.theme import apply_theme
+
+        self.prefs.theme = "dark" if self.act_dark.isChecked() else "light"
+        apply_theme(self.prefs.theme)
+
+    def _cell_selected(self, cell: CellResult | None = None) -> None:
+        cell = self.current_cell() if cell is None or not isinstance(cell, CellResult) else cell
+        if cell is None:
+            self.inspector.show_cell(None, final_label="", reviewed=False, model_text="")
+            return
+        final = self.review.final_label(cell) if self.review else cell.label
+        reviewed = bool(self.review and self.review.is_reviewed(cell))
+        model_text = ""
+        if self.run is not None:
+            info = self.run.info
+            model_text = (
+                f"{info.model_name} v{info.model_version} (SHA-256 {info.model_sha256[:12]}…)"
+            )
+        self.inspector.show_cell(cell, final_label=final, reviewed=reviewed, model_text=model_text)
+
+    # ------------------------------------------------------------------ export
+
+    def choose_export_excel(self) -> None:
+        path = self._ask_save_path("Export Excel report", "Excel report (*.xlsx)", ".xlsx")
+        if path is not None:
+            self.export_excel(path)
+
+    def choose_export_csv(self) -> None:
+        path = self._ask_save_path("Export CSV", "CSV (*.csv)", ".csv")
+        if path is not None:
+            self.export_csv(path)
+
+    def export_excel(self, path: Path) -> Worker | None:
+        if self.run is None:
+            return None
+        run, review = self.run, self.review
+
+        def write(worker: Worker) -> Path:
+            from leukgui.core.report import write_excel
+
+            write_excel(run, path, review=review)
+            return path
+
+        return self._start_worker(
+            write, self._exported, "Export failed", on_fail=self._export_failed
+        )
+
+    def export_csv(self, path: Path) -> Worker | None:
+        if self.run is None:
+            return None
+        run, review = self.run, self.review
+
+        def write(worker: Worker) -> Path:
+            from leukgui.core.report import write_csv
+
+            write_csv(run, path, review=review)
+            return path
+
+        return self._start_worker(
+            write, self._exported, "Export failed", on_fail=self._export_failed
+        )
+
+    def _exported(self, path: Path) -> None:
+        self.statusBar().showMessage(f"Wrote {path}", 8000)
+        if self.prefs.open_report_after_export:
+            self._open_file(path)
+        self.export_finished.emit(path)
+
+    def _export_failed(self, message: str) -> None:
+        self.export_finished.emit(None)
+
+    def _open_file(self, path: Path) -> None:
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+
+    # ------------------------------------------------------------------ about
+
+    def show_about(self) -> None:
+        self._show_message("about", f"About {APP_NAME}", about_html(self.current_bundle()))
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _start_worker(
+        self, fn: Any, on_success: Any, failure_title: str, on_fail: Any = None
+    ) -> Worker:
+        worker = Worker(fn, self)
+        self._workers.add(worker)
+
+        def failed(message: str, details: str) -> None:
+            if worker is self.worker:
+                self.worker = None
+                self.progress.setVisible(False)
+                self.progress_label.setText(f"{failure_title}: {message}")
+                self._update_actions()
+            self._show_message("critical", failure_title, message, details)
+            if on_fail is not None:
+                on_fail(message)
+
+        worker.succeeded.connect(on_success)
+        worker.failed.connect(failed)
+        worker.finished.connect(lambda: self._workers.discard(worker))
+        worker.start()
+        return worker
+
+    def _update_actions(self) -> None:
+        running = self.worker is not None and self.worker.isRunning()
+        has_run = self.run is not None
+        self.act_analyse.setEnabled(not running and self.model_combo.count() > 0)
+        self.act_cancel.setEnabled(running)
+        self.act_export.setEnabled(has_run and not running)
+        self.act_export_csv.setEnabled(has_run and not running)
+        self.model_combo.setEnabled(not running)
+        for action in (
+            self.act_all,
+            self.act_hem,
+            self.act_unclassifiable,
+            self.act_confirm,
+            self.act_undo,
+            self.act_sign_off,
+            self.act_reopen,
+        ):
+            action.setEnabled(has_run)
+
+    def _ask_save_path(self, title: str, filters: str, suffix: str) -> Path | None:
+        start = str(Path.home() / f"leukgui-report-{datetime.now():%Y%m%d-%H%M}{suffix}")
+        path, _ = QFileDialog.getSaveFileName(self, title, start, filters)
+        if not path:
+            return None
+        path = Path(path)
+        return path if path.suffix.lower() == suffix else path.with_suffix(suffix)
+
+    def _ask_yes_no(self, title: str, text: str) -> bool:
+        answer = QMessageBox.question(self, title, text)
+        return answer == QMessageBox.StandardButton.Yes
+
+    def _show_message(self, kind: str, title: str, text: str, details: str = "") -> None:
+        if kind == "about":
+            QMessageBox.about(self, title, text)
+            return
+        icon = {
+            "critical": QMessageBox.Icon.Critical,
+            "warning": QMessageBox.Icon.Warning,
+        }.get(kind, QMessageBox.Icon.Information)
+        box = QMessageBox(icon, title, text, QMessageBox.StandardButton.Ok, self)
+        if details:
+            box.setDetailedText(details)
+        box.open()
+        self._message_box = box
+
+
+def model_card_html(info: BundleInfo) -> str:
+    """The manifest as a readable card (training data, held-out scores, SHA-256)."""
+    import html
+    import json
+
+    m = info.manifest
+    rows = [
+        ("Name", f"{info.name} v{info.version}"),
+        ("Backbone", f"{info.backbone}, {m.get('input_size')} px"),
+        ("Created", m.get("created", "")),
+        ("Decision threshold", f"{info.threshold:.3f}"),
+        ("Uncertainty band", f"{info.band[0]:.3f} – {info.band[1]:.3f}"),
+        ("File", str(info.path)),
+        ("Weights SHA-256", info.sha256),
+        ("Description", m.get("description", "")),
+    ]
+    out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]
+    if info.demo:
+        out.append(f"<p style='color:#b45309'><b>{html.escape(DEMO_NOTICE)}</b></p>")
+    out.append("<table cellspacing=4>")
+    for key, value in rows:
+        out.append(f"<tr><td><b>{html.escape(key)}</b></td><td>{html.escape(str(value))}</td></tr>")
+    out.append("</table>")
+    metrics = m.get("metrics") or {}
+    if metrics:
+        out.append("<h3>Held-out scores</h3><table cellspacing=4>")
+        for key in (
+            "evaluated_on",
+            "n",
+            "accuracy",
+            "precision",
+            "recall",
+            "specificity",
+            "f1",
+            "balanced_accuracy",
+            "roc_auc",
+            "expected_calibration_error",
+        ):
+            if key in metrics and metrics[key] is not None:
+                value = metrics[key]
+                text = f"{value:.4f}" if isinstance(value, float) else str(value)
+                out.append(f"<tr><td>{html.escape(key)}</td><td>{html.escape(text)}</td></tr>")
+        out.append("</table>")
+    data = m.get("training_data") or {}
+    if data:
+        shown = {k: v for k, v in data.items() if k not in ("settings",)}
+        out.append("<h3>Training data</h3><pre>")
+        out.append(html.escape(json.dumps(shown, indent=1, ensure_ascii=False)[:6000]))
+        out.append("</pre>")
+    return "".join(out)
+
+
+def about_html(info: BundleInfo | None) -> str:
+    """Versions, and the not-for-diagnosis note when a demo model is active."""
+    import PySide6
+    from PySide6.QtCore import qVersion
+
+    tf = sys.modules.get("tensorflow")
+    tf_text = getattr(tf, "__version__", "not loaded yet (loads with the first analysis)")
+    parts = [
+        f"<h2>{APP_NAME} {__version__}</h2>",
+        "<p>Classifies white blood cells as ALL (leukemic blast) or HEM (normal) with Grad-CAM "
+        "heatmaps, for review by trained staff.</p>",
+        "<p><b>Not a medical device.</b> Results must be reviewed and signed by a qualified "
+        "person.</p>",
+    ]
+    if info is not None and info.demo:
+        parts.append(f"<p style='color:#b45309'><b>{DEMO_NOTICE}</b></p>")
+    if info is not None:
+        parts.append(
+            f"<p>Model: {info.name} v{info.version} ({info.backbone}), SHA-256 "
+            f"{info.sha256[:16]}…</p>"
+        )
+    parts.append(
+        f"<p>Python {platform.python_version()} · Qt {qVersion()} · PySide6 "
+        f"{PySide6.__version__} · TensorFlow {tf_text}</p>"
+    )
+    return "".join(parts)

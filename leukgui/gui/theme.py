@@ -1,0 +1,61 @@
+"""A clean light theme (and an optional dark one) on Qt's Fusion style.
+
+Fusion looks the same on every Windows version and scales cleanly on high-DPI screens; the
+palette is the only thing that changes between themes.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtGui import QColor, QPalette
+from PySide6.QtWidgets import QApplication
+
+__all__ = ["apply_theme"]
+
+_LIGHT = {
+    QPalette.ColorRole.Window: "#f4f5f7",
+    QPalette.ColorRole.WindowText: "#1f2328",
+    QPalette.ColorRole.Base: "#ffffff",
+    QPalette.ColorRole.AlternateBase: "#f0f2f5",
+    QPalette.ColorRole.Text: "#1f2328",
+    QPalette.ColorRole.Button: "#ffffff",
+    QPalette.ColorRole.ButtonText: "#1f2328",
+    QPalette.ColorRole.Highlight: "#2f6fde",
+    QPalette.ColorRole.HighlightedText: "#ffffff",
+    QPalette.ColorRole.ToolTipBase: "#ffffff",
+    QPalette.ColorRole.ToolTipText: "#1f2328",
+    QPalette.ColorRole.PlaceholderText: "#8b949e",
+}
+_DARK = {
+    QPalette.ColorRole.Window: "#1e2126",
+    QPalette.ColorRole.WindowText: "#e6e8eb",
+    QPalette.ColorRole.Base: "#15171b",
+    QPalette.ColorRole.AlternateBase: "#23272e",
+    QPalette.ColorRole.Text: "#e6e8eb",
+    QPalette.ColorRole.Button: "#2a2e35",
+    QPalette.ColorRole.ButtonText: "#e6e8eb",
+    QPalette.ColorRole.Highlight: "#4c8dff",
+    QPalette.ColorRole.HighlightedText: "#ffffff",
+    QPalette.ColorRole.ToolTipBase: "#2a2e35",
+    QPalette.ColorRole.ToolTipText: "#e6e8eb",
+    QPalette.ColorRole.PlaceholderText: "#8b949e",
+}
+
+
+def apply_theme(theme: str = "light") -> None:
+    """Fusion style with the light (default) or dark palette."""
+    app = QApplication.instance()
+    if app is None:
+        return
+    app.setStyle("Fusion")
+    palette = QPalette()
+    for role, colour in (_DARK if theme == "dark" else _LIGHT).items():
+        palette.setColor(role, QColor(colour))
+        palette.setColor(
+            QPalette.ColorGroup.Disabled,
+            role,
+            QColor(colour).darker(130) if theme == "light" else QColor(colour).lighter(60),
+        )
+    palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.Text, QColor("#9aa0a6"))
+    palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor("#9aa0a6"))
+    palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#9aa0a6"))
+    app.setPalette(palette)

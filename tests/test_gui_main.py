@@ -1,0 +1,369 @@
+"""The main window as a user drives it: drop, analyse, cancel, review, autosave, export."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import shutil  # noqa: E402
+import signal  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import textwrap  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import openpyxl  # noqa: E402
+import pytest  # noqa: E402
+from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
+from PySide6.QtGui import QDropEvent  # noqa: E402
+
+from leukgui.core.paths import user_models_dir  # noqa: E402
+from leukgui.core.preferences import Preferences  # noqa: E402
+from leukgui.core.results import ALL, DEMO_NOTICE, HEM  # noqa: E402
+from leukgui.core.review import UNCLASSIFIABLE  # noqa: E402
+from leukgui.core.synthetic import write_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def installed_tiny(tiny_bundle_path: Path) -> Path:
+    """The tiny 64 px bundle installed in the (temporary) user models folder."""
+    target = user_models_dir() / tiny_bundle_path.name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(tiny_bundle_path, target)
+    return target
+
+
+@pytest.fixture
+def cells_folder(tmp_path: Path) -> Path:
+    folder = tmp_path / "patient7"
+    write_dataset(folder, 6, 3, fmt="png", size=96)
+    (folder / "all" / "broken.png").write_bytes(b"not an image")
+    return folder
+
+
+@pytest.fixture
+def window(qtbot, installed_tiny: Path):
+    from leukgui.gui.main_window import MainWindow
+
+    prefs = Preferences(reviewer="Dr. Test", open_report_after_export=False)
+    win = MainWindow(prefs, restore_check=False)
+    qtbot.addWidget(win)
+    win.show()
+    win.select_model(installed_tiny)
+    assert win.current_bundle_path() == str(installed_tiny)
+    return win
+
+
+def _drop(win, paths: list[Path]) -> None:
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(p)) for p in paths])
+    event = QDropEvent(
+        QPointF(50, 50),
+        Qt.DropAction.CopyAction,
+        mime,
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+    )
+    win.dropEvent(event)
+
+
+def _analyse(qtbot, win, paths: list[Path]):
+    with qtbot.waitSignal(win.analysis_finished, timeout=180_000) as blocker:
+        _drop(win, paths)
+    return blocker.args[0]
+
+
+def test_empty_window_shows_the_drop_target(window) -> None:
+    assert window.stack.currentWidget() is window.drop_area
+    assert not window.act_export.isEnabled()
+
+
+def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells_folder) -> None:
+    run = _analyse(qtbot, window, [cells_folder])
+    assert len(run.cells) == 12 and len(run.errors) == 1
+    assert window.cells.rowCount() == 12
+    assert window.errors_list.count() == 1 and "broken.png" in window.errors_list.item(0).text()
+    samples = [
+        window.summary_table.item(r, 0).text() for r in range(window.summary_table.rowCount())
+    ]
+    assert samples == ["patient7/all", "patient7/hem", "All samples"]
+    overall = window.summary_table.rowCount() - 1
+    assert window.summary_table.item(overall, 1).text() == "12"
+    assert window.act_export.isEnabled()
+    assert window.inspector.isVisible()
+
+
+def test_cancel_keeps_the_finished_cells(qtbot, window, tmp_path: Path) -> None:
+    folder = tmp_path / "many"
+    write_dataset(folder, 150, 5, fmt="bmp", size=64)
+    window.prefs.batch_size = 8
+    from leukgui.gui.analysis import Outcomes
+
+    def cancel_on_first_cells(event) -> None:
+        if isinstance(event, Outcomes):
+            window.cancel_analysis()
+
+    with qtbot.waitSignal(window.analysis_finished, timeout=180_000) as blocker:
+        window.open_paths([str(folder)])
+        window.worker.progressed.connect(cancel_on_first_cells)
+    run = blocker.args[0]
+    assert run.info.cancelled
+    assert 0 < len(run.cells) < 300
+    assert window.cells.rowCount() == len(run.cells)
+    assert "Cancelled" in window.progress_label.text()
+
+
+def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder) -> None:
+    run = _analyse(qtbot, window, [cells_folder])
+    window.gallery.setFocus()
+    window.gallery.setCurrentIndex(window.proxy.index(0, 0))
+    first = window.current_cell()
+    window.activateWindow()
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)  # a real key press through the shortcut
+    assert window.review.final_label(first) == HEM
+    second = window.current_cell()
+    assert second is not first  # moved on to the next cell
+    window.act_all.trigger()
+    assert window.review.final_label(second) == ALL
+    third = window.current_cell()
+    window.act_unclassifiable.trigger()
+    assert window.review.final_label(third) == UNCLASSIFIABLE
+    window.refresh_summary()
+    overall = window.summary_table.rowCount() - 1
+    assert window.summary_table.item(overall, 8).text() == f"3/{len(run.cells)}"
+    assert window.summary_table.item(overall, 5).text() == "1"  # one unclassifiable
+    audit = window.review.audit
+    assert [e.after for e in audit] == [HEM, ALL, UNCLASSIFIABLE]
+    assert {e.reviewer for e in audit} == {"Dr. Test"}
+    # Undo goes back to the model's label.
+    window.gallery.setCurrentIndex(window.proxy.index(0, 0))
+    window.act_undo.trigger()
+    assert not window.review.is_reviewed(first)
+
+
+def test_sign_off_locks_a_sample(qtbot, window, cells_folder, monkeypatch) -> None:
+    _analyse(qtbot, window, [cells_folder])
+    messages = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    window.gallery.setCurrentIndex(window.proxy.index(0, 0))
+    sample = window.current_cell().sample
+    window.summary_table.selectRow(0)
+    window.sign_off_current_sample()
+    assert window.review.is_locked(sample)
+    window.proxy.set_sample(None)
+    window.gallery.setCurrentIndex(window.proxy.index(0, 0))
+    window.act_hem.trigger()
+    assert messages and "signed off" in messages[-1][2].lower()
+
+
+def test_export_writes_reviewed_labels_and_the_audit_trail(qtbot, window, cells_folder, tmp_path):
+    _analyse(qtbot, window, [cells_folder])
+    window.gallery.setCurrentIndex(window.proxy.index(0, 0))
+    reviewed = window.current_cell()
+    window.act_hem.trigger()
+    report = tmp_path / "report.xlsx"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as blocker:
+        window.export_excel(report)
+    assert blocker.args[0] == report
+    wb = openpyxl.load_workbook(report)
+    cells = wb["Cells"]
+    header = [c.value for c in next(cells.iter_rows(min_row=1, max_row=8))]
+    header_row = 1
+    for r in range(1, 10):
+        values = [c.value for c in cells[r]]
+        if "Reviewed label" in values:
+            header, header_row = values, r
+            break
+    col = header.index("Reviewed label")
+    found = [
+        row
+        for row in cells.iter_rows(min_row=header_row + 1, values_only=True)
+        if row[col] is not None
+    ]
+    assert len(found) == 1 and found[0][col] == HEM
+    assert any(reviewed.path.name in str(v) for v in found[0])
+    audit = [r for r in wb["Audit trail"].iter_rows(values_only=True) if "Dr. Test" in r]
+    assert len(audit) == 1
+
+
+def test_a_failed_export_keeps_the_old_report(qtbot, window, cells_folder, tmp_path, monkeypatch):
+    _analyse(qtbot, window, [cells_folder])
+    report = tmp_path / "report.xlsx"
+    report.write_bytes(b"the previous report")
+    messages = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    import leukgui.core.report as report_module
+
+    def broken(*args, **kwargs):
+        raise report_module.ReportWriteError(f"{report} is open in another program")
+
+    monkeypatch.setattr(report_module, "write_excel", broken)
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as blocker:
+        window.export_excel(report)
+    assert blocker.args[0] is None
+    assert report.read_bytes() == b"the previous report"
+    assert messages and "open in another program" in messages[-1][2]
+
+
+SCRIPT = textwrap.dedent(
+    """
+    import os, sys
+    os.environ["QT_QPA_PLATFORM"] = "offscreen"
+    from PySide6.QtWidgets import QApplication
+    app = QApplication([])
+    from leukgui.core.preferences import Preferences
+    from leukgui.gui.main_window import MainWindow
+    win = MainWindow(Preferences(reviewer="Night shift"), restore_check=False)
+    win.select_model(sys.argv[2])
+    done = []
+    win.analysis_finished.connect(done.append)
+    win.open_paths([sys.argv[1]])
+    while not done:
+        app.processEvents()
+    win.gallery.setCurrentIndex(win.proxy.index(0, 0))
+    for i in range(5):
+        win.act_hem.trigger() if i % 2 else win.act_all.trigger()
+        print("reviewed", i + 1, flush=True)
+    print("waiting", flush=True)
+    sys.stdin.readline()  # killed here, mid-session, without closing anything
+    """
+)
+
+
+def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, tmp_path) -> None:
+    from leukgui.gui.main_window import MainWindow
+
+    script = tmp_path / "review_then_die.py"
+    script.write_text(SCRIPT)
+    proc = subprocess.Popen(
+        [sys.executable, str(script), str(cells_folder), str(installed_tiny)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=REPO,
+    )
+    lines = []
+    for line in proc.stdout:
+        lines.append(line)
+        if line.startswith("waiting"):
+            break
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(30)
+    assert sum(line.startswith("reviewed") for line in lines) == 5, "".join(lines[-20:])
+
+    win = MainWindow(Preferences(reviewer="Day shift"), restore_check=False)
+    qtbot.addWidget(win)
+    sessions = win.unfinished_sessions()
+    assert len(sessions) == 1
+    answers = []
+    win._ask_yes_no = lambda title, text: answers.append(text) or True
+    win.check_unfinished_session()
+    assert answers and str(sessions[0]) in answers[0]
+    assert len(win.run.cells) == 12
+    audit = win.review.audit
+    assert [e.after for e in audit] == [ALL, HEM, ALL, HEM, ALL]
+    assert {e.reviewer for e in audit} == {"Night shift"}
+    assert sum(win.review.is_reviewed(c) for c in win.run.cells) == 5
+    assert win.cells.rowCount() == 12
+    win.close()
+    assert win.unfinished_sessions() == []  # closed cleanly now
+
+
+def test_import_model_verifies_before_adding(
+    qtbot, window, tiny_bundle_path, tmp_path, monkeypatch
+):
+    messages = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    copy = tmp_path / "lab-model-v2.leukmodel"
+    shutil.copy2(tiny_bundle_path, copy)
+    with qtbot.waitSignal(window.models_changed, timeout=60_000):
+        window.import_model(copy)
+    assert (user_models_dir() / copy.name).is_file()
+    assert window.current_bundle_path() == str(user_models_dir() / copy.name)
+    # A damaged bundle is refused and not copied.
+    damaged = tmp_path / "damaged.leukmodel"
+    damaged.write_bytes(copy.read_bytes()[:-2000])
+    worker = window.import_model(damaged)
+    qtbot.waitUntil(lambda: worker.isFinished(), timeout=60_000)
+    qtbot.waitUntil(lambda: bool(messages), timeout=5_000)
+    assert messages[-1][0] == "critical"
+    assert not (user_models_dir() / damaged.name).exists()
+
+
+def test_about_names_versions_and_the_demo_notice(window) -> None:
+    from leukgui.core.bundle import find_bundles
+    from leukgui.gui.main_window import about_html, model_card_html
+
+    demo = next(b for b in find_bundles()[0] if b.demo)
+    assert DEMO_NOTICE in about_html(demo)
+    assert "PySide6" in about_html(demo) and "Python" in about_html(demo)
+    assert DEMO_NOTICE not in about_html(window.current_bundle())
+    card = model_card_html(demo)
+    assert demo.sha256 in card and "balanced_accuracy" in card
+
+
+def test_window_layout_is_remembered_and_stale_layouts_dropped(qtbot, installed_tiny) -> None:
+    from leukgui.gui import main_window as mw
+
+    first = mw.MainWindow(Preferences(), restore_check=False)
+    qtbot.addWidget(first)
+    first.resize(1300, 800)
+    first.show()
+    first._show_content()  # the samples | gallery | inspector page
+    first.splitter.setSizes([700, 300, 300])
+    wanted = first.splitter.sizes()
+    first.close()
+    second = mw.MainWindow(Preferences(), restore_check=False)
+    qtbot.addWidget(second)
+    second.resize(first.size())  # the offscreen screen may be smaller than a real one
+    second.show()
+    second._show_content()
+    assert second.splitter.sizes() == wanted
+    second.close()
+    settings = second._settings()
+    settings.setValue("layout_version", mw.LAYOUT_VERSION - 1)  # written by an older LeukGUI
+    settings.sync()
+    third = mw.MainWindow(Preferences(), restore_check=False)
+    qtbot.addWidget(third)
+    third.resize(first.size())
+    third.show()
+    third._show_content()
+    assert third.splitter.sizes() != wanted
+
+
+def test_self_test_exits_0(tmp_path: Path) -> None:
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LEUKGUI_USER_DIR=str(tmp_path / "u"))
+    result = subprocess.run(
+        [sys.executable, "-m", "leukgui", "--self-test"],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=env,
+        cwd=REPO,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "OK" in result.stdout and "Audit trail" in result.stdout
+
+
+def test_the_window_opens_without_loading_tensorflow(tmp_path: Path) -> None:
+    code = textwrap.dedent(
+        """
+        import sys
+        from PySide6.QtWidgets import QApplication
+        app = QApplication([])
+        from leukgui.gui.main_window import MainWindow
+        w = MainWindow(restore_check=False)
+        w.show()
+        app.processEvents()
+        print("tensorflow loaded:", "tensorflow" in sys.modules)
+        """
+    )
+    env = dict(os.environ, QT_QPA_PLATFORM="offscreen", LEUKGUI_USER_DIR=str(tmp_path))
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
+    )
+    assert "tensorflow loaded: False" in result.stdout, result.stdout + result.stderr

@@ -1,0 +1,421 @@
+"""The training page: data preview, a real tiny training, cancel, registration, the plot."""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+
+import math  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
+from PySide6.QtCore import Qt  # noqa: E402
+from PySide6.QtGui import QColor, QImage  # noqa: E402
+
+from leukgui.core.bundle import BUNDLE_SUFFIX, read_manifest  # noqa: E402
+from leukgui.core.paths import user_models_dir  # noqa: E402
+from leukgui.core.synthetic import write_dataset  # noqa: E402
+from leukgui.gui.plot import PALETTE, LinePlot, nice_ticks  # noqa: E402
+from leukgui.gui.training_page import (  # noqa: E402
+    AUTO_SIZE,
+    WEIGHTS_NONE,
+    ProgressThrottle,
+    TrainingPage,
+    register_bundle_file,
+)
+from training.history import TrainingProgress  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN_TIMEOUT_MS = 240_000
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("cells") / "data"
+    write_dataset(folder, 12, 5, fmt="png", layout="cnmc", subjects=4, size=64)
+    return folder
+
+
+@pytest.fixture
+def page(qtbot, monkeypatch):
+    page = TrainingPage()
+    qtbot.addWidget(page)
+    page.errors = []
+    page.opened = []
+    monkeypatch.setattr(page, "show_error_dialog", lambda *args: page.errors.append(args))
+    monkeypatch.setattr(page, "open_path", lambda path: page.opened.append(path) or True)
+    page.resize(1280, 860)
+    page.show()
+    yield page
+    assert page.shutdown(120_000), "a worker thread did not finish"
+
+
+def _scan(qtbot, page: TrainingPage, folder: Path):
+    with qtbot.waitSignal(page.scan_finished, timeout=60_000) as blocker:
+        page.set_data_folder(folder)
+    return blocker.args[0]
+
+
+def _tiny_settings(page: TrainingPage, out: Path, epochs: int) -> None:
+    page.set_backbones(["efficientnetb0"])
+    page.set_weights_mode(WEIGHTS_NONE)
+    page.size_spin.setValue(32)
+    page.epochs_spin.setValue(epochs)
+    page.batch_spin.setValue(8)
+    page.output_edit.setText(str(out))
+
+
+# ------------------------------------------------------------------------------ preview
+
+
+def test_preview_shows_counts_subjects_and_unreadable_files(qtbot, page, tmp_path) -> None:
+    folder = tmp_path / "cells"
+    write_dataset(folder, 12, 3, fmt="png", layout="cnmc", subjects=4, size=64)
+    (folder / "all" / "UID_P9_1_1_all.png").write_bytes(b"")  # empty: listed, not trained on
+
+    outcome = _scan(qtbot, page, folder)
+
+    assert outcome.checked and outcome.error is None
+    text = page.preview_label.text()
+    assert "24 cells" in text and "ALL 12 · HEM 12" in text
+    assert "8 subjects" in text and "ALL 4 · HEM 4" in text
+    assert "class folders" in text
+    table = page.subject_table
+    assert table.rowCount() == 8
+    rows = {
+        table.item(r, 0).text(): (table.item(r, 1).text(), table.item(r, 2).text())
+        for r in range(table.rowCount())
+    }
+    assert rows["P1"] == ("ALL", "3") and rows["H4"] == ("HEM", "3")
+    assert page.unreadable_toggle.isVisible()
+    assert "1 file cannot be used" in page.unreadable_toggle.text()
+    assert not page.unreadable_list.isVisible()
+    qtbot.mouseClick(page.unreadable_toggle, Qt.LeftButton)
+    assert page.unreadable_list.isVisible()
+    assert "empty file" in page.unreadable_list.item(0).text()
+
+    # ImageNet weights are not in the test's empty Keras home: Start says what is missing.
+    assert not page.start_button.isEnabled()
+    assert "efficientnetb0_notop.h5" in page.weights_status.text()
+    page.set_weights_mode(WEIGHTS_NONE)
+    assert page.start_button.isEnabled(), page.start_reason.text()
+    assert page.errors == []
+
+
+def test_unrecognised_folder_says_so(qtbot, page, tmp_path) -> None:
+    folder = tmp_path / "holiday-photos"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("not cells")
+    page.set_weights_mode(WEIGHTS_NONE)
+
+    outcome = _scan(qtbot, page, folder)
+
+    assert outcome.error is not None
+    text = page.preview_label.text()
+    assert "not a labelled data set" in text and "layout not recognised" in text
+    assert not page.subject_table.isVisible()
+    assert not page.start_button.isEnabled()
+    assert page.errors == []
+
+
+def test_a_dropped_folder_is_scanned(qtbot, page, dataset) -> None:
+    from PySide6.QtCore import QMimeData, QPointF, QUrl
+    from PySide6.QtGui import QDropEvent
+
+    mime = QMimeData()
+    mime.setUrls([QUrl.fromLocalFile(str(dataset))])
+    event = QDropEvent(QPointF(10, 10), Qt.CopyAction, mime, Qt.LeftButton, Qt.NoModifier)
+    with qtbot.waitSignal(page.scan_finished, timeout=60_000) as blocker:
+        page.dropEvent(event)
+    assert blocker.args[0].path == dataset
+    assert page.data_edit.text() == str(dataset)
+    assert "24 cells" in page.preview_label.text()
+
+
+# ------------------------------------------------------------------------------ training
+
+
+def test_tiny_training_through_the_page(qtbot, page, dataset, tmp_path) -> None:
+    _scan(qtbot, page, dataset)
+    out = tmp_path / "out"
+    _tiny_settings(page, out, epochs=1)
+    started = []
+    page.training_started.connect(lambda: started.append(True))
+    assert page.start_button.isEnabled(), page.start_reason.text()
+
+    with qtbot.waitSignal(page.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(page.start_button, Qt.LeftButton)
+        assert started and page.is_training() and page.cancel_button.isEnabled()
+    session = blocker.args[0]
+
+    assert page.errors == []
+    assert session is not None and not session.cancelled and len(session.runs) == 1
+    run = session.runs[0]
+    bundle = Path(run.bundle_path)
+    assert bundle.is_file() and bundle.parent == out
+    assert len(page.cards) == 1
+    card = page.cards[0]
+    assert bundle.name in card.text()
+    assert "CANCELLED" not in card.text()
+    assert "Balanced accuracy" in card.text() and "ROC AUC" in card.text()
+    for plot, names in (
+        (page.loss_plot, ("loss", "val_loss")),
+        (page.metrics_plot, ("val_accuracy", "val_balanced_accuracy", "val_auc")),
+    ):
+        for name in names:
+            assert len(plot.points(name)) >= 1, name
+    assert "Finished" in page.status_label.text()
+    assert page.start_button.isEnabled() and not page.cancel_button.isEnabled()
+
+    qtbot.mouseClick(card.report_button, Qt.LeftButton)
+    assert page.opened == [run.report_xlsx] and Path(run.report_xlsx).is_file()
+
+    # Not saved in the models folder: "Add to model list" verifies and copies it there.
+    with qtbot.waitSignal(page.bundle_registered, timeout=120_000) as registered:
+        qtbot.mouseClick(card.register_button, Qt.LeftButton)
+    target = Path(registered.args[0])
+    assert target.is_file() and target.parent == user_models_dir()
+    assert target.read_bytes() == bundle.read_bytes()
+    assert not card.register_button.isEnabled()
+    assert page.errors == []
+
+    # A different file of that name is never replaced.
+    other = tmp_path / "other-models"
+    other.mkdir()
+    (other / bundle.name).write_bytes(b"someone else's model")
+    outcome = register_bundle_file(bundle, other)
+    assert outcome.status == "conflict"
+    assert (other / bundle.name).read_bytes() == b"someone else's model"
+    assert not [p for p in other.iterdir() if p.name != bundle.name]  # no partial left over
+    assert register_bundle_file(bundle, user_models_dir()).status == "identical"
+
+
+def test_cancel_saves_the_best_epoch_marked_cancelled(qtbot, page, dataset, monkeypatch) -> None:
+    import leukgui.gui.training_page as training_page
+
+    # Tiny epochs take a fraction of a second and early stopping could end the run before
+    # the click lands, so the worker waits after its first epoch until the test has cancelled.
+    gate = threading.Event()
+
+    class GatedThrottle(training_page.ProgressThrottle):
+        def __call__(self, progress: TrainingProgress) -> None:
+            super().__call__(progress)
+            if progress.kind == "epoch":
+                gate.wait(120)
+
+    monkeypatch.setattr(training_page, "ProgressThrottle", GatedThrottle)
+    _scan(qtbot, page, dataset)
+    _tiny_settings(page, user_models_dir(), epochs=30)
+    registered = []
+    page.bundle_registered.connect(registered.append)
+
+    with qtbot.waitSignal(page.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
+        qtbot.mouseClick(page.start_button, Qt.LeftButton)
+        try:
+            qtbot.waitUntil(
+                lambda: len(page.loss_plot.points("loss")) >= 1, timeout=TRAIN_TIMEOUT_MS
+            )
+            qtbot.mouseClick(page.cancel_button, Qt.LeftButton)
+        finally:
+            gate.set()
+        assert "CANCELLED" in page.status_label.text()
+    session = blocker.args[0]
+
+    assert page.errors == []
+    assert session is not None and session.cancelled and len(session.runs) == 1
+    run = session.runs[0]
+    assert run.cancelled and len(run.history) == 1 and run.best_epoch == 1
+    bundle = Path(run.bundle_path)
+    assert bundle.is_file() and bundle.suffix == BUNDLE_SUFFIX
+    assert read_manifest(bundle)["cancelled"] is True
+    card = page.cards[0]
+    assert "CANCELLED" in card.text() and bundle.name in card.text()
+    assert "CANCELLED" in page.status_label.text()
+    # Saved straight into the models folder, so it is registered at once.
+    assert registered == [bundle] and bundle.parent == user_models_dir()
+    assert not card.register_button.isEnabled()
+
+
+def test_worker_errors_are_shown_never_silent(qtbot, page, dataset, monkeypatch) -> None:
+    import training.run
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the bundle")
+
+    monkeypatch.setattr(training.run, "train_session", broken)
+    _scan(qtbot, page, dataset)
+    _tiny_settings(page, user_models_dir(), epochs=1)
+    with qtbot.waitSignal(page.training_finished, timeout=30_000) as blocker:
+        qtbot.mouseClick(page.start_button, Qt.LeftButton)
+    assert blocker.args[0] is None
+    assert "disk full" in page.status_label.text()
+    assert len(page.errors) == 1
+    title, message, details = page.errors[0]
+    assert "disk full" in message and "RuntimeError" in details
+    assert page.start_button.isEnabled()
+
+
+# ------------------------------------------------------------------------------ small parts
+
+
+def test_weights_status_names_missing_files_and_sees_placed_ones(qtbot, page) -> None:
+    from leukgui.core.backbones import keras_cache_dir
+
+    page.set_backbones(["vgg16", "efficientnetb0"])
+    page.set_weights_mode("imagenet")
+    text = page.weights_status.text()
+    assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in text
+    assert "efficientnetb0_notop.h5" in text and str(keras_cache_dir()) in text
+    keras_cache_dir().mkdir(parents=True, exist_ok=True)
+    (keras_cache_dir() / "efficientnetb0_notop.h5").write_bytes(b"placed by the user")
+    qtbot.mouseClick(page.weights_recheck, Qt.LeftButton)
+    text = page.weights_status.text()
+    assert "✓ EfficientNetB0" in text and "✗ VGG16" in text
+    page.set_weights_mode("file")
+    assert "one backbone" in page.weights_status.text()
+    assert page.head_epochs_spin.isEnabled()  # transfer learning: head epochs apply
+    page.set_weights_mode(WEIGHTS_NONE)
+    assert not page.head_epochs_spin.isEnabled()
+
+
+def test_live_progress_moves_the_bar_and_marks_fine_tuning(qtbot, page) -> None:
+    from training.history import EpochLog
+
+    page._train_backbones = ["efficientnetb0"]
+
+    def epoch(n: int, phase: str) -> TrainingProgress:
+        log = EpochLog(phase, n, 1 / n, 0.5, 1.2 / n, 0.6, 0.6, float("nan"), 1e-3, 3.0, 40.0)
+        return TrainingProgress(
+            "epoch", "efficientnetb0", phase, n, 6, 10, 10, 1 / n, 0.5, 40.0, epoch_log=log
+        )
+
+    for n in (1, 2, 3):
+        page._on_train_progress(epoch(n, "head"))
+    assert page.loss_plot.marker() is None
+    page._on_train_progress(
+        TrainingProgress("batch", "efficientnetb0", "fine-tune", 4, 6, 5, 10, 0.3, 0.8, 40.0)
+    )
+    assert page.loss_plot.marker() == (3.5, "fine-tune")
+    assert page.metrics_plot.marker() == (3.5, "fine-tune")
+    assert "epoch 4 of 6" in page.progress_bar.format()
+    assert page.progress_bar.value() == 583  # (3 + 5/10) / 6 of the way
+    page._on_train_progress(epoch(4, "fine-tune"))
+    assert [x for x, _ in page.loss_plot.points("val_loss")] == [1, 2, 3, 4]
+    assert math.isnan(page.metrics_plot.points("val_auc")[-1][1])  # AUC undefined: a gap
+    assert "Epoch 4 (fine-tuning the top block)" in page.status_label.text()
+
+
+def test_state_round_trip_and_bad_values(qtbot, page, tmp_path) -> None:
+    page.set_backbones(["vgg16", "efficientnetb2"])
+    page.epochs_spin.setValue(12)
+    page.size_spin.setValue(96)
+    page.set_weights_mode(WEIGHTS_NONE)
+    state = page.state()
+    assert state["backbones"] == ["vgg16", "efficientnetb2"]
+    assert state["epochs"] == 12 and state["input_size"] == 96 and state["weights"] == "none"
+
+    other = TrainingPage()
+    qtbot.addWidget(other)
+    other.restore_state(state)
+    assert other.state() == state
+    assert other.more_widget.isVisibleTo(other)  # a "more" backbone opens that group
+
+    other.restore_state(
+        {"epochs": "many", "batch_size": -3, "backbones": ["alexnet"], "input_size": None}
+    )
+    assert other.epochs_spin.value() == 12 and other.batch_spin.value() == state["batch_size"]
+    assert other.selected_backbones() == ["vgg16", "efficientnetb2"]
+    assert other.size_spin.value() == AUTO_SIZE and other.input_size() is None
+    assert other.shutdown(10_000)
+
+
+def test_page_module_does_not_import_tensorflow() -> None:
+    code = (
+        "import sys\n"
+        "import leukgui.gui.training_page, leukgui.gui.plot\n"
+        "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=120
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["False", "False"]
+
+
+def test_progress_throttle_passes_every_epoch_and_few_batches() -> None:
+    sent = []
+    throttle = ProgressThrottle(sent.append, interval=10.0)
+
+    def event(kind: str, batch: int) -> TrainingProgress:
+        return TrainingProgress(kind, "efficientnetb0", "full", 1, 3, batch, 500, 0.5, 0.5, 9.0)
+
+    for b in range(1, 501):
+        throttle(event("batch", b))
+    throttle(event("epoch", 500))
+    throttle(event("epoch", 500))
+    assert [p.kind for p in sent] == ["batch", "epoch", "epoch"]
+
+
+def _render(plot: LinePlot, w: int = 420, h: int = 260) -> QImage:
+    plot.resize(w, h)
+    image = QImage(w, h, QImage.Format_ARGB32)
+    image.fill(QColor("white"))
+    plot.render(image)
+    return image
+
+
+def _has_color(image: QImage, color: str, tolerance: int = 40) -> bool:
+    target = QColor(color)
+    for y in range(0, image.height(), 1):
+        for x in range(0, image.width(), 2):
+            c = image.pixelColor(x, y)
+            if (
+                abs(c.red() - target.red())
+                + abs(c.green() - target.green())
+                + abs(c.blue() - target.blue())
+                < tolerance
+            ):
+                return True
+    return False
+
+
+def test_line_plot_series_nan_single_point_and_empty(qtbot) -> None:
+    plot = LinePlot("Loss", x_label="epoch", integer_x=True)
+    qtbot.addWidget(plot)
+    assert not _render(plot).isNull()  # empty: axes and "no data yet"
+
+    plot.set_series("loss", [1, 2, 3, 4], [0.9, float("nan"), 0.5, 0.4])
+    plot.add_point("val_loss", 1, 1.2)  # one point only
+    plot.add_point("lonely", 2, float("nan"))  # nothing drawable at all
+    plot.set_marker(2.5, "fine-tune")
+    image = _render(plot)
+    assert plot.legend_names() == ["loss", "val_loss", "lonely"]
+    assert _has_color(image, PALETTE[0]) and _has_color(image, PALETTE[1])
+    styles = {plot.series_style(n)[1:] for n in plot.legend_names()}
+    assert len(styles) == 3  # line style and marker differ, not just colour
+    assert plot.points("loss")[1][0] == 2 and math.isnan(plot.points("loss")[1][1])
+    assert plot.marker() == (2.5, "fine-tune")
+
+    plot.set_log_y(True)
+    plot.set_series("zero", [1, 2, 3], [0.0, -1.0, 0.1])  # non-positive: gaps on a log axis
+    assert not _render(plot, 300, 180).isNull()
+    _render(plot, 60, 40)  # too small to draw a plot area: must not fail
+
+    with pytest.raises(ValueError):
+        plot.set_series("bad", [1, 2], [1.0])
+    plot.clear()
+    assert plot.legend_names() == [] and plot.marker() is None
+    plot.add_point("one", 5, 3.0)
+    assert not _render(plot).isNull()
+
+
+def test_nice_ticks() -> None:
+    assert nice_ticks(0, 1, 5) == pytest.approx([0, 0.2, 0.4, 0.6, 0.8, 1.0])
+    assert nice_ticks(1, 30, 5, integer=True) == [10, 20, 30]
+    assert all(t == int(t) for t in nice_ticks(1, 3, 8, integer=True))
+    assert nice_ticks(2, 2) == [2]
+    assert nice_ticks(float("nan"), 1) == []
