@@ -80,14 +80,17 @@ def probe(n: int, user_dir: str) -> dict:
         write_dataset(data, n // 2, 11, fmt="bmp")
         win = MainWindow(Preferences(open_report_after_export=False), restore_check=False)
         win.show()
-        gaps: list[float] = []
+        warm: list[object] = []
+        win.warmed_up.connect(warm.append)
+        gaps: list[tuple[float, bool]] = []  # (gap ms, after the first cells arrived)
         clock = QElapsedTimer()
         clock.start()
         last = [clock.elapsed()]
+        streaming = [False]
 
         def tick() -> None:
             now = clock.elapsed()
-            gaps.append(now - last[0])
+            gaps.append((now - last[0], streaming[0]))
             last[0] = now
 
         timer = QTimer()
@@ -95,9 +98,19 @@ def probe(n: int, user_dir: str) -> dict:
         timer.timeout.connect(tick)
         done: list[object] = []
         win.analysis_finished.connect(done.append)
-        started = time.perf_counter()
         timer.start()
+        while not warm:  # the user looks at the window; TensorFlow loads in the background
+            app.processEvents()
+            time.sleep(0.001)
+        warm_gaps = [g for g, _ in gaps]
+        gaps.clear()
+        started = time.perf_counter()
         win.open_paths([str(data)])
+        from leukgui.gui.analysis import Outcomes
+
+        win.worker.progressed.connect(
+            lambda e: streaming.__setitem__(0, streaming[0] or isinstance(e, Outcomes))
+        )
         while not done:
             app.processEvents()
             time.sleep(0.001)
@@ -105,15 +118,19 @@ def probe(n: int, user_dir: str) -> dict:
         timer.stop()
         run = done[0]
         win.close()
-    gaps.sort()
+    loading = sorted(g for g, s in gaps if not s) or [0.0]
+    warm_gaps.sort()
+    stream = sorted(g for g, s in gaps if s) or [0.0]
     return {
         "cells": len(run.cells),
         "seconds": elapsed,
         "rate": len(run.cells) / elapsed,
-        "worst_ms": gaps[-1],
-        "p99_ms": gaps[int(0.99 * (len(gaps) - 1))],
-        "median_ms": gaps[len(gaps) // 2],
-        "ticks": len(gaps),
+        "worst_loading_ms": loading[-1],
+        "worst_warm_up_ms": warm_gaps[-1] if warm_gaps else 0.0,
+        "worst_ms": stream[-1],
+        "p99_ms": stream[int(0.99 * (len(stream) - 1))],
+        "median_ms": stream[len(stream) // 2],
+        "ticks": len(stream),
     }
 
 
@@ -133,9 +150,12 @@ def main() -> int:
         r = probe(args.cells, user_dir)
     print(
         f"responsiveness during a {r['cells']}-cell analysis ({r['seconds']:.1f} s, "
-        f"{r['rate']:.1f} cells/s, includes loading TensorFlow and the model): 10 ms timer "
-        f"worst gap {r['worst_ms']:.0f} ms, 99th percentile {r['p99_ms']:.0f} ms, median "
-        f"{r['median_ms']:.0f} ms over {r['ticks']} ticks (target: worst < 100 ms)"
+        f"{r['rate']:.1f} cells/s, model preloaded at start-up): 10 ms timer, "
+        f"while cells stream in: worst gap {r['worst_ms']:.0f} ms, 99th percentile "
+        f"{r['p99_ms']:.0f} ms, median {r['median_ms']:.0f} ms over {r['ticks']} ticks "
+        f"(target: worst < 100 ms); from Analyse to the first cells: worst gap "
+        f"{r['worst_loading_ms']:.0f} ms; idle window while TensorFlow and the model "
+        f"preload after start-up: worst gap {r['worst_warm_up_ms']:.0f} ms"
     )
     return 0
 

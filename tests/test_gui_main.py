@@ -48,7 +48,7 @@ def cells_folder(tmp_path: Path) -> Path:
 def window(qtbot, installed_tiny: Path):
     from leukgui.gui.main_window import MainWindow
 
-    prefs = Preferences(reviewer="Dr. Test", open_report_after_export=False)
+    prefs = Preferences(reviewer="Dr. Test", open_report_after_export=False, preload_model=False)
     win = MainWindow(prefs, restore_check=False)
     qtbot.addWidget(win)
     win.show()
@@ -367,3 +367,18 @@ def test_the_window_opens_without_loading_tensorflow(tmp_path: Path) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=REPO
     )
     assert "tensorflow loaded: False" in result.stdout, result.stdout + result.stderr
+
+
+def test_the_model_preloads_in_the_background(qtbot, installed_tiny) -> None:
+    from leukgui.gui import analysis
+    from leukgui.gui.main_window import MainWindow
+
+    analysis._loaded.clear()
+    win = MainWindow(Preferences(preload_model=True), restore_check=False)
+    qtbot.addWidget(win)
+    win.select_model(installed_tiny)
+    with qtbot.waitSignal(win.warmed_up, timeout=120_000) as blocker:
+        win.show()
+    assert blocker.args[0] == str(installed_tiny)
+    assert analysis.is_loaded(str(installed_tiny))
+    assert win.warm_up() is None  # already loaded: nothing more to do

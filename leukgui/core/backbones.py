@@ -14,7 +14,6 @@ from a file the installer bundles, or from a file the user names (see `resolve_i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -130,6 +129,8 @@ def keras_cache_dir() -> Path:
 
 
 def _sha256(path: Path) -> str:
+    import hashlib
+
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
@@ -150,6 +151,8 @@ def _official_hash(spec: BackboneSpec) -> str | None:
 
 def _file_matches(path: Path, expected: str) -> bool:
     if len(expected) == 32:  # md5, as Keras lists for some files
+        import hashlib
+
         digest = hashlib.md5(usedforsecurity=False)
         with open(path, "rb") as handle:
             for chunk in iter(lambda: handle.read(1 << 20), b""):

@@ -9,10 +9,8 @@ report names the bundle and its hash.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -104,6 +102,8 @@ class LoadedBundle(BundleInfo):
 
 
 def _sha256_bytes(data: bytes) -> str:
+    import hashlib  # imported when needed: the window's start-up does not hash anything
+
     return hashlib.sha256(data).hexdigest()
 
 
@@ -199,6 +199,8 @@ def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
     from leukgui.core.backbones import caffe_preprocess_class
 
     caffe_preprocess_class()  # register the custom layer before deserialising
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="leukgui-") as tmp:
         model_path = Path(tmp) / MODEL_MEMBER
         model_path.write_bytes(data)
@@ -278,6 +280,8 @@ def save_bundle(
         clone = keras.models.clone_model(model)
         clone.set_weights(model.get_weights())
         model = clone
+    import tempfile
+
     with tempfile.TemporaryDirectory(prefix="leukgui-") as tmp:
         model_path = Path(tmp) / MODEL_MEMBER
         model.save(model_path)

@@ -32,6 +32,7 @@ class Preferences:
     thumb_size: int = 128
     batch_size: int = 32
     open_report_after_export: bool = True
+    preload_model: bool = True  # load TensorFlow and the model in the background at start-up
     training: dict = field(default_factory=dict)
 
     def add_recent(self, folder: str | os.PathLike[str]) -> None:

@@ -11,12 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:  # numpy loads with the engine, not with the window (start-up time)
+    import numpy as np
 
 ALL = "ALL"
 HEM = "HEM"
 UNCERTAIN = "UNCERTAIN"
+UNCLASSIFIABLE = "UNCLASSIFIABLE"  # a reviewer's label only; the model never gives it
 LABELS = (ALL, HEM, UNCERTAIN)
 DEMO_NOTICE = "DEMO MODEL — trained on synthetic cells, not for diagnosis"
 

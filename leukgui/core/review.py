@@ -43,6 +43,7 @@ from leukgui.core.results import (
     ALL,
     HEM,
     UNCERTAIN,
+    UNCLASSIFIABLE,
     CellResult,
     FileError,
     Outcome,
@@ -69,7 +70,6 @@ __all__ = [
     "review_summary",
 ]
 
-UNCLASSIFIABLE = "UNCLASSIFIABLE"
 REVIEW_LABELS = (ALL, HEM, UNCLASSIFIABLE)
 
 LABEL = "label"

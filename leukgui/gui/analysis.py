@@ -7,6 +7,7 @@ most ten times a second, so a 10,000-cell run never floods the event loop.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 from datetime import datetime
@@ -40,6 +41,7 @@ class Outcomes:
 
 
 _loaded: dict[str, Any] = {}  # bundle path -> (LoadedBundle, Analyzer): load once per session
+_loading = threading.Lock()  # a warm-up and an analysis may ask at the same time
 
 
 def loaded_analyzer(path: str) -> tuple[Any, Any]:
@@ -48,11 +50,27 @@ def loaded_analyzer(path: str) -> tuple[Any, Any]:
     from leukgui.core.engine import Analyzer
 
     key = str(Path(path).resolve())
-    if key not in _loaded:
-        bundle = load_bundle(path)
-        _loaded.clear()  # keep one model in memory
-        _loaded[key] = (bundle, Analyzer(bundle))
-    return _loaded[key]
+    with _loading:
+        if key not in _loaded:
+            bundle = load_bundle(path)
+            _loaded.clear()  # keep one model in memory
+            _loaded[key] = (bundle, Analyzer(bundle))
+        return _loaded[key]
+
+
+def is_loaded(path: str) -> bool:
+    return str(Path(path).resolve()) in _loaded
+
+
+def warm_up(worker: Worker, path: str) -> str:
+    """Import TensorFlow and load the model while the user is still choosing images.
+
+    Importing TensorFlow holds the GIL for a few hundred milliseconds at a time (it loads
+    its shared libraries); done here, right after start-up, that pause falls in idle time
+    instead of in the middle of an analysis, and the first analysis starts at once.
+    """
+    loaded_analyzer(path)
+    return path
 
 
 def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -59,6 +58,8 @@ def self_test(out: object = None) -> int:
 
     The installer runs this after installing; it exits 0 only when every step worked.
     """
+    import tempfile
+
     stream = out or sys.stdout
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     started = time.perf_counter()

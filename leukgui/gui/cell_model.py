@@ -34,7 +34,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
 from leukgui.core.imaging import decode_image, thumbnail
 from leukgui.core.overlay import overlay
-from leukgui.core.results import ALL, HEM, UNCERTAIN, CellResult
+from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE, CellResult
 
 __all__ = [
     "FINAL_LABELS",
@@ -55,7 +55,6 @@ __all__ = [
     "rgb_to_qimage",
 ]
 
-UNCLASSIFIABLE = "UNCLASSIFIABLE"  # same string as leukgui.core.review.UNCLASSIFIABLE
 FINAL_LABELS = (ALL, HEM, UNCERTAIN, UNCLASSIFIABLE)
 SORT_MODES = ("file", "p_all", "least_certain")
 

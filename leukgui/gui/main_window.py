@@ -10,11 +10,10 @@ from __future__ import annotations
 import contextlib
 import math
 import platform
-import shutil
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
@@ -57,23 +56,20 @@ from leukgui.core.results import (
     DEMO_NOTICE,
     HEM,
     UNCERTAIN,
+    UNCLASSIFIABLE,
     CellResult,
     FileError,
     Progress,
     RunResult,
 )
-from leukgui.core.review import (
-    UNCLASSIFIABLE,
-    ReviewError,
-    ReviewState,
-    SessionStore,
-    review_summary,
-)
-from leukgui.gui.analysis import AnalysisRequest, Outcomes, RunStarted, run_analysis
-from leukgui.gui.cell_model import CellFilterProxy, CellListModel
-from leukgui.gui.cell_view import CellInspector
-from leukgui.gui.gallery import GalleryView
 from leukgui.gui.workers import Worker
+
+if TYPE_CHECKING:
+    from leukgui.core.review import ReviewState, SessionStore
+
+# The gallery, the inspector, the review core and the training page pull in numpy, OpenCV and
+# the training module; they are imported by `ensure_content`, right after the window is on
+# screen, so it appears about as fast as a bare Qt window.
 
 __all__ = ["LAYOUT_VERSION", "MainWindow"]
 
@@ -149,6 +145,7 @@ class MainWindow(QMainWindow):
     analysis_finished = Signal(object)  # RunResult
     export_finished = Signal(object)  # Path or None on failure
     models_changed = Signal()
+    warmed_up = Signal(str)  # bundle path loaded in the background
 
     def __init__(self, prefs: Preferences | None = None, *, restore_check: bool = True) -> None:
         super().__init__()
@@ -168,14 +165,15 @@ class MainWindow(QMainWindow):
         self._workers: set[Worker] = set()
         self.bundles: list[BundleInfo] = []
 
-        self.cells = CellListModel(self)
-        self.proxy = CellFilterProxy(self)
-        self.proxy.setSourceModel(self.cells)
+        self._content_built = False
+        self._warming: Worker | None = None
+        self._closing = False
+        self._pending_splitter = None
         self._summary_timer = QTimer(self, singleShot=True, interval=150)
         self._summary_timer.timeout.connect(self.refresh_summary)
 
         self._build_actions()
-        self._build_ui()
+        self._build_shell()
         self._build_menus()
         self.refresh_models()
         self._restore_layout()
@@ -323,7 +321,8 @@ class MainWindow(QMainWindow):
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.act_about)
 
-    def _build_ui(self) -> None:
+    def _build_shell(self) -> None:
+        """What the first paint needs: toolbar, banner, drop target, tabs, status bar."""
         toolbar = QToolBar("Main", self)
         toolbar.setObjectName("mainToolbar")
         toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
@@ -360,6 +359,40 @@ class MainWindow(QMainWindow):
         self.drop_area.samples_button.clicked.connect(self.open_samples)
         self.stack.addWidget(self.drop_area)
 
+        analysis_page = QWidget()
+        page_layout = QVBoxLayout(analysis_page)
+        page_layout.setContentsMargins(4, 4, 4, 4)
+        page_layout.addWidget(self.demo_banner)
+        page_layout.addWidget(self.stack, 1)
+        self.tabs = QTabWidget()
+        self.tabs.setDocumentMode(True)
+        self.tabs.addTab(analysis_page, "Analysis")
+        self.setCentralWidget(self.tabs)
+
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(260)
+        self.progress.setVisible(False)
+        self.progress_label = QLabel()
+        self.statusBar().addPermanentWidget(self.progress_label)
+        self.statusBar().addPermanentWidget(self.progress)
+
+    def ensure_content(self) -> None:
+        """Build the gallery, inspector, samples list and training page (once).
+
+        Runs right after the first paint (or at the first action that needs it), so the
+        imports of numpy, OpenCV and the training module do not delay the window.
+        """
+        if self._content_built:
+            return
+        self._content_built = True
+        from leukgui.gui.cell_model import CellFilterProxy, CellListModel
+        from leukgui.gui.cell_view import CellInspector
+        from leukgui.gui.gallery import GalleryView
+        from leukgui.gui.training_page import TrainingPage
+
+        self.cells = CellListModel(self)
+        self.proxy = CellFilterProxy(self)
+        self.proxy.setSourceModel(self.cells)
         left = QWidget()
         left_layout = QVBoxLayout(left)
         left_layout.setContentsMargins(0, 0, 0, 0)
@@ -452,32 +485,15 @@ class MainWindow(QMainWindow):
         self.splitter.setSizes([330, 700, 450])
         self.stack.addWidget(self.splitter)
 
-        analysis_page = QWidget()
-        page_layout = QVBoxLayout(analysis_page)
-        page_layout.setContentsMargins(4, 4, 4, 4)
-        page_layout.addWidget(self.demo_banner)
-        page_layout.addWidget(self.stack, 1)
-
-        from leukgui.gui.training_page import TrainingPage
-
         self.training_page = TrainingPage()
         self.training_page.bundle_registered.connect(self._bundle_registered)
         if self.prefs.training:
             with contextlib.suppress(Exception):  # stale training preferences: not worth a crash
                 self.training_page.restore_state(self.prefs.training)
-        self.tabs = QTabWidget()
-        self.tabs.setDocumentMode(True)
-        self.tabs.addTab(analysis_page, "Analysis")
         self.tabs.addTab(self.training_page, "Training")
-        self.setCentralWidget(self.tabs)
-
-        self.progress = QProgressBar()
-        self.progress.setMaximumWidth(260)
-        self.progress.setVisible(False)
-        self.progress_label = QLabel()
-        self.statusBar().addPermanentWidget(self.progress_label)
-        self.statusBar().addPermanentWidget(self.progress)
         self._update_reviewer_label()
+        if self.prefs.preload_model:
+            QTimer.singleShot(200, self.warm_up)
 
     # ------------------------------------------------------------------ layout, settings
 
@@ -499,8 +515,16 @@ class MainWindow(QMainWindow):
         # into a hidden splitter is lost at the first layout, so it is applied on first show.
         self._pending_splitter = settings.value("splitter")
 
+    def showEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        super().showEvent(event)
+        if not self._content_built:
+            # After the first paint: the window is up before numpy, OpenCV and the training
+            # module load (about 0.2 s on a 2-core machine).
+            QTimer.singleShot(50, self.ensure_content)
+
     def _show_content(self) -> None:
         """Switch from the drop target to samples | gallery | inspector."""
+        self.ensure_content()
         self.stack.setCurrentIndex(1)
         pending = getattr(self, "_pending_splitter", None)
         if pending is not None:
@@ -512,12 +536,13 @@ class MainWindow(QMainWindow):
         settings.setValue("layout_version", LAYOUT_VERSION)
         settings.setValue("geometry", self.saveGeometry())
         settings.setValue("state", self.saveState(LAYOUT_VERSION))
-        if getattr(self, "_pending_splitter", None) is None:
+        if self._content_built and self._pending_splitter is None:
             settings.setValue("splitter", self.splitter.saveState())
         settings.sync()
 
     def save_preferences(self) -> None:
-        self.prefs.thumb_size = self.size_slider.value()
+        if self._content_built:
+            self.prefs.thumb_size = self.size_slider.value()
         with contextlib.suppress(Exception):  # a page that cannot report its state: keep old
             self.prefs.training = self.training_page.state()
         try:
@@ -529,7 +554,12 @@ class MainWindow(QMainWindow):
         if self.worker is not None and self.worker.isRunning():
             self.worker.cancel()
             self.worker.wait(10000)
-        self.training_page.shutdown()  # cancels a running training and waits for its thread
+        self._closing = True
+        for worker in list(self._workers):  # never leave a running thread behind
+            worker.cancel()
+            worker.wait(60000)
+        if self._content_built:
+            self.training_page.shutdown()  # cancels a running training and waits for its thread
         self.save_layout()
         self.save_preferences()
         self._close_session()
@@ -584,12 +614,44 @@ class MainWindow(QMainWindow):
         if index >= 0:
             self.model_combo.setCurrentIndex(index)
 
+    def warm_up(self) -> Worker | None:
+        """Load TensorFlow and the chosen model in the background (see analysis.warm_up)."""
+        from leukgui.gui.analysis import is_loaded, warm_up
+
+        path = self.current_bundle_path()
+        busy = self.worker is not None and self.worker.isRunning()
+        if path is None or busy or is_loaded(path) or self._warming is not None:
+            return None
+        if self._closing or not self.isVisible():  # a timer firing after close starts nothing
+            return None
+        worker = Worker(lambda w: warm_up(w, path), self)
+        self._warming = worker
+        self._workers.add(worker)
+
+        def done(*_: Any) -> None:
+            self._warming = None
+            self.warmed_up.emit(path)
+
+        worker.finished.connect(lambda: self._workers.discard(worker))  # thread really ended
+
+        worker.succeeded.connect(done)
+        worker.failed.connect(
+            lambda message, _details: self.statusBar().showMessage(
+                f"Model not preloaded: {message}", 8000
+            )
+        )
+        worker.failed.connect(done)
+        worker.start()
+        return worker
+
     def _model_chosen(self, *_: Any) -> None:
         info = self.current_bundle()
         self.demo_banner.setVisible(bool(info and info.demo))
         if info is not None:
             self.prefs.model = str(info.path)
         self._update_actions()
+        if self._content_built and self.prefs.preload_model:
+            QTimer.singleShot(200, self.warm_up)
 
     def show_model_card(self) -> None:
         info = self.current_bundle()
@@ -620,6 +682,8 @@ class MainWindow(QMainWindow):
         """Verify a bundle (hash, safe loading, manifest) in a worker, then copy it in."""
 
         def verify(worker: Worker) -> Path:
+            import shutil
+
             from leukgui.core.bundle import load_bundle
 
             bundle = load_bundle(path)
@@ -697,6 +761,9 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ analysis
 
     def start_analysis(self) -> Worker | None:
+        from leukgui.gui.analysis import AnalysisRequest, run_analysis
+
+        self.ensure_content()
         if not self.inputs:
             self.choose_folder()
             return None
@@ -730,6 +797,9 @@ class MainWindow(QMainWindow):
             self.progress_label.setText("Cancelling after the current batch…")
 
     def _analysis_event(self, event: object) -> None:
+        from leukgui.core.review import ReviewState
+        from leukgui.gui.analysis import Outcomes, RunStarted
+
         if isinstance(event, RunStarted):
             self.run = event.run
             self.review = ReviewState.for_run(self.run, on_change=self._journal)
@@ -785,6 +855,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ sessions
 
     def _start_session(self, run: RunResult) -> None:
+        from leukgui.core.review import SessionStore
+
         folder = sessions_root() / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         try:
             self.store = SessionStore.create(folder, run)
@@ -843,6 +915,9 @@ class MainWindow(QMainWindow):
 
     def restore_session(self, folder: Path) -> None:
         """Reopen a session: the analysed cells and every review change come back."""
+        from leukgui.core.review import SessionStore
+
+        self.ensure_content()
         self._close_session()
         store = SessionStore(folder)
         run, review = store.load()
@@ -870,6 +945,8 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ review
 
     def current_cell(self) -> CellResult | None:
+        if not self._content_built:
+            return None
         index = self.gallery.currentIndex()
         if not index.isValid():
             return None
@@ -892,10 +969,14 @@ class MainWindow(QMainWindow):
             self._update_reviewer_label()
 
     def _update_reviewer_label(self) -> None:
+        if not self._content_built:
+            return
         who = self.prefs.reviewer or "not set (asked at the first review)"
         self.reviewer_label.setText(f"Reviewer: {who}")
 
     def _apply_review(self, change: Any) -> None:
+        from leukgui.core.review import ReviewError
+
         cell = self.current_cell()
         if cell is None or self.review is None:
             return
@@ -930,6 +1011,8 @@ class MainWindow(QMainWindow):
         self._apply_review(lambda cell, who: self.review.undo(cell, who))
 
     def move_selection(self, step: int) -> None:
+        if not self._content_built:
+            return
         rows = self.proxy.rowCount()
         if rows == 0:
             return
@@ -938,6 +1021,8 @@ class MainWindow(QMainWindow):
         self.gallery.setCurrentIndex(self.proxy.index(row, 0))
 
     def current_sample(self) -> str | None:
+        if not self._content_built:
+            return None
         rows = self.summary_table.selectionModel().selectedRows()
         if rows:
             item = self.summary_table.item(rows[0].row(), 0)
@@ -948,6 +1033,8 @@ class MainWindow(QMainWindow):
         return cell.sample if cell is not None else None
 
     def sign_off_current_sample(self) -> None:
+        from leukgui.core.review import ReviewError
+
         sample = self.current_sample()
         if sample is None or self.review is None:
             return
@@ -962,6 +1049,8 @@ class MainWindow(QMainWindow):
         self.refresh_summary()
 
     def reopen_current_sample(self) -> None:
+        from leukgui.core.review import ReviewError
+
         sample = self.current_sample()
         if sample is None or self.review is None:
             return
@@ -977,6 +1066,10 @@ class MainWindow(QMainWindow):
 
     def refresh_summary(self) -> None:
         """Per-sample counts on final labels, with the ALL % interval (live)."""
+        from leukgui.core.review import ReviewState, review_summary
+
+        if not self._content_built:
+            return
         if self.run is None:
             self.summary_table.setRowCount(0)
             return
@@ -1040,6 +1133,7 @@ class MainWindow(QMainWindow):
         self.proxy.set_sort(self.sort_combo.currentData())
 
     def _toggle_heatmaps(self) -> None:
+        self.ensure_content()
         self.heatmap_check.setChecked(self.act_heatmaps.isChecked())
 
     def _set_heatmaps(self, on: bool) -> None:
