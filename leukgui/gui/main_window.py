@@ -230,6 +230,14 @@ class MainWindow(QMainWindow):
         self.act_export_csv = self._action(
             "Export &CSV…", self.choose_export_csv, "Ctrl+Shift+E", "One row per image"
         )
+        self.act_open_after = self._action(
+            "Open report after e&xport",
+            self._toggle_open_after,
+            None,
+            "Open each exported report in Excel (or the system's spreadsheet program)",
+        )
+        self.act_open_after.setCheckable(True)
+        self.act_open_after.setChecked(self.prefs.open_report_after_export)
         self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
         self.act_import_model = self._action(
             "&Import model…",
@@ -291,6 +299,7 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.act_export)
         file_menu.addAction(self.act_export_csv)
+        file_menu.addAction(self.act_open_after)
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         analysis_menu = bar.addMenu("&Analysis")
@@ -1138,6 +1147,9 @@ class MainWindow(QMainWindow):
 
     def _set_heatmaps(self, on: bool) -> None:
         self.cells.set_show_heatmaps(on)
+
+    def _toggle_open_after(self) -> None:
+        self.prefs.open_report_after_export = self.act_open_after.isChecked()
 
     def _toggle_theme(self) -> None:
         from leukgui.gui.theme import apply_theme
