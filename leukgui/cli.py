@@ -158,6 +158,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progress=printer,
             cancel=cancel,
             max_pixels=args.max_pixels,
+            field_mode=args.fields,
             discovered=(items, walk_errors),
         )
     except KeyboardInterrupt:
@@ -327,6 +328,14 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse images larger than N pixels before decoding (default {DEFAULT_MAX_PIXELS})",
+    )
+    analyze.add_argument(
+        "--fields",
+        choices=("auto", "cells", "fields"),
+        default="auto",
+        help="auto: decide per image whether it is a single-cell crop on black or a whole "
+        "smear field whose white cells are found and cropped; cells / fields: treat every "
+        "image as one (default auto)",
     )
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
     analyze.add_argument(

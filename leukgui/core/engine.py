@@ -43,6 +43,7 @@ from leukgui.core.results import (
 from leukgui.core.truth import truth_for
 
 DEFAULT_BATCH_SIZE = 32
+FIELD_MODES = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
 ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
 
@@ -55,12 +56,17 @@ class _Decoded:
     truth: str | None
     subject: str | None
     row: int  # row in the batch array
+    box: tuple[int, int, int, int] | None = None
+    cell_index: int | None = None
+    mask_bits: bytes | None = None
+    note: str = ""
 
 
 @dataclass
 class _Batch:
     entries: list[_Decoded | FileError]
     images: np.ndarray  # (n_good, S, S, 3) float32
+    items: int = 0  # input files completed by this batch (a field gives several entries)
 
 
 class _Failure:
@@ -71,10 +77,47 @@ class _Failure:
 _DONE = object()
 
 
-def _decode_one(item: InputFile, size: int, max_pixels: int) -> tuple[np.ndarray, int, int]:
+@dataclass
+class _Cell:
+    pixels: np.ndarray
+    box: tuple[int, int, int, int] | None = None
+    cell_index: int | None = None
+    mask_bits: bytes | None = None
+    note: str = ""
+
+
+def _decode_one(
+    item: InputFile, size: int, max_pixels: int, field_mode: str, detector: Any
+) -> tuple[list[_Cell], int, int]:
+    """The model inputs of one file: itself if it is a single-cell crop, else one C-NMC-like
+    crop per white cell found in the smear field (ImageError when there is none)."""
     rgb = decode_image(item.path, max_pixels=max_pixels)
     height, width = rgb.shape[:2]
-    return to_model_input(rgb, size), width, height
+    from leukgui.core import fields
+
+    if field_mode == "cells" or (field_mode == "auto" and fields.looks_like_single_cell(rgb)):
+        return [_Cell(to_model_input(rgb, size))], width, height
+    found = fields.detect_cells(rgb, detector)
+    if not found.cells:
+        notes = f" ({'; '.join(found.notes)})" if found.notes else ""
+        raise ImageError(f"no white cell found in this field{notes}")
+    note = "; ".join(n for n in found.notes if "no white cell" not in n)
+    ordered = sorted(found.cells, key=lambda c: (c.box[1] + c.box[3], c.box[0] + c.box[2]))
+    cells = []
+    for index, cell in enumerate(ordered, 1):
+        crop = fields.crop_cell(rgb, cell)
+        cells.append(
+            _Cell(
+                to_model_input(crop, size),
+                tuple(int(v) for v in cell.box),
+                index,
+                np.packbits(cell.mask).tobytes(),
+                "; ".join(
+                    n for n in (note, "cut by the image border" if cell.touches_border else "") if n
+                ),
+            )
+        )
+    return cells, width, height
 
 
 def _producer(
@@ -84,16 +127,20 @@ def _producer(
     max_pixels: int,
     out: queue.Queue,
     stop: threading.Event,
+    field_mode: str = "auto",
+    detector: Any = None,
 ) -> None:
     """Decode files into batches; a file that fails becomes a FileError entry in place."""
     try:
         entries: list[_Decoded | FileError] = []
         rows: list[np.ndarray] = []
+        done_items = 0
         for item in items:
             if stop.is_set():
                 return
+            done_items += 1
             try:
-                pixels, width, height = _decode_one(item, size, max_pixels)
+                cells, width, height = _decode_one(item, size, max_pixels, field_mode, detector)
             except ImageError as exc:
                 entries.append(FileError(item.path, item.sample, str(exc)))
             except MemoryError:
@@ -102,24 +149,41 @@ def _producer(
                 entries.append(FileError(item.path, item.sample, f"unexpected error: {exc}"))
             else:
                 truth = truth_for(item.path)
-                entries.append(_Decoded(item, width, height, truth.label, truth.subject, len(rows)))
-                rows.append(pixels)
+                for cell in cells:
+                    entries.append(
+                        _Decoded(
+                            item,
+                            width,
+                            height,
+                            truth.label,
+                            truth.subject,
+                            len(rows),
+                            cell.box,
+                            cell.cell_index,
+                            cell.mask_bits,
+                            cell.note,
+                        )
+                    )
+                    rows.append(cell.pixels)
             # A full batch goes to the network; a run of unreadable files is passed on too,
-            # so progress and cancel keep working through a folder of broken files.
-            if len(rows) == batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
-                _put(out, _batch(entries, rows, size), stop)
-                entries, rows = [], []
+            # so progress and cancel keep working through a folder of broken files. A field's
+            # cells always travel together (a batch may run a little over its size).
+            if len(rows) >= batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
+                _put(out, _batch(entries, rows, size, done_items), stop)
+                entries, rows, done_items = [], [], 0
         if entries:
-            _put(out, _batch(entries, rows, size), stop)
+            _put(out, _batch(entries, rows, size, done_items), stop)
     except BaseException as exc:  # surfaced in the consumer, never lost in a thread
         _put(out, _Failure(exc), stop)
     finally:
         _put(out, _DONE, stop)
 
 
-def _batch(entries: list[_Decoded | FileError], rows: list[np.ndarray], size: int) -> _Batch:
+def _batch(
+    entries: list[_Decoded | FileError], rows: list[np.ndarray], size: int, items: int
+) -> _Batch:
     images = np.stack(rows) if rows else np.zeros((0, size, size, 3), np.float32)
-    return _Batch(entries, images)
+    return _Batch(entries, images, items)
 
 
 def _put(out: queue.Queue, value: object, stop: threading.Event) -> None:
@@ -149,11 +213,18 @@ class Analyzer:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
+        field_mode: str = "auto",
+        detector: Any = None,
     ) -> Iterator[Outcome]:
-        """Yield one CellResult or FileError per item, in input order.
+        """Yield, in input order, a CellResult or FileError per single-cell image and one
+        CellResult per white cell found in a smear field (or a FileError when none is).
 
+        `field_mode` is "auto" (decided per image), "cells" or "fields"; `detector` holds
+        `leukgui.core.fields.DetectorSettings` (None: defaults). Progress counts files.
         Stops between batches when `cancel` is set; everything yielded so far stands.
         """
+        if field_mode not in FIELD_MODES:
+            raise ValueError(f"field_mode must be one of {', '.join(FIELD_MODES)}")
         total = len(items)
         started = time.perf_counter()
         done = 0
@@ -161,7 +232,7 @@ class Analyzer:
         out: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(
             target=_producer,
-            args=(items, self.input_size, batch_size, max_pixels, out, stop),
+            args=(items, self.input_size, batch_size, max_pixels, out, stop, field_mode, detector),
             name="leukgui-decoder",
             daemon=True,
         )
@@ -177,7 +248,7 @@ class Analyzer:
                     raise batch.exc
                 outcomes = self._classify(batch)
                 yield from outcomes
-                done += len(outcomes)
+                done += batch.items
                 if progress is not None:
                     elapsed = max(time.perf_counter() - started, 1e-9)
                     rate = done / elapsed
@@ -219,6 +290,10 @@ class Analyzer:
                     height=entry.height,
                     truth=entry.truth,
                     subject=entry.subject,
+                    box=entry.box,
+                    cell_index=entry.cell_index,
+                    mask_bits=entry.mask_bits,
+                    note=entry.note,
                 )
             )
         return outcomes
@@ -238,6 +313,23 @@ def device_description() -> str:
             names.append(details.get("device_name", gpu.name))
         return "GPU: " + ", ".join(names)
     return f"CPU ({os.cpu_count()} logical cores)"
+
+
+def field_provenance(field_mode: str, detector: Any) -> dict[str, str]:
+    """How smear fields were handled, for the report's provenance."""
+    import json
+
+    from leukgui.core.fields import DetectorSettings
+
+    settings = detector if detector is not None else DetectorSettings()
+    return {
+        "Image kind": {
+            "auto": "decided per image (single-cell crop on black, or smear field)",
+            "cells": "every image is a single-cell crop",
+            "fields": "every image is a smear field",
+        }[field_mode],
+        "White-cell detector settings": json.dumps(settings.to_dict(), sort_keys=True),
+    }
 
 
 def run_info_for(bundle: LoadedBundle, inputs: Sequence[str | Path]) -> RunInfo:
@@ -271,6 +363,8 @@ def analyze_paths(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
+    field_mode: str = "auto",
+    detector: Any = None,
     analyzer: Analyzer | None = None,
     discovered: tuple[list[InputFile], list[FileError]] | None = None,
 ) -> RunResult:
@@ -281,13 +375,20 @@ def analyze_paths(
     once.
     """
     info = run_info_for(bundle, paths)
+    info.extra.update(field_provenance(field_mode, detector))
     items, walk_errors = discovered if discovered is not None else discover(paths)
     info.total_inputs = len(items) + len(walk_errors)
     outcomes: list[Any] = list(walk_errors)
     analyzer = analyzer or Analyzer(bundle)
     outcomes.extend(
         analyzer.iter_outcomes(
-            items, batch_size=batch_size, progress=progress, cancel=cancel, max_pixels=max_pixels
+            items,
+            batch_size=batch_size,
+            progress=progress,
+            cancel=cancel,
+            max_pixels=max_pixels,
+            field_mode=field_mode,
+            detector=detector,
         )
     )
     info.cancelled = bool(cancel and cancel.cancelled and len(outcomes) < info.total_inputs)

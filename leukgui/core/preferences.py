@@ -33,6 +33,8 @@ class Preferences:
     batch_size: int = 32
     open_report_after_export: bool = True
     preload_model: bool = True  # load TensorFlow and the model in the background at start-up
+    field_mode: str = "auto"  # images: "auto" (decide per image), "cells" or "fields"
+    detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)
 
     def add_recent(self, folder: str | os.PathLike[str]) -> None:
@@ -49,6 +51,8 @@ def preferences_path() -> Path:
 def _valid(name: str, value: object, default: object) -> bool:
     if name == "theme":
         return value in THEMES
+    if name == "field_mode":
+        return value in ("auto", "cells", "fields")
     if name == "thumb_size":
         return isinstance(value, int) and 48 <= value <= 320
     if name == "batch_size":

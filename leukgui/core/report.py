@@ -55,6 +55,7 @@ from leukgui.core.results import (
     HEM,
     UNCERTAIN,
     CellResult,
+    FileError,
     RunResult,
 )
 from leukgui.core.review import (
@@ -257,6 +258,10 @@ def _read_checked(cell: CellResult) -> np.ndarray:
         raise ImageError(
             f"file changed since analysis (was {cell.width}x{cell.height}, now {w}x{h})"
         )
+    if cell.in_field:  # the crop the model saw, cut from the field again
+        from leukgui.core.cells import cell_image
+
+        return cell_image(cell)
     return rgb
 
 
@@ -438,6 +443,14 @@ def _summary_sheet(
         "Errors: inputs that could not be analysed (listed on the Errors sheet); they are not "
         "counted as cells.",
     ]
+    field_cells = [c for c in run.cells if c.in_field]
+    if field_cells:
+        n_fields = len({str(c.path) for c in field_cells})
+        notes.append(
+            f"Smear fields: {len(field_cells)} white cells were found in {n_fields} field "
+            "image(s); each was cut out onto black like a C-NMC cell and classified. The Fields "
+            "sheet counts the cells of every field and gives their boxes."
+        )
     if review is not None:
         notes.append(
             "Every review action (who, when, label before and after) is listed on the Audit "
@@ -609,6 +622,9 @@ def _cells_sheet(
     for i, cell in enumerate(run.cells, 1):
         row = i + 1
         name = names(cell.path)
+        if cell.in_field:  # the n-th white cell found in a smear field, and where
+            x0, y0, x1, y1 = cell.box
+            name = f"{name} #{cell.cell_index} at ({x0},{y0})-({x1},{y1})"
         file_names.append(name)
         samples.append(cell.sample)
         paths.append(_full_path(cell.path))
@@ -683,6 +699,49 @@ def _cells_sheet(
     if include_images:
         widths += [img_width, img_width]
     _widths(ws, widths)
+    _print_setup(ws, "1:1")
+
+
+_FIELD_HEADERS = (
+    "Field",
+    "Sample",
+    "White cells",
+    "ALL",
+    "HEM",
+    "UNCERTAIN",
+    "Cells and boxes",
+    "Note",
+)
+
+
+def _fields_sheet(ws: Worksheet, run: RunResult, names: _DisplayNames) -> None:
+    """One row per smear field: how many white cells were found, their calls and boxes."""
+    fields: dict[str, dict] = {}
+    for o in run.outcomes:
+        if isinstance(o, CellResult) and o.in_field:
+            field_note = "; ".join(p for p in o.note.split("; ") if "image border" not in p)
+            f = fields.setdefault(str(o.path), {"o": o, "cells": [], "note": field_note})
+            f["cells"].append(o)
+        elif isinstance(o, FileError) and o.reason.startswith("no white cell found"):
+            fields.setdefault(str(o.path), {"o": o, "cells": [], "note": o.reason})
+    _header(ws, 1, _FIELD_HEADERS)
+    ws.row_dimensions[1].height = 30
+    for row, f in enumerate(fields.values(), 2):
+        cells = f["cells"]
+        _text(ws, row, 1, names(f["o"].path))
+        _text(ws, row, 2, f["o"].sample)
+        _num(ws, row, 3, len(cells))
+        for col, label in ((4, ALL), (5, HEM), (6, UNCERTAIN)):
+            _num(ws, row, col, sum(c.label == label for c in cells))
+        boxes = "; ".join(
+            f"#{c.cell_index} {c.label} ({c.box[0]},{c.box[1]})-({c.box[2]},{c.box[3]})"
+            + (" [cut by the image border]" if "image border" in c.note else "")
+            for c in cells
+        )
+        _text(ws, row, 7, boxes)
+        _text(ws, row, 8, f["note"])
+    ws.freeze_panes = "B2"
+    _widths(ws, [34, 16, 11, 7, 7, 11, 70, 40])
     _print_setup(ws, "1:1")
 
 
@@ -1125,6 +1184,11 @@ def write_excel(
     _summary_sheet(summary, run, image_note, review)
     cells = wb.create_sheet("Cells")
     _cells_sheet(cells, run, names, include_images, image_note, thumb_px, review)
+    if any(c.in_field for c in run.cells) or any(
+        isinstance(o, FileError) and o.reason.startswith("no white cell found")
+        for o in run.outcomes
+    ):
+        _fields_sheet(wb.create_sheet("Fields"), run, names)
     _errors_sheet(wb.create_sheet("Errors"), run, names)
     ts = _truth_set(run)
     if ts.truth:

@@ -50,6 +50,22 @@ class CellResult:
     height: int
     truth: str | None = None
     subject: str | None = None
+    # A cell found in a smear field: its box in the field image (x0, y0, x1, y1), its number
+    # in that field (1-based), and its mask inside the box (np.packbits of a bool array).
+    box: tuple[int, int, int, int] | None = None
+    cell_index: int | None = None
+    mask_bits: bytes | None = None
+    note: str = ""  # e.g. "field capped at 200 candidates"
+
+    @property
+    def key(self) -> str:
+        """One name per cell: the absolute file path, plus `#n` for the n-th cell of a field."""
+        text = str(Path(self.path).absolute())
+        return text if self.cell_index is None else f"{text}#{self.cell_index}"
+
+    @property
+    def in_field(self) -> bool:
+        return self.box is not None
 
 
 @dataclass

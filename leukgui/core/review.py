@@ -23,6 +23,7 @@ a `run.json` that points at a complete heatmap file.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import math
@@ -89,13 +90,16 @@ class SampleLockedError(ReviewError):
     """The cell belongs to a signed-off sample: reopen the sample before changing it."""
 
 
-def cell_key(path: Path | str) -> str:
-    """The key a review is stored under: the cell's absolute path as a string.
+def cell_key(cell: CellResult | Path | str) -> str:
+    """The key a review is stored under: the cell's absolute path as a string (plus `#n` for
+    the n-th cell found in a smear field; see `CellResult.key`).
 
     Absolute (not resolved) to match the "Full path" the reports print, so a reviewer can find
     a journal line's cell in the report by plain text search.
     """
-    return str(Path(path).absolute())
+    if isinstance(cell, CellResult):
+        return cell.key
+    return str(Path(cell).absolute())
 
 
 def _utc_now() -> datetime:
@@ -233,14 +237,14 @@ class ReviewState:
         return dict(self._signoffs)
 
     def review_of(self, cell: CellResult) -> CellReview | None:
-        return self._reviews.get(cell_key(cell.path))
+        return self._reviews.get(cell_key(cell))
 
     def is_reviewed(self, cell: CellResult) -> bool:
-        return cell_key(cell.path) in self._reviews
+        return cell_key(cell) in self._reviews
 
     def final_label(self, cell: CellResult) -> str:
         """The reviewed label if there is one, else the model's label (may be UNCERTAIN)."""
-        review = self._reviews.get(cell_key(cell.path))
+        review = self._reviews.get(cell_key(cell))
         return review.label if review is not None else cell.label
 
     def suggestion(self, cell: CellResult) -> str:
@@ -335,7 +339,7 @@ class ReviewState:
                 f"sample {cell.sample!r} was signed off by {signed.reviewer} at {signed.time}; "
                 "reopen it before changing its cells"
             )
-        key = cell_key(cell.path)
+        key = cell_key(cell)
         current = self._reviews.get(key)
         before = current.label if current is not None else None
         if before == after:
@@ -531,6 +535,7 @@ def _outcome_to_json(o: Outcome, packer: _HeatmapPacker) -> dict[str, Any]:
             "truth": _optional_str(o.truth),
             "subject": _optional_str(o.subject),
             "heatmap": packer.add(o.heatmap),
+            **_field_json(o),
         }
     if isinstance(o, FileError):
         return {"kind": "error", "path": str(o.path), "sample": o.sample, "reason": o.reason}
@@ -553,7 +558,20 @@ def _outcome_from_json(data: dict[str, Any], heatmaps: dict[str, np.ndarray]) ->
         height=int(data["height"]),
         truth=data.get("truth"),
         subject=data.get("subject"),
+        box=tuple(int(v) for v in data["box"]) if data.get("box") else None,
+        cell_index=data.get("cell_index"),
+        mask_bits=base64.b64decode(data["mask"]) if data.get("mask") else None,
     )
+
+
+def _field_json(o: CellResult) -> dict[str, Any]:
+    """Where a cell found in a smear field sits (absent for single-cell images)."""
+    if o.box is None:
+        return {}
+    out: dict[str, Any] = {"box": [int(v) for v in o.box], "cell_index": o.cell_index}
+    if o.mask_bits is not None:
+        out["mask"] = base64.b64encode(o.mask_bits).decode("ascii")
+    return out
 
 
 def _fsync_dir(folder: Path) -> None:

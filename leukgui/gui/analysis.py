@@ -25,6 +25,8 @@ class AnalysisRequest:
     paths: list[str]
     model: str  # bundle path
     batch_size: int = 32
+    field_mode: str = "auto"
+    detector: dict | None = None  # DetectorSettings overrides from the preferences
 
 
 @dataclass(frozen=True)
@@ -75,12 +77,16 @@ def warm_up(worker: Worker, path: str) -> str:
 
 def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
     """Walk, classify and stream results; returns the finished (or cancelled) run."""
-    from leukgui.core.engine import run_info_for
+    from leukgui.core.engine import field_provenance, run_info_for
+    from leukgui.core.fields import DetectorSettings
     from leukgui.core.imaging import discover
+
+    detector = DetectorSettings(**(request.detector or {}))
 
     bundle, analyzer = loaded_analyzer(request.model)
     items, walk_errors = discover(request.paths)
     info = run_info_for(bundle, request.paths)
+    info.extra.update(field_provenance(request.field_mode, detector))
     info.total_inputs = len(items) + len(walk_errors)
     run = RunResult(info=info, outcomes=list(walk_errors))
     worker.report(RunStarted(RunResult(info=info, outcomes=list(walk_errors)), len(items)))
@@ -94,7 +100,12 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
             worker.report(p)
 
     for outcome in analyzer.iter_outcomes(
-        items, batch_size=request.batch_size, progress=progress, cancel=worker.cancel_token
+        items,
+        batch_size=request.batch_size,
+        progress=progress,
+        cancel=worker.cancel_token,
+        field_mode=request.field_mode,
+        detector=detector,
     ):
         run.outcomes.append(outcome)
         emitter.add(outcome)

@@ -32,6 +32,7 @@ from PySide6.QtCore import (
 )
 from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
+from leukgui.core.cells import cell_image
 from leukgui.core.imaging import decode_image, thumbnail
 from leukgui.core.overlay import overlay
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE, CellResult
@@ -79,8 +80,11 @@ class ReviewLike(Protocol):
     def is_reviewed(self, cell: CellResult) -> bool: ...
 
 
-def path_key(path: Path | str) -> str:
-    """The key a cell is found by: its absolute path as text, the same as the review's key."""
+def path_key(path: Path | str | CellResult) -> str:
+    """The key a cell is found by: its absolute path as text (plus `#n` for the n-th cell of a
+    smear field), the same as the review's key."""
+    if isinstance(path, CellResult):
+        return path.key
     return str(Path(path).absolute())
 
 
@@ -161,7 +165,9 @@ class _ThumbRunner(QRunnable):
         image: QImage | None = None
         reason = ""
         try:
-            rgb = thumbnail(decode_image(job.path), job.size)
+            source = job.path
+            rgb = cell_image(source) if isinstance(source, CellResult) else decode_image(source)
+            rgb = thumbnail(rgb, job.size)
             if job.heatmap is not None:
                 # The thumbnail is the padded square the model saw, so the heatmap grid
                 # covers it exactly.
@@ -255,7 +261,8 @@ class ThumbnailCache(QObject):
             return self.unreadable() if entry is _FAILED else entry
         if key not in self._pending:
             self._pending.add(key)
-            job = _Job(self._generation, key, key[0], heatmap, self._size)
+            source = path if isinstance(path, CellResult) else key[0]
+            job = _Job(self._generation, key, source, heatmap, self._size)
             for old in self._jobs.push(job, self._max_queued):
                 self._pending.discard(old.key)  # asked for again if it is painted again
             self._pool.start(_ThumbRunner(self._jobs, self._relay))
@@ -433,7 +440,7 @@ class CellListModel(QAbstractListModel):
         cell = self._cells[row]
         if role == Qt.ItemDataRole.DecorationRole:
             heat = cell.heatmap if self._show_heatmaps else None
-            pix = self._cache.pixmap(self._keys[row], heat)
+            pix = self._cache.pixmap(cell if cell.in_field else self._keys[row], heat)
             return pix if pix is not None else self._cache.placeholder()
         if role == LabelRole:
             return self._final[row]
@@ -461,7 +468,7 @@ class CellListModel(QAbstractListModel):
         """Add one chunk of results at the end (one insert notification per chunk)."""
         new: dict[str, CellResult] = {}
         for cell in cells:  # a path already listed (or repeated in the chunk) is kept once
-            key = path_key(cell.path)
+            key = path_key(cell)
             if key not in self._rows and key not in new:
                 new[key] = cell
         if not new:

@@ -37,7 +37,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from leukgui.core.imaging import decode_image
+from leukgui.core.cells import cell_image
 from leukgui.core.overlay import overlay
 from leukgui.core.results import CellResult
 from leukgui.gui.cell_model import rgb_to_qimage
@@ -220,7 +220,9 @@ class CellInspector(QWidget):
             self._image_rect = QRectF()
             return
 
-        self._title.setText(cell.path.name)
+        self._title.setText(
+            cell.path.name if not cell.in_field else f"{cell.path.name} #{cell.cell_index}"
+        )
         self._title.setToolTip(str(cell.path))
         self._set_chip(final_label, reviewed)
 
@@ -228,7 +230,7 @@ class CellInspector(QWidget):
         heat_problem = None
         size_text = f"{cell.width} × {cell.height} px"
         try:
-            rgb = decode_image(cell.path)
+            rgb = cell_image(cell)  # a smear-field cell: the crop the model saw
         except Exception as exc:  # noqa: BLE001 - an unreadable file is shown, not raised
             rgb = None
             image_problem = str(exc) or exc.__class__.__name__

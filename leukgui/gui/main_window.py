@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
+from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QCheckBox,
@@ -305,6 +305,21 @@ class MainWindow(QMainWindow):
         analysis_menu = bar.addMenu("&Analysis")
         analysis_menu.addAction(self.act_analyse)
         analysis_menu.addAction(self.act_cancel)
+        analysis_menu.addSeparator()
+        kinds = analysis_menu.addMenu("&Images are")
+        group = QActionGroup(self)
+        self.field_mode_actions: dict[str, QAction] = {}
+        for mode, text in (
+            ("auto", "&Decided per image (cell crop or smear field)"),
+            ("cells", "Single-&cell crops"),
+            ("fields", "Smear &fields (find the white cells)"),
+        ):
+            action = kinds.addAction(text)
+            action.setCheckable(True)
+            action.setChecked(self.prefs.field_mode == mode)
+            action.triggered.connect(lambda _=False, m=mode: self.set_field_mode(m))
+            group.addAction(action)
+            self.field_mode_actions[mode] = action
         model_menu = bar.addMenu("&Model")
         model_menu.addAction(self.act_model_card)
         model_menu.addAction(self.act_import_model)
@@ -483,11 +498,22 @@ class MainWindow(QMainWindow):
         mid_layout.addWidget(self.gallery, 1)
 
         self.inspector = CellInspector()
+        from leukgui.gui.field_view import FieldView
+
+        self.field_view = FieldView()
+        self.field_view.setVisible(False)
+        self.field_view.setToolTip("The smear field this cell was found in; click a box")
+        self.field_view.cell_clicked.connect(self.select_cell)
+        right = QSplitter(Qt.Orientation.Vertical)
+        right.addWidget(self.inspector)
+        right.addWidget(self.field_view)
+        right.setStretchFactor(0, 3)
+        right.setStretchFactor(1, 2)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("analysisSplitter")
         self.splitter.addWidget(left)
         self.splitter.addWidget(middle)
-        self.splitter.addWidget(self.inspector)
+        self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 3)
@@ -791,7 +817,13 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.progress_label.setText("Loading the model…")
-        request = AnalysisRequest(list(self.inputs), bundle, self.prefs.batch_size)
+        request = AnalysisRequest(
+            list(self.inputs),
+            bundle,
+            self.prefs.batch_size,
+            self.prefs.field_mode,
+            dict(self.prefs.detector),
+        )
         worker = self._start_worker(
             lambda w: run_analysis(w, request), self._analysis_done, "Analysis failed"
         )
@@ -997,7 +1029,7 @@ class MainWindow(QMainWindow):
         except ReviewError as exc:
             self._show_message("warning", "Review", str(exc))
             return
-        self.cells.cell_changed(str(cell.path))
+        self.cells.cell_changed(cell.key)
         self._cell_selected(cell)
         self._summary_timer.start()
 
@@ -1148,6 +1180,11 @@ class MainWindow(QMainWindow):
     def _set_heatmaps(self, on: bool) -> None:
         self.cells.set_show_heatmaps(on)
 
+    def set_field_mode(self, mode: str) -> None:
+        """How the next analysis treats images: decided per image, all cells, all fields."""
+        self.prefs.field_mode = mode
+        self.field_mode_actions[mode].setChecked(True)
+
     def _toggle_open_after(self) -> None:
         self.prefs.open_report_after_export = self.act_open_after.isChecked()
 
@@ -1171,6 +1208,37 @@ class MainWindow(QMainWindow):
                 f"{info.model_name} v{info.model_version} (SHA-256 {info.model_sha256[:12]}…)"
             )
         self.inspector.show_cell(cell, final_label=final, reviewed=reviewed, model_text=model_text)
+        self._show_field(cell)
+
+    def _show_field(self, cell: CellResult) -> None:
+        """The field a cell was found in, with every cell of that field boxed and lettered."""
+        if not cell.in_field or self.run is None:
+            self.field_view.setVisible(False)
+            return
+        from leukgui.core.imaging import decode_image
+
+        try:
+            rgb = decode_image(cell.path)
+        except Exception:  # noqa: BLE001 - the inspector already says the file is unreadable
+            self.field_view.setVisible(False)
+            return
+        siblings = [c for c in self.run.cells if c.in_field and c.path == cell.path]
+        final = self.review.final_label if self.review else (lambda c: c.label)
+        self.field_view.show_field(rgb, siblings, cell, final)
+        self.field_view.setVisible(True)
+
+    def select_cell(self, cell: CellResult) -> None:
+        """Select a cell in the gallery (clearing filters that would hide it)."""
+        row = self.cells.row_of(cell.key)
+        if row is None:
+            return
+        index = self.proxy.mapFromSource(self.cells.index(row, 0))
+        if not index.isValid():
+            self.label_filter.setCurrentIndex(0)
+            self.summary_table.clearSelection()
+            self.proxy.set_sample(None)
+            index = self.proxy.mapFromSource(self.cells.index(row, 0))
+        self.gallery.setCurrentIndex(index)
 
     # ------------------------------------------------------------------ export
 

@@ -1,0 +1,731 @@
+"""Find white blood cells in a stained smear field and cut each out like a C-NMC cell.
+
+Labs photograph whole Giemsa/Wright-stained fields, but the classifier expects C-NMC crops:
+one segmented cell on pure black, centred, 450 x 450. This module bridges the two with
+classical image analysis (OpenCV + numpy, no learning, no Qt), fast enough to run on every
+field of a folder on a laptop CPU.
+
+Method, in the order `detect_cells` runs it:
+
+1. **Stain map.** White-cell nuclei take up the basic dye (azure / methylene blue) and look
+   purple-blue; red cells take up eosin and look pink; the background is near white. In
+   optical density (OD = -log(I / I0), Beer-Lambert) the basic dye absorbs red and green
+   far more than blue, while eosin absorbs green and some blue but little red. So
+   ``stain = log B - (log R + log G) / 2`` (mean OD of red and green minus OD of blue) is
+   a cheap one-channel colour deconvolution: high on nuclei, moderate on white-cell
+   cytoplasm, about zero or below on red cells and background. It does not depend on the
+   lamp brightness, and the median over the brighter half of the field (background and
+   red cells) is subtracted, so a colour cast cancels too, even in a close-up of one cell.
+2. **Nuclei.** The smoothed map above `nucleus_od`; specks below `min_fragment_area` go.
+3. **Cell bodies.** The cytoplasm is paler but still bluish: the map above `cytoplasm_od`,
+   opened (`rim_open`) to cut off the thin dark rims of neighbouring red cells, joined with
+   the nuclei closed over `lobe_gap` (neutrophil nuclei are 2-5 separate lobes), limited to
+   `max_rim` around a nucleus, holes filled. Each connected body holding enough nucleus is
+   a cluster of one or more touching cells.
+4. **Splitting.** Touching cells meet at a neck. Peaks of the cluster's distance transform
+   are joined when the straight path between them never narrows below `waist` x the smaller
+   peak (one round cell, e.g. an eosinophil with two distant lobes), otherwise each is a cell
+   of its own; the power diagram of the peaks' inscribed discs cuts the cluster between
+   them (for two overlapping discs its border is the chord through their neck). A part
+   without nucleus is a leak into a red cell and is dropped; a part with too little nucleus
+   is merged back into its neighbour. Each cell's outline is then smoothed: opened
+   (`outline_open`) against spurs, closed against notches where pale cytoplasm fell below
+   the threshold, holes filled.
+5. **Score.** A 0..1 confidence from nucleus size and stain strength; cells below
+   `min_score` are dropped, at most `max_candidates` are kept (with a note).
+
+Detection runs on a reduced copy (`work_scale`); each mask is brought back to full
+resolution with bilinear interpolation, which keeps the outline smooth.
+
+Sizes are in pixels *at the reference resolution*: a 640 x 480 field as a 100x oil objective
+and a typical camera give it (the BCCD data set: a red cell is ~75 px across, a white cell
+100-230 px, so 1 um is ~10 px). An image of another size is assumed to show the same field
+of view, so sizes scale with sqrt(pixels / (640 x 480)); set `DetectorSettings.pixel_scale`
+when the magnification differs (e.g. 2.0 when cells look twice as large as in BCCD).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from leukgui.core.results import ALL, HEM
+from leukgui.core.synthetic import make_cell
+
+__all__ = [
+    "CROP_FILL",
+    "NOTE_NO_CELL",
+    "REFERENCE_SHAPE",
+    "DetectedCell",
+    "DetectorSettings",
+    "FieldDetection",
+    "box_iou",
+    "crop_cell",
+    "detect_cells",
+    "looks_like_single_cell",
+    "make_synthetic_field",
+]
+
+
+def box_iou(a: tuple[int, int, int, int], b: tuple[int, int, int, int]) -> float:
+    """Intersection over union of two (x0, y0, x1, y1) boxes with exclusive ends: how
+    detections are matched to annotated boxes (the PASCAL VOC criterion is IoU >= 0.5)."""
+    ix = max(0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+REFERENCE_SHAPE = (480, 640)  # (height, width) of the field that the px sizes refer to
+NOTE_NO_CELL = "no white cell found"
+# Crops: the mask's bounding circle spans this fraction of the frame. On the six C-NMC
+# samples it spans 44-64 % (mean 54 %), so 0.55 makes crops look like C-NMC cells.
+CROP_FILL = 0.55
+
+# log(1 + v) for every 8-bit value: OD differences become a table look-up and a subtraction.
+_LOG_LUT = np.log1p(np.arange(256, dtype=np.float32)).reshape(1, 256)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """Tuning of `detect_cells`; sizes are px (areas px^2) at the reference 640 x 480 field.
+
+    Stored with every report (`to_dict`) so a result can be traced to the exact settings.
+    """
+
+    work_scale: float = 0.5  # detect on a copy at this fraction of the reference resolution
+    pixel_scale: float | None = None  # image px per reference px; None: from the image size
+    smooth: float = 3.0  # Gaussian sigma (px) applied to the stain map
+    red_weight: float = 0.5  # share of red in the "red and green" OD of the stain map
+    nucleus_od: float = 0.2  # stain above the background level: nucleus
+    cytoplasm_od: float = 0.05  # stain above the background level: white-cell cytoplasm
+    min_fragment_area: float = 60.0  # nucleus specks smaller than this are noise
+    lobe_gap: float = 14.0  # nucleus lobes closer than this are bridged
+    min_nucleus_area: float = 3000.0  # less nucleus than this (~6 um across): platelets
+    max_nucleus_area: float = 60000.0  # more stained area than this is not one cell
+    rim_open: float = 7.0  # opening that cuts red-cell rims off the cytoplasm map
+    max_rim: float = 45.0  # the cytoplasm extends at most this far beyond the nucleus
+    outline_open: float = 12.0  # opening that smooths each cell's outline (cuts spurs)
+    min_cell_radius: float = 12.0  # smallest body (inscribed radius) split off a cluster
+    waist: float = 0.75  # split where a cluster narrows below this x the smaller body
+    min_score: float = 0.35  # cells below this confidence are dropped
+    max_candidates: int = 200  # keep at most this many cells per field (best scores)
+
+    def __post_init__(self) -> None:
+        positive = (
+            "work_scale",
+            "smooth",
+            "nucleus_od",
+            "lobe_gap",
+            "min_nucleus_area",
+            "max_nucleus_area",
+            "max_rim",
+            "min_cell_radius",
+        )
+        for name in positive:
+            value = getattr(self, name)
+            if not _is_number(value) or value <= 0:
+                raise ValueError(f"{name} must be a positive number, not {value!r}")
+        for name in ("cytoplasm_od", "min_fragment_area", "rim_open", "outline_open"):
+            value = getattr(self, name)
+            if not _is_number(value) or value < 0:
+                raise ValueError(f"{name} must be a number >= 0, not {value!r}")
+        if self.work_scale > 4:
+            raise ValueError(f"work_scale must be at most 4, not {self.work_scale}")
+        if self.pixel_scale is not None and (
+            not _is_number(self.pixel_scale) or self.pixel_scale <= 0
+        ):
+            raise ValueError(f"pixel_scale must be positive or None, not {self.pixel_scale!r}")
+        for name in ("red_weight", "waist", "min_score"):
+            value = getattr(self, name)
+            if not _is_number(value) or not 0.0 <= value <= 1.0:
+                raise ValueError(f"{name} must be within [0, 1], not {value!r}")
+        if self.cytoplasm_od >= self.nucleus_od:
+            raise ValueError("cytoplasm_od must be lower than nucleus_od")
+        if self.min_nucleus_area >= self.max_nucleus_area:
+            raise ValueError("min_nucleus_area must be lower than max_nucleus_area")
+        count = self.max_candidates
+        if isinstance(count, bool) or not isinstance(count, int) or count < 1:
+            raise ValueError(f"max_candidates must be an integer >= 1, not {count!r}")
+
+    def to_dict(self) -> dict[str, float | int | None]:
+        """Plain values for report provenance (JSON / Excel friendly)."""
+        return asdict(self)
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass(frozen=True)
+class DetectedCell:
+    """One white cell found in a field, in full-resolution image coordinates.
+
+    `box` is (x0, y0, x1, y1) with exclusive ends: the tight box of the mask. `mask` is
+    box-local, shape (y1 - y0, x1 - x0), True on the cell (nucleus and cytoplasm); use
+    `full_mask` for an image-sized one.
+    """
+
+    box: tuple[int, int, int, int]
+    mask: np.ndarray = field(repr=False)
+    area: int  # mask pixels
+    nucleus_area: int  # nucleus pixels (measured at the detection resolution, rescaled)
+    touches_border: bool  # the mask reaches the image edge: the cell may be cut off
+    score: float  # 0..1 confidence that this is a white cell
+
+    @property
+    def centre(self) -> tuple[float, float]:
+        """Centre (x, y) of the box."""
+        x0, y0, x1, y1 = self.box
+        return ((x0 + x1) / 2.0, (y0 + y1) / 2.0)
+
+    def full_mask(self, shape: tuple[int, ...]) -> np.ndarray:
+        """The mask pasted into an all-False image of `shape` (H, W[, ...])."""
+        out = np.zeros(shape[:2], bool)
+        x0, y0, x1, y1 = self.box
+        out[y0:y1, x0:x1] = self.mask
+        return out
+
+
+@dataclass(frozen=True)
+class FieldDetection:
+    """All cells found in one field, best score first, plus plain-language notes."""
+
+    cells: list[DetectedCell]
+    notes: list[str]
+    shape: tuple[int, int]  # (height, width) of the analysed image
+    settings: dict[str, float | int | None]
+
+
+# --------------------------------------------------------------------------------------------
+# Detection
+# --------------------------------------------------------------------------------------------
+
+
+def _disk(radius: float) -> np.ndarray:
+    """Elliptic structuring element of about this radius (at least 1 px across, odd)."""
+    d = max(1, int(round(2 * radius)) | 1)
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (d, d))
+
+
+def _check_rgb(rgb: np.ndarray) -> None:
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an HxWx3 RGB image, got shape {getattr(rgb, 'shape', None)}")
+    if rgb.dtype != np.uint8:
+        raise ValueError(f"expected uint8 pixels, got {rgb.dtype}")
+
+
+def _stain_map(small: np.ndarray, red_weight: float) -> np.ndarray:
+    """Mean OD of red and green minus OD of blue (basic-dye amount) over background, float32."""
+    blue = cv2.LUT(small[:, :, 2], _LOG_LUT)
+    green = cv2.LUT(small[:, :, 1], _LOG_LUT)
+    red = cv2.LUT(small[:, :, 0], _LOG_LUT)
+    other = cv2.addWeighted(green, 1.0 - red_weight, red, red_weight, 0.0)
+    excess = cv2.subtract(blue, other)
+    # Baseline: the median over the brighter half of the field (background and red cells),
+    # so the level holds even when white cells fill most of the picture.
+    sample = excess[::4, ::4]
+    light = cv2.add(blue[::4, ::4], other[::4, ::4])
+    bright = sample[light >= np.median(light)]
+    level = float(np.median(bright)) if bright.size else 0.0
+    return cv2.subtract(excess, level)
+
+
+def _field_notes(small: np.ndarray) -> list[str]:
+    """Warnings about image quality that explain an empty or doubtful result."""
+    grey = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    mean, std = (float(v[0, 0]) for v in cv2.meanStdDev(grey))
+    if std < 3.0:
+        return ["image looks blank (almost no contrast)"]
+    notes = []
+    if np.count_nonzero(grey >= 250) > 0.5 * grey.size:
+        notes.append("image looks overexposed")
+    elif mean < 40.0:
+        notes.append("image looks underexposed")
+    # Focus: on the strongest 10 % of edges, |Laplacian| / |gradient| is about 1 / edge
+    # width in px, whatever the contrast. BCCD fields at the work scale: 0.058-0.091; the
+    # same blurred by a 2 px Gaussian: 0.033-0.054.
+    g = grey.astype(np.float32)
+    grad = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
+    lap = np.abs(cv2.Laplacian(g, cv2.CV_32F, ksize=1))
+    strong = grad >= np.percentile(grad[::2, ::2], 90)
+    if float(lap[strong].mean()) < 0.045 * max(float(grad[strong].mean()), 1e-6):
+        notes.append("image looks out of focus")
+    return notes
+
+
+def detect_cells(rgb: np.ndarray, settings: DetectorSettings | None = None) -> FieldDetection:
+    """Find the white cells in an RGB smear field (HxWx3 uint8).
+
+    Returns every cell with a full-resolution mask and box (see `DetectedCell`), best score
+    first, and notes such as "no white cell found" that the GUI shows next to the field.
+    Blank, black or odd images give notes, not exceptions; only a wrong array raises.
+    """
+    s = settings if settings is not None else DetectorSettings()
+    _check_rgb(rgb)
+    height, width = rgb.shape[:2]
+    ref_h, ref_w = REFERENCE_SHAPE
+    px = s.pixel_scale or math.sqrt(height * width / (ref_h * ref_w))
+    factor = min(1.0, s.work_scale / px)  # detection resolution; never upsampled
+    wh, ww = max(1, round(height * factor)), max(1, round(width * factor))
+    if (wh, ww) == (height, width):
+        factor, small = 1.0, rgb
+    else:
+        small = cv2.resize(rgb, (ww, wh), interpolation=cv2.INTER_AREA)
+    unit = px * factor  # work px per reference px
+    notes = _field_notes(small)
+    cells: list[DetectedCell] = []
+    if min(wh, ww) >= 8:
+        stain = cv2.GaussianBlur(_stain_map(small, s.red_weight), (0, 0), s.smooth * unit)
+        work = _find(stain, unit, s, notes)
+        cells = [_to_full(c, factor, (height, width)) for c in work]
+        cells.sort(key=lambda c: -c.score)
+    if not cells:
+        notes.append(NOTE_NO_CELL)
+    return FieldDetection(cells, notes, (height, width), s.to_dict())
+
+
+@dataclass
+class _Work:
+    """A cell at the detection resolution."""
+
+    box: tuple[int, int, int, int]  # work px, exclusive ends
+    mask: np.ndarray  # uint8 0/1, box-local
+    nucleus_area: float  # work px
+    score: float
+
+
+def _find(stain: np.ndarray, unit: float, s: DetectorSettings, notes: list[str]) -> list[_Work]:
+    """Nuclei -> cell-body clusters -> split cells (all at the detection resolution)."""
+    a2 = unit * unit
+    nucleus = (stain > s.nucleus_od).astype(np.uint8)
+    n, frag, stats, _ = cv2.connectedComponentsWithStats(nucleus, connectivity=8)
+    keep = stats[:, cv2.CC_STAT_AREA] >= max(s.min_fragment_area * a2, 1.0)
+    keep[0] = False
+    if not keep.any():
+        return []
+    nucleus = keep[frag].astype(np.uint8)
+
+    # Bodies: cytoplasm map without red-cell rims, plus nuclei with their lobes bridged,
+    # no farther from a nucleus than max_rim.
+    cyto = (stain > s.cytoplasm_od).astype(np.uint8)
+    if s.rim_open > 0:
+        cyto = cv2.morphologyEx(cyto, cv2.MORPH_OPEN, _disk(s.rim_open * unit / 2.0))
+    bridged = cv2.morphologyEx(nucleus, cv2.MORPH_CLOSE, _disk(s.lobe_gap * unit / 2.0))
+    # Distance to the nearest nucleus (cost independent of max_rim, unlike a dilation).
+    gap = cv2.distanceTransform(1 - nucleus, cv2.DIST_L2, 3)
+    near = (gap <= s.max_rim * unit).astype(np.uint8)
+    body = cv2.bitwise_and(cv2.bitwise_or(cyto, bridged), near)
+    m, clusters, cstats, _ = cv2.connectedComponentsWithStats(body, connectivity=8)
+    nuc_area = np.bincount(clusters[nucleus > 0], minlength=m).astype(np.float64)
+    nuc_area[0] = 0.0
+    ids = np.flatnonzero(nuc_area >= s.min_nucleus_area * a2)
+    found = len(ids)
+    if found > s.max_candidates:  # a field full of stain debris: keep the largest
+        ids = ids[np.argsort(-nuc_area[ids], kind="stable")[: s.max_candidates]]
+    out: list[_Work] = []
+    for k in ids:
+        x, y, w, h = (int(v) for v in cstats[k, :4])
+        roi = (slice(y, y + h), slice(x, x + w))
+        mask = _fill_holes((clusters[roi] == k).astype(np.uint8))
+        nuc = nucleus[roi] & mask
+        edges = (y == 0, y + h == stain.shape[0], x == 0, x + w == stain.shape[1])
+        for part, part_nuc in _split(mask, nuc, edges, unit, s):
+            area = float(np.count_nonzero(part_nuc))
+            if not s.min_nucleus_area * a2 <= area <= s.max_nucleus_area * a2:
+                continue
+            od = float(stain[roi][part_nuc > 0].mean())
+            score = _score(area / a2, od, s)
+            if score < s.min_score:
+                continue
+            part = _smooth_outline(part, part_nuc, s.outline_open * unit / 2.0)
+            ys, xs = np.nonzero(part)
+            x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+            box = (x + int(x0), y + int(y0), x + int(x1), y + int(y1))
+            out.append(_Work(box, part[y0:y1, x0:x1], area, score))
+    found = max(found, len(out))
+    if found > s.max_candidates:
+        notes.append(f"capped at {s.max_candidates} candidates (the field had {found})")
+        out.sort(key=lambda c: -c.score)
+        del out[s.max_candidates :]
+    return out
+
+
+def _split(
+    mask: np.ndarray,
+    nuc: np.ndarray,
+    edges: tuple[bool, bool, bool, bool],
+    unit: float,
+    s: DetectorSettings,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Cut a body cluster into cells at its necks; returns (cell mask, its nucleus) pairs.
+
+    Parts without nucleus (leaks into red cells) are dropped; parts with too little
+    nucleus to be a cell are merged into their neighbours. `edges` (top, bottom, left,
+    right) says where the cluster reaches the image edge: there the cell goes on beyond
+    the picture, so the edge is not treated as the cell's outline.
+    """
+    top, bottom, left, right = (0 if edge else 1 for edge in edges)
+    padded = cv2.copyMakeBorder(mask, top, bottom, left, right, cv2.BORDER_CONSTANT, value=0)
+    # OpenCV treats pixels beyond the array as far from any zero: unpadded sides are open.
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[
+        top : top + mask.shape[0], left : left + mask.shape[1]
+    ]
+    r_min = s.min_cell_radius * unit
+    peaks = _peaks(dist, r_min, s.waist)
+    if len(peaks) <= 1:
+        return [(mask, nuc)]
+    a2 = unit * unit
+    frag_min = max(s.min_fragment_area * a2, 1.0)
+    h, w = mask.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    while True:
+        # Power diagram of the bodies (each a set of peaks with their inscribed radius):
+        # between two overlapping discs its boundary is the chord through their neck.
+        power = np.empty((len(peaks), h, w), np.float32)
+        for i, points in enumerate(peaks):
+            best = None
+            for py, px in points:
+                r = float(dist[py, px])
+                d2 = (yy - py) ** 2 + (xx - px) ** 2 - r * r
+                best = d2 if best is None else np.minimum(best, d2)
+            power[i] = best
+        owner = np.argmin(power, axis=0)
+        counts = np.bincount(owner[nuc > 0], minlength=len(peaks))
+        small = [i for i, c in enumerate(counts) if frag_min <= c < s.min_nucleus_area * a2]
+        if not small or len(peaks) == 1:
+            break
+        weakest = min(small, key=lambda i: counts[i])
+        del peaks[weakest]  # merge that part into its neighbours and cut again
+    out = []
+    for i in range(len(peaks)):
+        if counts[i] < frag_min:
+            continue  # no nucleus: a leak into a red cell, not a cell
+        part = ((owner == i) & (mask > 0)).astype(np.uint8)
+        n, lab, st, _ = cv2.connectedComponentsWithStats(part, connectivity=8)
+        if n > 2:  # keep the main piece; slivers cut off by the chord are dropped
+            part = (lab == 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))).astype(np.uint8)
+        out.append((part, nuc & part))
+    return out
+
+
+def _peaks(dist: np.ndarray, r_min: float, waist: float) -> list[list[tuple[int, int]]]:
+    """Bodies of a cluster: groups of distance-transform maxima not separated by a neck."""
+    local = cv2.dilate(dist, _disk(max(1.5, r_min / 2.0)))
+    cand = ((dist >= local) & (dist >= r_min)).astype(np.uint8)
+    n, lab, _, _ = cv2.connectedComponentsWithStats(cand, connectivity=8)
+    if n <= 2:
+        return [[tuple(p)] for p in np.argwhere(cand)[:1]]
+    pts = []
+    for i in range(1, n):
+        ys, xs = np.nonzero(lab == i)
+        j = int(np.argmax(dist[ys, xs]))
+        pts.append((int(ys[j]), int(xs[j])))
+    pts.sort(key=lambda p: -dist[p])
+    pts = pts[:32]  # plenty for any real cluster; bounds the pairwise checks
+    parent = list(range(len(pts)))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    # Merge bodies from the widest connection down (a merge tree): two groups join when the
+    # path between them never narrows below `waist` x the smaller group's widest point, so
+    # a small maximum sitting in a neck joins one side without bridging both.
+    top = [float(dist[p]) for p in pts]
+    links = []
+    for i in range(len(pts)):
+        for j in range(i + 1, len(pts)):
+            (y0, x0), (y1, x1) = pts[i], pts[j]
+            steps = max(2, int(math.hypot(y1 - y0, x1 - x0)))
+            ys = np.rint(np.linspace(y0, y1, steps)).astype(int)
+            xs = np.rint(np.linspace(x0, x1, steps)).astype(int)
+            links.append((float(dist[ys, xs].min()), i, j))
+    links.sort(reverse=True)
+    for saddle, i, j in links:
+        ri, rj = root(i), root(j)
+        if ri != rj and saddle >= waist * min(top[ri], top[rj]):
+            parent[rj] = ri
+            top[ri] = max(top[ri], top[rj])
+    groups: dict[int, list[tuple[int, int]]] = {}
+    for i, p in enumerate(pts):
+        groups.setdefault(root(i), []).append(p)
+    return list(groups.values())
+
+
+def _score(nucleus_area_ref: float, mean_od: float, s: DetectorSettings) -> float:
+    """Confidence from nucleus size (vs the minimum) and stain strength (vs the threshold)."""
+    size = 1.0 - math.exp(-2.0 * max(nucleus_area_ref / s.min_nucleus_area - 0.5, 0.0))
+    stain = 1.0 - math.exp(-4.0 * max(mean_od / s.nucleus_od - 1.0, 0.0))
+    return float(np.clip(size * (0.4 + 0.6 * stain), 0.0, 1.0))
+
+
+def _smooth_outline(part: np.ndarray, nuc: np.ndarray, radius: float) -> np.ndarray:
+    """Open away spurs along red-cell rims; keep the piece holding most nucleus, filled."""
+    if radius >= 0.5:
+        opened = cv2.morphologyEx(part, cv2.MORPH_OPEN, _disk(radius))
+        n, lab = cv2.connectedComponents(opened, connectivity=8)
+        if n > 2:
+            votes = np.bincount(lab[nuc > 0], minlength=n)
+            votes[0] = 0
+            opened = (lab == int(np.argmax(votes))).astype(np.uint8)
+        if n > 1:
+            part = opened | nuc
+    # Close notches where pale cytoplasm fell below the threshold (cells are near-convex).
+    area = float(np.count_nonzero(part))
+    close_r = 0.25 * math.sqrt(area / math.pi)
+    if close_r >= 1.0:
+        pad = int(close_r) + 2
+        big = cv2.copyMakeBorder(part, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+        big = cv2.morphologyEx(big, cv2.MORPH_CLOSE, _disk(close_r))
+        part = big[pad:-pad, pad:-pad]
+    return _fill_holes(part)
+
+
+def _fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill enclosed holes of a 0/1 mask (pale granules, vacuoles, the nucleus-cytoplasm gap)."""
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = np.zeros_like(mask)
+    cv2.drawContours(out, contours, -1, 1, thickness=cv2.FILLED)
+    return out
+
+
+def _to_full(c: _Work, factor: float, shape: tuple[int, int]) -> DetectedCell:
+    """Bring a work-resolution cell to full resolution (bilinear mask, tight box)."""
+    height, width = shape
+    x0, y0, x1, y1 = c.box
+    if factor == 1.0:
+        mask = c.mask.astype(bool)
+        fx0, fy0 = x0, y0
+    else:
+        local = cv2.copyMakeBorder(
+            c.mask.astype(np.float32), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0.0
+        )
+        lx0, ly0 = x0 - 1, y0 - 1  # work coordinates of local[0, 0]
+        inv = 1.0 / factor
+        fx0, fy0 = max(0, int(math.floor(lx0 * inv))), max(0, int(math.floor(ly0 * inv)))
+        fx1 = min(width, int(math.ceil((x1 + 1) * inv)))
+        fy1 = min(height, int(math.ceil((y1 + 1) * inv)))
+        # Full-res pixel centre X maps to work coordinate (X + 0.5) * factor - 0.5.
+        mat = np.array(
+            [
+                [factor, 0.0, (fx0 + 0.5) * factor - 0.5 - lx0],
+                [0.0, factor, (fy0 + 0.5) * factor - 0.5 - ly0],
+            ],
+            np.float32,
+        )
+        big = cv2.warpAffine(
+            local,
+            mat,
+            (fx1 - fx0, fy1 - fy0),
+            flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=0.0,
+        )
+        mask = big >= 0.5
+        if not mask.any():  # a one-pixel sliver can vanish; keep its nearest pixel
+            mask = cv2.resize(c.mask, (fx1 - fx0, fy1 - fy0), interpolation=cv2.INTER_NEAREST)
+            mask = mask.astype(bool)
+    ys, xs = np.nonzero(mask)
+    bx0, by0, bx1, by1 = int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1
+    mask = np.ascontiguousarray(mask[by0:by1, bx0:bx1])
+    box = (fx0 + bx0, fy0 + by0, fx0 + bx1, fy0 + by1)
+    border = bool(
+        (box[0] == 0 and mask[:, 0].any())
+        or (box[1] == 0 and mask[0, :].any())
+        or (box[2] == width and mask[:, -1].any())
+        or (box[3] == height and mask[-1, :].any())
+    )
+    nucleus_area = int(round(c.nucleus_area / (factor * factor)))
+    return DetectedCell(box, mask, int(mask.sum()), nucleus_area, border, round(c.score, 4))
+
+
+# --------------------------------------------------------------------------------------------
+# Cropping and format check
+# --------------------------------------------------------------------------------------------
+
+
+def crop_cell(
+    rgb: np.ndarray, cell: DetectedCell, size: int = 450, fill: float = CROP_FILL
+) -> np.ndarray:
+    """The cell alone on pure black, centred in a size x size frame, as C-NMC ships cells.
+
+    Scale rule: the mask's smallest enclosing circle is centred and scaled to span `fill` of
+    the frame (0.55 by default, the C-NMC average), so every crop shows its cell at the same
+    apparent size whatever the camera resolution; absolute size is kept in `cell.area`.
+    Pixels inside the mask are at least 1, so only the background is exactly black.
+    """
+    _check_rgb(rgb)
+    if not isinstance(size, int) or isinstance(size, bool) or size < 8:
+        raise ValueError(f"size must be an integer >= 8, not {size!r}")
+    if not _is_number(fill) or not 0.0 < fill <= 1.0:
+        raise ValueError(f"fill must be within (0, 1], not {fill!r}")
+    x0, y0, x1, y1 = cell.box
+    if not (0 <= x0 < x1 <= rgb.shape[1] and 0 <= y0 < y1 <= rgb.shape[0]):
+        raise ValueError(f"the cell's box {cell.box} lies outside the {rgb.shape[:2]} image")
+    mask = cell.mask.astype(np.uint8)
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    (cx, cy), radius = cv2.minEnclosingCircle(np.concatenate(contours))
+    scale = fill * size / max(2.0 * radius, 1.0)
+    w, h = x1 - x0, y1 - y0
+    nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+    shrink = scale < 1.0
+    patch = cv2.resize(
+        rgb[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR
+    )
+    pmask = cv2.resize(mask * 255, (nw, nh), interpolation=cv2.INTER_LINEAR) >= 128
+    # Paste so that the circle centre lands on the frame centre; clip what falls outside.
+    ox = int(round(size / 2.0 - (cx + 0.5) * scale))
+    oy = int(round(size / 2.0 - (cy + 0.5) * scale))
+    out = np.zeros((size, size, 3), np.uint8)
+    sx0, sy0 = max(0, -ox), max(0, -oy)
+    dx0, dy0 = max(0, ox), max(0, oy)
+    cw, ch = min(nw - sx0, size - dx0), min(nh - sy0, size - dy0)
+    if cw > 0 and ch > 0:
+        src = patch[sy0 : sy0 + ch, sx0 : sx0 + cw]
+        keep = pmask[sy0 : sy0 + ch, sx0 : sx0 + cw]
+        lifted = cv2.max(src, (1, 1, 1, 0))
+        out[dy0 : dy0 + ch, dx0 : dx0 + cw] = cv2.bitwise_and(
+            lifted, lifted, mask=keep.astype(np.uint8)
+        )
+    return out
+
+
+def looks_like_single_cell(rgb: np.ndarray) -> bool:
+    """True for a C-NMC-style crop (one central object on black), False for a smear field.
+
+    Lets the app route an image: crops go straight to the classifier, fields go through
+    `detect_cells` first. Criteria, on a <= 128 px copy: at least 25 % near-black pixels
+    (C-NMC: 76-86 %), a frame edge that is mostly black, and one object (>= 80 % of the
+    non-black pixels) whose centre lies in the middle half of the frame.
+    """
+    _check_rgb(rgb)
+    h, w = rgb.shape[:2]
+    step = max(h, w) / 128.0
+    if step > 1.0:
+        small = cv2.resize(
+            rgb, (max(1, round(w / step)), max(1, round(h / step))), interpolation=cv2.INTER_AREA
+        )
+    else:
+        small = rgb
+    sh, sw = small.shape[:2]
+    if min(sh, sw) < 4:
+        return False
+    lit = (small.max(axis=2) > 24).astype(np.uint8)  # JPEG noise on black stays below ~20
+    n_lit = int(lit.sum())
+    if n_lit > 0.75 * lit.size or n_lit < 0.01 * lit.size:
+        return False
+    edge = np.concatenate([lit[0], lit[-1], lit[:, 0], lit[:, -1]])
+    if edge.mean() > 0.2:
+        return False
+    n, _, stats, centroids = cv2.connectedComponentsWithStats(lit, connectivity=8)
+    biggest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    if stats[biggest, cv2.CC_STAT_AREA] < 0.8 * n_lit:
+        return False
+    cx, cy = centroids[biggest]
+    return bool(abs(cx - sw / 2.0) <= 0.25 * sw and abs(cy - sh / 2.0) <= 0.25 * sh)
+
+
+# --------------------------------------------------------------------------------------------
+# Synthetic smear fields (tests and demos without real data)
+# --------------------------------------------------------------------------------------------
+
+# Optical density of red cells (eosin-stained haemoglobin: absorbs green, some blue) and
+# platelets (purple granulomere), per RGB channel.
+_OD_RBC = np.array([0.09, 0.32, 0.22], np.float32)
+_OD_PLATELET = np.array([0.45, 0.75, 0.25], np.float32)
+
+
+def make_synthetic_field(
+    seed: int,
+    size: tuple[int, int] = REFERENCE_SHAPE,
+    n_wbc: int = 2,
+    n_rbc: int = 60,
+    n_platelets: int = 8,
+) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+    """A stained smear field with known white cells: (RGB image, true WBC boxes).
+
+    White cells are `leukgui.core.synthetic` cells (lymphocyte- / blast-like) at BCCD scale
+    (~70-180 px across at 640 x 480), never overlapping each other; red cells are pale pink
+    discs with a central pallor that may overlap; platelets are small purple dots. Mild blur
+    and noise follow. Boxes are (x0, y0, x1, y1), exclusive ends, clipped to the image.
+    Lets every test run without the real data set.
+    """
+    height, width = size
+    if height < 64 or width < 64:
+        raise ValueError(f"size must be at least 64 x 64, not {size}")
+    for name, value in (("n_wbc", n_wbc), ("n_rbc", n_rbc), ("n_platelets", n_platelets)):
+        if not isinstance(value, int) or value < 0:
+            raise ValueError(f"{name} must be an integer >= 0, not {value!r}")
+    rng = np.random.default_rng(seed)
+    scale = math.sqrt(height * width / (REFERENCE_SHAPE[0] * REFERENCE_SHAPE[1]))
+    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+
+    # Background: near-white light with a slow illumination gradient (optical density 0).
+    od = np.zeros((height, width, 3), np.float32)
+    rbc_r = 37.0 * scale
+    for _ in range(n_rbc):
+        cx, cy = rng.uniform(-rbc_r, width + rbc_r), rng.uniform(-rbc_r, height + rbc_r)
+        r = rbc_r * rng.uniform(0.85, 1.15)
+        x0, x1 = max(0, int(cx - r - 2)), min(width, int(cx + r + 3))
+        y0, y1 = max(0, int(cy - r - 2)), min(height, int(cy + r + 3))
+        if x0 >= x1 or y0 >= y1:
+            continue
+        d = np.sqrt((xx[y0:y1, x0:x1] - cx) ** 2 + (yy[y0:y1, x0:x1] - cy) ** 2) / r
+        disc = np.clip((1.0 - d) * r / 1.5, 0.0, 1.0)  # ~1.5 px soft edge
+        pallor = 1.0 - rng.uniform(0.35, 0.6) * np.exp(-((d / 0.45) ** 2))
+        amount = disc * pallor * rng.uniform(0.8, 1.2)
+        od[y0:y1, x0:x1] += amount[..., None] * _OD_RBC
+    for _ in range(n_platelets):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        r = rng.uniform(3.0, 6.0) * scale
+        blob = np.exp(-((((xx - cx) ** 2 + (yy - cy) ** 2) / (r * r)) ** 2))
+        od += blob[..., None] * _OD_PLATELET * rng.uniform(0.6, 1.0)
+    light = np.array([rng.uniform(222, 240), rng.uniform(220, 236), rng.uniform(215, 232)])
+    tilt = (
+        1.0
+        + rng.uniform(-0.04, 0.04) * (xx / width - 0.5)
+        + rng.uniform(-0.04, 0.04) * (yy / height - 0.5)
+    )
+    field = np.exp(-od) * light.astype(np.float32) * tilt[..., None]
+
+    boxes: list[tuple[int, int, int, int]] = []
+    placed: list[tuple[float, float, float]] = []
+    for _ in range(n_wbc):
+        frame = int(round(rng.uniform(200, 260) * scale)) // 2 * 2
+        cell = make_cell(ALL if rng.random() < 0.5 else HEM, rng, max(frame, 32))
+        ys, xs = np.nonzero(cell.mask)
+        cy0, cy1, cx0, cx1 = ys.min(), ys.max() + 1, xs.min(), xs.max() + 1
+        ch, cw = cy1 - cy0, cx1 - cx0
+        radius = max(ch, cw) / 2.0
+        for _attempt in range(200):  # rejection sampling: white cells never overlap
+            px = float(rng.uniform(0, max(1, width - cw)))
+            py = float(rng.uniform(0, max(1, height - ch)))
+            ccx, ccy = px + cw / 2.0, py + ch / 2.0
+            if all(math.hypot(ccx - a, ccy - b) > radius + r + 4 for a, b, r in placed):
+                break
+        else:
+            continue  # no room left for another white cell
+        placed.append((ccx, ccy, radius))
+        X0, Y0 = int(px), int(py)
+        X1, Y1 = min(width, X0 + cw), min(height, Y0 + ch)
+        m = cell.mask[cy0 : cy0 + (Y1 - Y0), cx0 : cx0 + (X1 - X0)]
+        pix = cell.image[cy0 : cy0 + (Y1 - Y0), cx0 : cx0 + (X1 - X0)].astype(np.float32)
+        region = field[Y0:Y1, X0:X1]
+        # The cell lies on top: its transmittance times the local light (red cells hidden).
+        lamp = light.astype(np.float32) * tilt[Y0:Y1, X0:X1, None]
+        region[m] = (pix / 255.0 * lamp)[m]
+        my, mx = np.nonzero(m)
+        boxes.append(
+            (X0 + int(mx.min()), Y0 + int(my.min()), X0 + int(mx.max()) + 1, Y0 + int(my.max()) + 1)
+        )
+
+    field = cv2.GaussianBlur(field, (0, 0), 0.8 * scale)
+    field += rng.standard_normal(field.shape, dtype=np.float32) * 2.0
+    return np.clip(field, 0, 255).astype(np.uint8), boxes
