@@ -99,7 +99,8 @@ def _decode_one(
         return [_Cell(to_model_input(rgb, size))], width, height
     found = fields.detect_cells(rgb, detector)
     if not found.cells:
-        notes = f" ({'; '.join(found.notes)})" if found.notes else ""
+        hints = [n for n in found.notes if fields.NOTE_NO_CELL not in n]
+        notes = f" ({'; '.join(hints)})" if hints else ""
         raise ImageError(f"no white cell found in this field{notes}")
     note = "; ".join(n for n in found.notes if "no white cell" not in n)
     ordered = sorted(found.cells, key=lambda c: (c.box[1] + c.box[3], c.box[0] + c.box[2]))

@@ -741,7 +741,7 @@ def _fields_sheet(ws: Worksheet, run: RunResult, names: _DisplayNames) -> None:
         _text(ws, row, 7, boxes)
         _text(ws, row, 8, f["note"])
     ws.freeze_panes = "B2"
-    _widths(ws, [34, 16, 11, 7, 7, 11, 70, 40])
+    _widths(ws, [34, 16, 11, 7, 7, 13, 70, 50])
     _print_setup(ws, "1:1")
 
 
