@@ -47,7 +47,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     window = MainWindow()
     apply_theme(window.prefs.theme)
     window.show()
-    folders = [a for a in argv if not a.startswith("-") and Path(a).exists()]
+    bundles = [a for a in argv if a.lower().endswith(".leukmodel") and Path(a).is_file()]
+    folders = [a for a in argv if not a.startswith("-") and Path(a).exists() and a not in bundles]
+    for bundle in bundles:  # double-clicked model file (the installer's file association)
+        window.import_model(Path(bundle))
     if folders:
         window.open_paths(folders)
     return int(app.exec())
@@ -80,6 +83,15 @@ def self_test(out: object = None) -> int:
             Path(tmp) / "user"
         )
         window = MainWindow(restore_check=False)
+        problems: list[str] = []
+
+        def report_problem(kind: str, title: str, text: str, details: str = "") -> None:
+            problems.append(f"{title}: {text}")
+            say(f"{kind.upper()}: {title}: {text}")
+            if details:
+                say(details.strip().splitlines()[-1])
+
+        window._show_message = report_problem  # no dialogs in a self-test: print and fail
         window.prefs.reviewer = "self-test"
         window.prefs.open_report_after_export = False
         window.show()
@@ -94,14 +106,25 @@ def self_test(out: object = None) -> int:
             loop = QEventLoop()
             signal.connect(lambda value: (box.append(value), loop.quit()))
             QTimer.singleShot(int(seconds * 1000), loop.quit)
+            poll = QTimer()
+            poll.timeout.connect(lambda: problems and loop.quit())  # a failure ends the wait
+            poll.start(200)
             loop.exec()
+            poll.stop()
             return box
 
         window.open_paths([str(samples_dir())])
         result = wait(window.analysis_finished, 300)
         if not result:
-            say("FAILED: the analysis did not finish within 5 minutes")
+            say("FAILED: " + (problems[0] if problems else "no result within 5 minutes"))
             return 1
+        shot = os.environ.get("LEUKGUI_SELFTEST_SCREENSHOT")
+        if shot:  # how the build scripts look at the frozen window
+            window.resize(1400, 860)
+            window.move_selection(0)
+            app.processEvents()
+            window.grab().save(shot)
+            say(f"screenshot {shot}")
         run = result[0]
         say(f"analysed {len(run.cells)} cells, {len(run.errors)} errors")
         if len(run.cells) != len(expected):

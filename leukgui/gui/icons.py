@@ -35,3 +35,21 @@ def app_icon() -> QIcon:
     for size in (16, 24, 32, 48, 64, 128, 256):
         icon.addPixmap(icon_pixmap(size))
     return icon
+
+
+def write_icon(path: str) -> None:
+    """Write the icon as .ico (Windows executable and installer) or .png, for packaging."""
+    from PySide6.QtGui import QGuiApplication
+
+    app = QGuiApplication.instance() or QGuiApplication([])
+    if not icon_pixmap(256).save(path):
+        raise OSError(f"could not write {path}")
+    del app
+
+
+if __name__ == "__main__":
+    import os
+    import sys
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    write_icon(sys.argv[1])
