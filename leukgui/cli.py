@@ -99,14 +99,18 @@ def _default_report_name() -> Path:
     return Path(f"leukgui-report-{datetime.now():%Y%m%d-%H%M%S}.xlsx")
 
 
-def _install_interrupt(cancel: CancelToken, err: TextIO) -> Any:
-    """First Ctrl-C cancels between batches (keeping finished cells); a second one aborts."""
+def _install_interrupt(
+    cancel: CancelToken,
+    err: TextIO,
+    message: str = "Cancelling after the current batch (Ctrl-C again to abort)...",
+) -> Any:
+    """First Ctrl-C cancels between batches (keeping finished work); a second one aborts."""
 
     def handler(signum: int, frame: Any) -> None:
         if cancel.cancelled:
             raise KeyboardInterrupt
         cancel.cancel()
-        err.write("\nCancelling after the current batch (Ctrl-C again to abort)...\n")
+        err.write(f"\n{message}\n")
         err.flush()
 
     try:

@@ -9,15 +9,18 @@ import time
 from pathlib import Path
 from typing import Any, TextIO
 
+from leukgui.cli import (
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_OK,
+    EXIT_REPORT,
+    EXIT_SOME_ERRORS,
+    EXIT_USAGE,
+    _install_interrupt,
+)
 from leukgui.core.results import DEMO_NOTICE, CancelToken
 
-EXIT_OK = 0
-EXIT_SOME_ERRORS = 1
-EXIT_USAGE = 2
-EXIT_NO_DATA = 3
-EXIT_MODEL = 4
-EXIT_REPORT = 5
-EXIT_INTERRUPTED = 130
+EXIT_NO_DATA = 3  # the same code as "no images" in `leukgui analyze`
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -100,23 +103,6 @@ class TrainingPrinter:
         self.stream.flush()
 
 
-def _install_interrupt(cancel: CancelToken, err: TextIO) -> Any:
-    def handler(signum: int, frame: Any) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
-        err.write(
-            "\nCancelling after the current batch; the best epoch so far will be saved "
-            "(Ctrl-C again to abort without saving)...\n"
-        )
-        err.flush()
-
-    try:
-        return signal.signal(signal.SIGINT, handler)
-    except ValueError:
-        return None
-
-
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.atomic import ReportWriteError
     from leukgui.core.backbones import WeightsMissingError, get_spec
@@ -174,7 +160,12 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_NO_DATA
     out_dir = Path(args.out) if args.out else user_models_dir()
     cancel = CancelToken()
-    previous = _install_interrupt(cancel, err)
+    previous = _install_interrupt(
+        cancel,
+        err,
+        "Cancelling after the current batch; the best epoch so far will be saved "
+        "(Ctrl-C again to abort without saving)...",
+    )
     started = time.perf_counter()
     say = (lambda msg: None) if args.quiet else (lambda msg: err.write(msg + "\n"))
     try:

@@ -1073,7 +1073,8 @@ class MainWindow(QMainWindow):
         cell = self.current_cell()
         return cell.sample if cell is not None else None
 
-    def sign_off_current_sample(self) -> None:
+    def _sample_action(self, action: str) -> None:
+        """Sign off or reopen the selected sample under the reviewer's name."""
         from leukgui.core.review import ReviewError
 
         sample = self.current_sample()
@@ -1082,28 +1083,21 @@ class MainWindow(QMainWindow):
         reviewer = self.reviewer()
         if reviewer is None:
             return
+        change = self.review.sign_off if action == "sign-off" else self.review.reopen
         try:
-            self.review.sign_off(sample, reviewer)
+            change(sample, reviewer)
         except ReviewError as exc:
-            self._show_message("warning", "Sign-off", str(exc))
+            self._show_message(
+                "warning", "Sign-off" if action == "sign-off" else "Reopen", str(exc)
+            )
             return
         self.refresh_summary()
+
+    def sign_off_current_sample(self) -> None:
+        self._sample_action("sign-off")
 
     def reopen_current_sample(self) -> None:
-        from leukgui.core.review import ReviewError
-
-        sample = self.current_sample()
-        if sample is None or self.review is None:
-            return
-        reviewer = self.reviewer()
-        if reviewer is None:
-            return
-        try:
-            self.review.reopen(sample, reviewer)
-        except ReviewError as exc:
-            self._show_message("warning", "Reopen", str(exc))
-            return
-        self.refresh_summary()
+        self._sample_action("reopen")
 
     def refresh_summary(self) -> None:
         """Per-sample counts on final labels, with the ALL % interval (live)."""
@@ -1253,29 +1247,21 @@ class MainWindow(QMainWindow):
             self.export_csv(path)
 
     def export_excel(self, path: Path) -> Worker | None:
-        if self.run is None:
-            return None
-        run, review = self.run, self.review
-
-        def write(worker: Worker) -> Path:
-            from leukgui.core.report import write_excel
-
-            write_excel(run, path, review=review)
-            return path
-
-        return self._start_worker(
-            write, self._exported, "Export failed", on_fail=self._export_failed
-        )
+        return self._export(path, "write_excel")
 
     def export_csv(self, path: Path) -> Worker | None:
+        return self._export(path, "write_csv")
+
+    def _export(self, path: Path, writer: str) -> Worker | None:
+        """Write a report in a worker (big exports take seconds); the old file stays on failure."""
         if self.run is None:
             return None
         run, review = self.run, self.review
 
         def write(worker: Worker) -> Path:
-            from leukgui.core.report import write_csv
+            from leukgui.core import report
 
-            write_csv(run, path, review=review)
+            getattr(report, writer)(run, path, review=review)
             return path
 
         return self._start_worker(
