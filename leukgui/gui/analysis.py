@@ -14,7 +14,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from leukgui.core.results import FileError, Outcome, Progress, RunResult
+from leukgui.core.results import Outcome, Progress, RunResult
 from leukgui.gui.workers import ChunkedEmitter, Worker
 
 __all__ = ["AnalysisRequest", "Outcomes", "RunStarted", "run_analysis"]
@@ -114,7 +114,3 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
     info.cancelled = worker.cancelled and done < info.total_inputs
     info.finished = datetime.now().astimezone()
     return run
-
-
-def count_errors(outcomes: list[Outcome]) -> int:
-    return sum(isinstance(o, FileError) for o in outcomes)
