@@ -6,6 +6,8 @@ import os
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 
+import shutil
+import tempfile
 import time
 from pathlib import Path
 
@@ -506,6 +508,35 @@ def test_inspector_shows_a_cell(qtbot, cells) -> None:
 
     inspector.show_cell(None, final_label="", reviewed=False, model_text="")
     assert inspector.cell() is None
+
+
+def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells) -> None:
+    """Wrapped lines (a long path, the model with its hash) stay inside the panel."""
+    from PySide6.QtWidgets import QSplitter, QTextEdit
+
+    splitter = QSplitter()
+    qtbot.addWidget(splitter)
+    splitter.addWidget(QTextEdit())
+    inspector = CellInspector()
+    splitter.addWidget(inspector)
+    splitter.resize(1000, 600)
+    splitter.setSizes([560, 330])  # narrower than the inspector's minimum width
+    splitter.show()
+    model = "efficientnetb0-demo v1 (SHA-256 8602817fee09…)"
+    # A path short enough for one line: then only the model line wraps, the case that was cut.
+    short = Path(tempfile.mkdtemp(prefix="c")) / "c.png"
+    shutil.copy(cells[0].path, short)
+    cell = CellResult(**{**cells[0].__dict__, "path": short})
+    inspector.show_cell(cell, final_label=HEM, reviewed=False, model_text=model)
+    qtbot.waitExposed(splitter)
+    qtbot.wait(50)
+    label = next(lab for k, lab in inspector._detail_rows if k == "Model")
+    one_line = label.fontMetrics().lineSpacing()
+    assert label.heightForWidth(label.width()) > 1.5 * one_line  # it does wrap here
+    assert label.height() >= label.heightForWidth(label.width())
+    bottom = label.mapTo(inspector, label.rect().bottomLeft()).y()
+    assert bottom <= inspector.height(), "the model line is cut off"
+    shutil.rmtree(short.parent)
 
 
 def test_inspector_reports_unreadable_images_and_missing_heatmaps(qtbot, cells, tmp_path) -> None:

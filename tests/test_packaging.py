@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -56,6 +57,19 @@ def _fake_onedir(folder: Path) -> Path:
     return folder
 
 
+def _makensis(source: Path, out: Path, version: str, *defines: str) -> Path:
+    """Compile the installer script for `source`; fails the test with makensis's output."""
+    result = subprocess.run(
+        ["makensis", "-V2", *defines, f"-DVERSION={version}", f"-DSOURCE={source}"]
+        + [f"-DOUTFILE={out}", str(NSI)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
 @pytest.mark.skipif(
     shutil.which("makensis") is None,
     reason="makensis (NSIS) is not installed here; .ci/run installs it where apt-get works",
@@ -65,21 +79,7 @@ def test_installer_script_compiles_with_makensis(tmp_path: Path) -> None:
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     source = _fake_onedir(tmp_path / "LeukGUI")
-    out = tmp_path / "setup.exe"
-    result = subprocess.run(
-        [
-            "makensis",
-            "-V2",
-            f"-DVERSION={leukgui.__version__}",
-            f"-DSOURCE={source}",
-            f"-DOUTFILE={out}",
-            str(NSI),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    out = _makensis(source, tmp_path / "setup.exe", leukgui.__version__)
     assert out.is_file() and out.read_bytes()[:2] == b"MZ"
     text = NSI.read_text()
     assert "RequestExecutionLevel user" in text
@@ -107,3 +107,154 @@ def test_release_workflow_runs_the_whole_round_trip() -> None:
     assert any(u.startswith("actions/upload-artifact") for u in uses)
     signing = [s for s in steps if "sign" in s.get("name", "").lower()]
     assert signing and all(s.get("if") == "env.SIGNING_CERT != ''" for s in signing)
+
+
+def _find_actionlint() -> str | None:
+    """The test extra's actionlint sits beside this Python even when its venv is not active."""
+    beside = Path(sys.executable).with_name("actionlint")
+    return str(beside) if beside.is_file() else shutil.which("actionlint")
+
+
+ACTIONLINT = _find_actionlint()
+
+
+def _actionlint(*args: str) -> subprocess.CompletedProcess[str]:
+    assert ACTIONLINT is not None
+    return subprocess.run(
+        [ACTIONLINT, "-no-color", *args], capture_output=True, text=True, timeout=120, cwd=REPO
+    )
+
+
+@pytest.mark.skipif(
+    ACTIONLINT is None,
+    reason="actionlint is not installed (the test extra installs it on Linux and Windows x64)",
+)
+def test_release_workflow_passes_actionlint(tmp_path: Path) -> None:
+    result = _actionlint(str(WORKFLOW))
+    assert result.returncode == 0, result.stdout + result.stderr
+    # The same check fails on a workflow with a mistyped runner and a wrong expression,
+    # so a passing run above means something.
+    broken = tmp_path / "broken.yml"
+    broken.write_text(
+        WORKFLOW.read_text()
+        .replace("runs-on: windows-latest", "runs-on: windows-latst", 1)
+        .replace("env.SIGNING_CERT", "secret.SIGNING_CERT", 1)
+    )
+    result = _actionlint(str(broken))
+    assert result.returncode == 1
+    assert "windows-latst" in result.stdout and "secret" in result.stdout
+
+
+WINE = shutil.which("wine")
+AMD64_STUB = Path("/usr/share/nsis/Stubs/lzma_solid-amd64-unicode")
+
+
+def _wine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [WINE or "wine", *args], env=env, capture_output=True, text=True, timeout=180
+    )
+    # Wait for every process of this prefix: the uninstaller finishes from a temporary copy,
+    # and the registry reaches user.reg only when the wine server exits.
+    subprocess.run(["wineserver", "-w"], env=env, timeout=180, check=False)
+    return result
+
+
+def _registry(env: dict[str, str], key: str) -> dict[str, str]:
+    """The values of one HKCU key, or {} when it does not exist."""
+    result = subprocess.run(
+        [WINE or "wine", "reg", "query", key], env=env, capture_output=True, text=True, timeout=60
+    )
+    values = {}
+    for line in result.stdout.splitlines():
+        parts = line.strip().split(None, 2)
+        if len(parts) == 3 and parts[1].startswith("REG_"):
+            values[parts[0]] = parts[2]
+        elif len(parts) == 2 and parts[1].startswith("REG_"):
+            values[parts[0]] = ""
+    return values if result.returncode == 0 else {}
+
+
+def _setup_exe(tmp_path: Path, version: str, extra: str | None = None) -> Path:
+    source = _fake_onedir(tmp_path / f"onedir-{version}" / "LeukGUI")
+    if extra:
+        (source / "_internal" / extra).write_text("only in this version")
+    out = tmp_path / f"LeukGUI-{version}-setup.exe"
+    # Debian's wine runs 64-bit programs without the i386 libraries a 32-bit stub needs.
+    return _makensis(source, out, version, "-DTARGET=amd64-unicode")
+
+
+@pytest.mark.skipif(
+    WINE is None or shutil.which("makensis") is None or not AMD64_STUB.is_file(),
+    reason="needs wine and makensis with the amd64 stub (.ci/run installs both where apt works)",
+)
+def test_installer_round_trip_under_wine(tmp_path: Path) -> None:
+    """Install, upgrade and uninstall the real installer script, as a user without admin rights.
+
+    The payload is a stand-in onedir (a Linux build cannot run on Windows), so this checks what
+    the installer does: where files go, the uninstall entry, the association, the Start-menu
+    shortcut, that an upgrade removes the old program files, and that user data survives.
+    """
+    import os
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    env = {
+        **os.environ,
+        "WINEPREFIX": str(tmp_path / "prefix"),
+        "WINEDEBUG": "-all",
+        "WINEDLLOVERRIDES": "mscoree,mshtml=",  # no Mono or Gecko prompts
+    }
+    env.pop("DISPLAY", None)
+    _wine(env, "wineboot", "-i")
+    homes = [p for p in (tmp_path / "prefix" / "drive_c" / "users").iterdir() if p.name != "Public"]
+    assert len(homes) == 1
+    local = homes[0] / "AppData" / "Local"
+    program = local / "Programs" / "LeukGUI"
+    user_data = local / "LeukGUI"
+    start_menu = homes[0] / "AppData/Roaming/Microsoft/Windows/Start Menu/Programs/LeukGUI.lnk"
+    uninstall_key = r"HKCU\Software\Microsoft\Windows\CurrentVersion\Uninstall\LeukGUI"
+    old = _setup_exe(tmp_path, "0.0.1", extra="dropped-in-0.0.2.txt")
+    new = _setup_exe(tmp_path, "0.0.2")
+
+    # A silent install goes to %LOCALAPPDATA%\Programs\LeukGUI without elevation.
+    assert _wine(env, str(old), "/S").returncode == 0
+    for name in ("LeukGUI.exe", "leukgui-cli.exe", "Uninstall.exe", "_internal/leukgui.ico"):
+        assert (program / name).is_file(), name
+    assert (program / "_internal" / "dropped-in-0.0.2.txt").is_file()
+    assert start_menu.is_file()
+    entry = _registry(env, uninstall_key)
+    assert entry["DisplayName"] == "LeukGUI" and entry["DisplayVersion"] == "0.0.1"
+    assert entry["Publisher"] == "LeukGUI team"
+    assert entry["DisplayIcon"].endswith(r"Programs\LeukGUI\LeukGUI.exe,0")
+    assert int(entry["EstimatedSize"], 16) > 0
+    assert entry["QuietUninstallString"].endswith(r'Uninstall.exe" /S')
+    assert _registry(env, r"HKCU\Software\Classes\.leukmodel")["(Default)"] == "LeukGUI.ModelBundle"
+    command = _registry(env, r"HKCU\Software\Classes\LeukGUI.ModelBundle\shell\open\command")
+    assert command["(Default)"].endswith(r'Programs\LeukGUI\LeukGUI.exe" "%1"')
+
+    # The user's models and settings live beside, never inside, the program folder.
+    (user_data / "models").mkdir(parents=True)
+    (user_data / "settings.json").write_text('{"reviewer": "A. Tech"}')
+    (user_data / "models" / "lab.leukmodel").write_bytes(b"lab's own model")
+
+    # Upgrade: the old program files go, the new ones come, user data stays.
+    assert _wine(env, str(new), "/S").returncode == 0
+    assert (program / "LeukGUI.exe").is_file()
+    assert not (program / "_internal" / "dropped-in-0.0.2.txt").exists()
+    assert _registry(env, uninstall_key)["DisplayVersion"] == "0.0.2"
+    assert (user_data / "settings.json").read_text() == '{"reviewer": "A. Tech"}'
+
+    # Silent uninstall: program files, entry, association and shortcut go; user data stays.
+    assert _wine(env, str(program / "Uninstall.exe"), "/S").returncode == 0
+    assert not program.exists()
+    assert _registry(env, uninstall_key) == {}
+    assert _registry(env, r"HKCU\Software\Classes\LeukGUI.ModelBundle") == {}
+    assert not start_menu.exists()
+    assert (user_data / "models" / "lab.leukmodel").read_bytes() == b"lab's own model"
+
+    # /D= picks another folder, and a later upgrade without /D finds it there.
+    assert _wine(env, str(old), "/S", r"/D=C:\Apps\LeukGUI").returncode == 0
+    custom = tmp_path / "prefix" / "drive_c" / "Apps" / "LeukGUI"
+    assert (custom / "LeukGUI.exe").is_file() and not program.exists()
+    assert _wine(env, str(new), "/S").returncode == 0
+    assert not (custom / "_internal" / "dropped-in-0.0.2.txt").exists()
+    assert _registry(env, uninstall_key)["InstallLocation"] == r"C:\Apps\LeukGUI"

@@ -372,7 +372,9 @@ class _Loop:
             correct = tf.reduce_sum(tf.cast(tf.equal(predicted, labels), tf.float32))
             return loss, correct
 
-        @tf.function
+        # autograph=False throughout: no tensor-dependent Python control flow here, and the
+        # frozen app has no source for AutoGraph, so source and frozen runs trace alike.
+        @tf.function(autograph=False)
         def train_step(iterator: Any) -> tuple[Any, Any]:
             images, labels, weights = next(iterator)
             loss, correct = self.strategy.run(replica_step, args=(images, labels, weights))
@@ -431,7 +433,7 @@ class _Loop:
                 tf.distribute.ReduceOp.MEAN, [tf.identity(v.value) for v in stats]
             )
 
-        @tf.function
+        @tf.function(autograph=False)
         def sync() -> None:
             means = self.strategy.run(replica_mean)
             for v, m in zip(stats, means, strict=True):

@@ -72,7 +72,9 @@ class BatchedGradCAM:
 
         size = int(model.inputs[0].shape[1])
         spec = tf.TensorSpec([None, size, size, 3], tf.float32)
-        self._fn = tf.function(run, input_signature=[spec], jit_compile=False)
+        # No AutoGraph: the loops run over Python lists of layers, and a frozen app has no
+        # source for AutoGraph to read (it would warn and run the function as is anyway).
+        self._fn = tf.function(run, input_signature=[spec], jit_compile=False, autograph=False)
         self.input_size = size
         self.grid_stride, self.grid_offset = cam_grid_geometry(parts.backbone)
         self._maps: tuple[np.ndarray, np.ndarray] | None = None

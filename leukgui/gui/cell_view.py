@@ -77,6 +77,20 @@ class _ZoomView(QGraphicsView):
         self.resized.emit()
 
 
+class _WrappingLabel(QLabel):
+    """A word-wrapped label that asks for the height its lines need at its current width.
+
+    Layouts inside a splitter ignore height-for-width, so a plain wrapped label keeps the
+    height of one line and its second line (a long path, the model and its hash) is cut off.
+    """
+
+    def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
+        super().resizeEvent(event)
+        needed = self.heightForWidth(self.width())
+        if needed > 0 and needed != self.minimumHeight():
+            self.setMinimumHeight(needed)
+
+
 class CellInspector(QWidget):
     """Original and Grad-CAM overlay side by side, opacity and zoom controls, cell details."""
 
@@ -359,7 +373,7 @@ class CellInspector(QWidget):
             self._details.removeRow(0)
         self._detail_rows = []
         for key, value in rows:
-            label = QLabel(value)
+            label = _WrappingLabel(value) if key in ("Path", "Model") else QLabel(value)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
             label.setWordWrap(key in ("Path", "Model"))
             key_label = QLabel(key)

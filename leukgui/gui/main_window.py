@@ -83,7 +83,7 @@ _SUMMARY_COLUMNS = (
     "?",
     "U",
     "ALL %",
-    "95% CI",
+    "95% CI (%)",
     "Reviewed",
     "Signed off",
 )
@@ -517,7 +517,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 3)
-        self.splitter.setSizes([330, 700, 450])
+        self.splitter.setSizes([420, 620, 440])
         self.stack.addWidget(self.splitter)
 
         self.training_page = TrainingPage()
@@ -1116,7 +1116,7 @@ class MainWindow(QMainWindow):
         table.setRowCount(len(rows))
         for r, s in enumerate(rows):
             name = "All samples" if s.is_overall else s.sample
-            ci = "" if math.isnan(s.ci_low) else f"{_pct(s.ci_low)}–{_pct(s.ci_high)}"
+            ci = "" if math.isnan(s.ci_low) else f"{100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}"
             signed = f"{s.signed_off.reviewer}" if s.signed_off else ""
             values = (
                 name,

@@ -7,6 +7,11 @@
 ; An upgrade replaces the program files only; the user's models, settings, sessions and logs
 ; live in %LOCALAPPDATA%\LeukGUI and are never touched, not even by the uninstaller.
 
+; /DTARGET=amd64-unicode builds a 64-bit installer where makensis has that stub (Debian's
+; does); the default is NSIS's usual 32-bit stub, which every Windows 10 runs.
+!ifdef TARGET
+  Target "${TARGET}"
+!endif
 Unicode true
 ManifestDPIAware true
 RequestExecutionLevel user
