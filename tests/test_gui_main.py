@@ -294,6 +294,20 @@ def test_import_model_verifies_before_adding(
     assert not (user_models_dir() / damaged.name).exists()
 
 
+def test_double_clicked_model_file_is_imported(qtbot, tiny_bundle_path, tmp_path) -> None:
+    """What the installer's .leukmodel association runs: `LeukGUI.exe "<file>"`."""
+    from leukgui.gui.app import open_window
+
+    copy = tmp_path / "from-the-lab.leukmodel"
+    shutil.copy2(tiny_bundle_path, copy)
+    target = user_models_dir() / copy.name
+    assert not target.exists()
+    win = open_window([str(copy)])
+    qtbot.addWidget(win)
+    qtbot.waitUntil(target.is_file, timeout=60_000)
+    qtbot.waitUntil(lambda: win.current_bundle_path() == str(target), timeout=10_000)
+
+
 def test_about_names_versions_and_the_demo_notice(window) -> None:
     from leukgui.core.bundle import find_bundles
     from leukgui.gui.main_window import about_html, model_card_html

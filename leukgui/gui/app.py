@@ -11,10 +11,14 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from leukgui import APP_NAME, __version__
 
-__all__ = ["main", "self_test"]
+if TYPE_CHECKING:
+    from leukgui.gui.main_window import MainWindow
+
+__all__ = ["main", "open_window", "self_test"]
 
 
 def _application(argv: Sequence[str]) -> object:
@@ -37,10 +41,10 @@ def _application(argv: Sequence[str]) -> object:
     return app
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    """Open the main window (and the given folders, if any)."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    app = _application([sys.argv[0], *argv])
+def open_window(argv: Sequence[str]) -> MainWindow:
+    """Show the main window and act on the command line: a `.leukmodel` file (what
+    double-clicking one runs, through the installer's file association) is imported, and
+    folders or images are analysed."""
     from leukgui.gui.main_window import MainWindow
     from leukgui.gui.theme import apply_theme
 
@@ -49,11 +53,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     window.show()
     bundles = [a for a in argv if a.lower().endswith(".leukmodel") and Path(a).is_file()]
     folders = [a for a in argv if not a.startswith("-") and Path(a).exists() and a not in bundles]
-    for bundle in bundles:  # double-clicked model file (the installer's file association)
+    for bundle in bundles:
         window.import_model(Path(bundle))
     if folders:
         window.open_paths(folders)
-    return int(app.exec())
+    return window
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Open the main window (and the given folders or model files, if any)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    app = _application([sys.argv[0], *argv])
+    window = open_window(argv)
+    code = int(app.exec())
+    del window  # kept alive while the event loop runs
+    return code
 
 
 def self_test(out: object = None) -> int:
