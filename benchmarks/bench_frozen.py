@@ -88,10 +88,10 @@ def main() -> int:
         return 2
 
     size, count = folder_size(dist)
-    print(f"folder {dist}: {size / 2**20:,.0f} MB in {count:,} files")
+    print(f"folder {dist}: {size / 2**20:,.0f} MiB in {count:,} files")
     print("ten largest parts:")
     for name, part in largest_parts(dist):
-        print(f"  {part / 2**20:8,.1f} MB  {name}")
+        print(f"  {part / 2**20:8,.1f} MiB  {name}")
 
     source = [sys.executable, "-m", "leukgui"]
     print(f"\ncold start, best of {args.repeat} fresh processes (frozen vs source install):")

@@ -14,10 +14,14 @@ foreach ($p in @($venv, "build\pyinstaller", "dist\LeukGUI")) {
 }
 & $python -m venv $venv; if ($LASTEXITCODE) { throw "venv failed" }
 & "$venv\Scripts\python.exe" -m pip install --upgrade pip | Out-Null
-& "$venv\Scripts\python.exe" -m pip install -r packaging\requirements-build.txt
+# The lock pins every package: --no-deps installs exactly it, and pip check fails the build
+# when the lock misses a dependency instead of quietly fetching an unpinned version.
+& "$venv\Scripts\python.exe" -m pip install --no-deps -r packaging\requirements-build.txt
 if ($LASTEXITCODE) { throw "pip install failed" }
 & "$venv\Scripts\python.exe" -m pip install --no-deps .
 if ($LASTEXITCODE) { throw "pip install . failed" }
+& "$venv\Scripts\python.exe" -m pip check
+if ($LASTEXITCODE) { throw "the pinned requirements miss a dependency" }
 & "$venv\Scripts\pyinstaller.exe" --noconfirm --clean --workpath build\pyinstaller `
     --distpath dist packaging\leukgui.spec
 if ($LASTEXITCODE) { throw "PyInstaller failed" }

@@ -13,8 +13,11 @@ VENV=build/venv-freeze
 rm -rf "$VENV" build/pyinstaller dist/LeukGUI
 "$PY" -m venv "$VENV"
 "$VENV/bin/python" -m pip install --upgrade pip >/dev/null
-"$VENV/bin/python" -m pip install -r packaging/requirements-build.txt
+# The lock pins every package: --no-deps installs exactly it, and pip check fails the build
+# when the lock misses a dependency instead of quietly fetching an unpinned version.
+"$VENV/bin/python" -m pip install --no-deps -r packaging/requirements-build.txt
 "$VENV/bin/python" -m pip install --no-deps .
+"$VENV/bin/python" -m pip check
 "$VENV/bin/pyinstaller" --noconfirm --clean --workpath build/pyinstaller --distpath dist \
     packaging/leukgui.spec
 echo "== frozen self-test"

@@ -35,15 +35,28 @@ def test_spec_is_onedir_without_upx_and_takes_the_one_version() -> None:
     assert '"resources/models"' in text and '"resources/samples"' in text
 
 
-def test_pinned_build_requirements_respect_the_project_pins() -> None:
-    pins = dict(
-        line.split("==")
-        for line in (REPO / "packaging" / "requirements-build.txt").read_text().splitlines()
-        if "==" in line and not line.startswith("#")
-    )
-    major, minor = (int(v) for v in pins["PySide6-Essentials"].split(".")[:2])
+def _normal(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
+
+
+def test_build_requirements_pin_everything_and_respect_the_project_pins() -> None:
+    pins = {}
+    for line in (REPO / "packaging" / "requirements-build.txt").read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement = line.split(";")[0].strip()
+        assert re.fullmatch(r"[A-Za-z0-9_.-]+==[0-9][0-9A-Za-z.+]*", requirement), line
+        name, version = requirement.split("==")
+        pins[_normal(name)] = version
+    major, minor = (int(v) for v in pins["pyside6-essentials"].split(".")[:2])
     assert (major, minor) < (6, 12), "PySide6 6.12.0 leaks references to None"
-    assert "pyinstaller" in pins and "tensorflow" in pins
+    assert "pyinstaller" in pins and "pefile" in pins  # pefile: PyInstaller on Windows
+    # Every runtime dependency of the project is in the build's lock.
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for dependency in project["dependencies"]:
+        name = re.match(r"[A-Za-z0-9_.-]+", dependency).group(0)
+        assert _normal(name) in pins, f"{name} is not pinned for the frozen build"
 
 
 def _fake_onedir(folder: Path) -> Path:

@@ -248,6 +248,12 @@ def make_dataset(
             sink.add(name, f"cannot be decoded ({exc})")
         return np.zeros((size, size, 3), np.uint8), False
 
+    # The dataset functions below have no tensor-dependent Python control flow, so AutoGraph
+    # is left out: a frozen app has no source for it to read (it would warn and run them as
+    # they are), and the source install then traces them the same way.
+    plain_graph = tf.autograph.experimental.do_not_convert
+
+    @plain_graph
     def decode(path: Any, label: Any) -> tuple[Any, Any, Any]:
         image, ok = tf.numpy_function(load, [path], [tf.uint8, tf.bool], stateful=False)
         image.set_shape((size, size, 3))
@@ -257,9 +263,11 @@ def make_dataset(
     ds = tf.data.Dataset.from_tensor_slices(([paths[i] for i in order], labels[order]))
     ds = ds.map(decode, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
 
+    @plain_graph
     def decoded_ok(image: Any, label: Any, ok: Any) -> Any:
         return ok
 
+    @plain_graph
     def drop_flag(image: Any, label: Any, ok: Any) -> tuple[Any, Any]:
         return image, label
 
@@ -282,6 +290,7 @@ def make_dataset(
     if aug is not None and aug != Augmentation.none():
         seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
 
+        @plain_graph
         def augmented(batch: tuple[Any, Any], seed_pair: Any) -> tuple[Any, Any, Any]:
             images, labels_ = batch
             images = _augment_batch(tf, tf.cast(images, tf.float32), aug, seed_pair)
@@ -290,6 +299,7 @@ def make_dataset(
         ds = tf.data.Dataset.zip((ds, seeds)).map(augmented, num_parallel_calls=tf.data.AUTOTUNE)
     else:
 
+        @plain_graph
         def plain(images: Any, labels_: Any) -> tuple[Any, Any, Any]:
             return tf.cast(images, tf.float32), labels_, tf.gather(weight_of, labels_)
 

@@ -83,7 +83,7 @@ _SUMMARY_COLUMNS = (
     "?",
     "U",
     "ALL %",
-    "95% CI (%)",
+    "95% CI",
     "Reviewed",
     "Signed off",
 )
@@ -517,7 +517,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 5)
         self.splitter.setStretchFactor(2, 3)
-        self.splitter.setSizes([420, 620, 440])
+        self.splitter.setSizes([380, 620, 400])  # four gallery columns at 1400 px
         self.stack.addWidget(self.splitter)
 
         self.training_page = TrainingPage()
