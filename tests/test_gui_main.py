@@ -251,6 +251,16 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
         lines.append(line)
         if line.startswith("waiting"):
             break
+    # While that window is still open, a second one (a double-clicked model file, say) must
+    # not offer its session for restore: it is busy, not unfinished.
+    second = MainWindow(Preferences(reviewer="Second window"), restore_check=False)
+    qtbot.addWidget(second)
+    asked = []
+    second._ask_yes_no = lambda title, text: asked.append(text) or True
+    second.check_unfinished_session()
+    assert second.unfinished_sessions() == [] and asked == [] and second.run is None
+    second.close()
+
     proc.send_signal(signal.SIGKILL)
     proc.wait(30)
     assert sum(line.startswith("reviewed") for line in lines) == 5, "".join(lines[-20:])

@@ -32,6 +32,7 @@ from leukgui.core.review import (
     ReviewState,
     SampleLockedError,
     SessionError,
+    SessionInUseError,
     SessionRecoveryWarning,
     SessionStore,
     SignOff,
@@ -343,6 +344,49 @@ def test_session_round_trip_with_heatmaps_and_datetimes(run: RunResult, tmp_path
         else:
             assert got == want
     assert state.audit == [] and state.threshold == run.info.threshold
+
+
+def test_a_claimed_session_is_in_use_until_closed(run: RunResult, tmp_path: Path) -> None:
+    folder = tmp_path / "session"
+    first = SessionStore.create(folder, run)
+    assert not SessionStore.in_use(folder)
+    first.claim()
+    first.claim()  # claiming twice in one store is harmless
+    assert SessionStore.in_use(folder)
+    second = SessionStore(folder)
+    with pytest.raises(SessionInUseError, match="open in another LeukGUI window"):
+        second.claim()
+    first.close()
+    assert not SessionStore.in_use(folder)
+    second.claim()
+    assert SessionStore.in_use(folder)
+    second.close()
+
+
+def test_a_killed_process_leaves_no_claim_behind(run: RunResult, tmp_path: Path) -> None:
+    folder = tmp_path / "session"
+    SessionStore.create(folder, run).close()
+    code = (
+        "import sys, time\n"
+        "from leukgui.core.review import SessionStore\n"
+        "store = SessionStore(sys.argv[1]); store.claim()\n"
+        "print('claimed', flush=True); time.sleep(60)\n"
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert proc.stdout.readline().strip() == "claimed"
+        assert SessionStore.in_use(folder)
+        with pytest.raises(SessionInUseError):
+            SessionStore(folder).claim()
+    finally:
+        proc.kill()
+        proc.wait(30)
+    assert not SessionStore.in_use(folder)  # the OS dropped the lock with the process
+    store = SessionStore(folder)
+    store.claim()
+    store.close()
 
 
 def test_naive_datetimes_round_trip(tmp_path: Path) -> None:

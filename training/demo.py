@@ -171,6 +171,7 @@ def train_demo(
         validation_data=_dataset(x_val, y_val, batch, False, seed),
         epochs=epochs,
         callbacks=callbacks,
+        shuffle=False,  # the training dataset shuffles itself each epoch
         verbose=2,
     )
     p_test = model.predict(x_test.astype(np.float32), batch_size=batch, verbose=0)[:, 1]

@@ -64,6 +64,7 @@ __all__ = [
     "ReviewSummary",
     "SampleLockedError",
     "SessionError",
+    "SessionInUseError",
     "SessionRecoveryWarning",
     "SessionStore",
     "SignOff",
@@ -459,12 +460,17 @@ SESSION_FORMAT = "leukgui-session"
 SESSION_VERSION = 1
 RUN_FILE = "run.json"
 JOURNAL_FILE = "review.jsonl"
+LOCK_FILE = "in-use.lock"
 _HEATMAP_PREFIX = "heatmaps-"
 _DATETIME_FIELDS = ("started", "finished")
 
 
 class SessionError(Exception):
     """A session folder cannot be created, read or written; str() is fit to show the user."""
+
+
+class SessionInUseError(SessionError):
+    """Another running LeukGUI has this session open (a second window, say)."""
 
 
 class SessionRecoveryWarning(UserWarning):
@@ -586,13 +592,51 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
+def _try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive OS lock on `path`, or None if another holds it.
+
+    The operating system drops the lock when its process ends, crash or kill included, so a
+    lock never outlives the window that took it and needs no clean-up.
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o666)
+    try:
+        if sys.platform == "win32":
+            import msvcrt
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def _unlock(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        if sys.platform == "win32":
+            import msvcrt
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)
+
+
 class SessionStore:
     """A session folder: a snapshot of the run plus the append-only review journal.
 
     `SessionStore(folder)` attaches to an existing session (raises `SessionError` if the
     folder holds none); `SessionStore.create` starts one. Appends open the journal lazily and
     keep it open; call `close()` (or use `with`) when done. One process should review a
-    session at a time: two writers would each replay only their own changes.
+    session at a time, since two writers would each replay only their own changes: the app
+    calls `claim()` before reviewing, and `in_use()` tells whether another process has.
     """
 
     def __init__(self, folder: Path | str) -> None:
@@ -600,6 +644,7 @@ class SessionStore:
         self.run_path = self.folder / RUN_FILE
         self.journal_path = self.folder / JOURNAL_FILE
         self._fd: int | None = None
+        self._lock_fd: int | None = None
         if not self.run_path.is_file():
             raise SessionError(f"{self.folder} is not a LeukGUI session folder (no {RUN_FILE})")
 
@@ -652,10 +697,47 @@ class SessionStore:
         state.on_change = self.append
         return run, state
 
+    def claim(self) -> None:
+        """Mark the session as open in this process until `close()`.
+
+        Raises `SessionInUseError` when another process (or another store in this one) has
+        claimed it, so two windows never write one journal.
+        """
+        if self._lock_fd is not None:
+            return
+        try:
+            fd = _try_lock(self.folder / LOCK_FILE)
+        except OSError as exc:
+            raise SessionError(f"cannot open the session in {self.folder}: {exc}") from exc
+        if fd is None:
+            raise SessionInUseError(
+                f"the session in {self.folder} is open in another LeukGUI window; "
+                "review it there, or close that window first"
+            )
+        self._lock_fd = fd
+
+    @staticmethod
+    def in_use(folder: Path | str) -> bool:
+        """Whether a running process has claimed the session in `folder`."""
+        path = Path(folder) / LOCK_FILE
+        if not path.exists():
+            return False
+        try:
+            fd = _try_lock(path)
+        except OSError:
+            return False
+        if fd is None:
+            return True
+        _unlock(fd)
+        return False
+
     def close(self) -> None:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+        if self._lock_fd is not None:
+            lock, self._lock_fd = self._lock_fd, None
+            _unlock(lock)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):

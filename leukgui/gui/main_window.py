@@ -901,6 +901,7 @@ class MainWindow(QMainWindow):
         folder = sessions_root() / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         try:
             self.store = SessionStore.create(folder, run)
+            self.store.claim()
             self._snapshot_count = len(run.outcomes)
         except Exception as exc:  # noqa: BLE001 - analysis goes on; the user is told
             self.store = None
@@ -936,7 +937,14 @@ class MainWindow(QMainWindow):
         root = sessions_root()
         if not root.is_dir():
             return []
-        found = [p for p in root.iterdir() if p.is_dir() and not (p / SESSION_CLOSED).exists()]
+        from leukgui.core.review import SessionStore
+
+        # A session another LeukGUI window is working on is not unfinished, only busy.
+        found = [
+            p
+            for p in root.iterdir()
+            if p.is_dir() and not (p / SESSION_CLOSED).exists() and not SessionStore.in_use(p)
+        ]
         return sorted(found, reverse=True)
 
     def check_unfinished_session(self) -> None:
@@ -950,7 +958,12 @@ class MainWindow(QMainWindow):
             f"of that session?\n\n{latest}",
         )
         if answer:
-            self.restore_session(latest)
+            from leukgui.core.review import SessionError
+
+            try:
+                self.restore_session(latest)
+            except SessionError as exc:  # damaged, or opened meanwhile by another window
+                self._show_message("warning", "Cannot restore the review", str(exc))
         else:
             (latest / SESSION_CLOSED).write_text("declined", encoding="utf-8")
 
@@ -959,9 +972,14 @@ class MainWindow(QMainWindow):
         from leukgui.core.review import SessionStore
 
         self.ensure_content()
-        self._close_session()
         store = SessionStore(folder)
-        run, review = store.load()
+        store.claim()  # SessionInUseError when another window has it open
+        try:
+            run, review = store.load()
+        except Exception:
+            store.close()
+            raise
+        self._close_session()
         self.store = store
         self._snapshot_count = len(run.outcomes)
         self.run = run
