@@ -510,7 +510,7 @@ def test_inspector_shows_a_cell(qtbot, cells) -> None:
     assert inspector.cell() is None
 
 
-def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells) -> None:
+def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells, request) -> None:
     """Wrapped lines (a long path, the model with its hash) stay inside the panel."""
     from PySide6.QtWidgets import QSplitter, QTextEdit
 
@@ -525,6 +525,7 @@ def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells) ->
     model = "efficientnetb0-demo v1 (SHA-256 8602817fee09…)"
     # A path short enough for one line: then only the model line wraps, the case that was cut.
     short = Path(tempfile.mkdtemp(prefix="c")) / "c.png"
+    request.addfinalizer(lambda: shutil.rmtree(short.parent, ignore_errors=True))
     shutil.copy(cells[0].path, short)
     cell = CellResult(**{**cells[0].__dict__, "path": short})
     inspector.show_cell(cell, final_label=HEM, reviewed=False, model_text=model)
@@ -536,7 +537,6 @@ def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells) ->
     assert label.height() >= label.heightForWidth(label.width())
     bottom = label.mapTo(inspector, label.rect().bottomLeft()).y()
     assert bottom <= inspector.height(), "the model line is cut off"
-    shutil.rmtree(short.parent)
 
 
 def test_inspector_reports_unreadable_images_and_missing_heatmaps(qtbot, cells, tmp_path) -> None:

@@ -6,6 +6,7 @@ catch a broken spec, installer script or release workflow in every test run.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -88,8 +89,6 @@ def _makensis(source: Path, out: Path, version: str, *defines: str) -> Path:
     reason="makensis (NSIS) is not installed here; .ci/run installs it where apt-get works",
 )
 def test_installer_script_compiles_with_makensis(tmp_path: Path) -> None:
-    import os
-
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     source = _fake_onedir(tmp_path / "LeukGUI")
     out = _makensis(source, tmp_path / "setup.exe", leukgui.__version__)
@@ -164,7 +163,7 @@ AMD64_STUB = Path("/usr/share/nsis/Stubs/lzma_solid-amd64-unicode")
 
 def _wine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [WINE or "wine", *args], env=env, capture_output=True, text=True, timeout=180
+        [str(WINE), *args], env=env, capture_output=True, text=True, timeout=180
     )
     # Wait for every process of this prefix: the uninstaller finishes from a temporary copy,
     # and the registry reaches user.reg only when the wine server exits.
@@ -175,7 +174,7 @@ def _wine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
 def _registry(env: dict[str, str], key: str) -> dict[str, str]:
     """The values of one HKCU key, or {} when it does not exist."""
     result = subprocess.run(
-        [WINE or "wine", "reg", "query", key], env=env, capture_output=True, text=True, timeout=60
+        [str(WINE), "reg", "query", key], env=env, capture_output=True, text=True, timeout=60
     )
     values = {}
     for line in result.stdout.splitlines():
@@ -207,8 +206,6 @@ def test_installer_round_trip_under_wine(tmp_path: Path) -> None:
     the installer does: where files go, the uninstall entry, the association, the Start-menu
     shortcut, that an upgrade removes the old program files, and that user data survives.
     """
-    import os
-
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     env = {
         **os.environ,

@@ -64,10 +64,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Open the main window (and the given folders or model files, if any)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     app = _application([sys.argv[0], *argv])
-    window = open_window(argv)
-    code = int(app.exec())
-    del window  # kept alive while the event loop runs
-    return code
+    _window = open_window(argv)  # the reference keeps the window alive during the loop
+    return int(app.exec())
 
 
 def self_test(out: object = None) -> int:

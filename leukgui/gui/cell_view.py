@@ -84,6 +84,10 @@ class _WrappingLabel(QLabel):
     height of one line and its second line (a long path, the model and its hash) is cut off.
     """
 
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.setWordWrap(True)
+
     def resizeEvent(self, event: QResizeEvent) -> None:  # noqa: N802
         super().resizeEvent(event)
         needed = self.heightForWidth(self.width())
@@ -375,7 +379,6 @@ class CellInspector(QWidget):
         for key, value in rows:
             label = _WrappingLabel(value) if key in ("Path", "Model") else QLabel(value)
             label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
-            label.setWordWrap(key in ("Path", "Model"))
             key_label = QLabel(key)
             key_label.setStyleSheet("color: #5F6368;")
             self._details.addRow(key_label, label)

@@ -39,9 +39,11 @@ def app_icon() -> QIcon:
 
 def write_icon(path: str) -> None:
     """Write the icon as .ico (Windows executable and installer) or .png, for packaging."""
-    from PySide6.QtGui import QGuiApplication
+    from PySide6.QtWidgets import QApplication
 
-    app = QGuiApplication.instance() or QGuiApplication([])
+    # A widgets application, not a bare QGuiApplication: Qt allows one application object per
+    # process, and a later window (a test, the spec's build) needs the widgets kind.
+    app = QApplication.instance() or QApplication([])
     if not icon_pixmap(256).save(path):
         raise OSError(f"could not write {path}")
     del app
