@@ -304,6 +304,22 @@ def test_import_model_verifies_before_adding(
     assert not (user_models_dir() / damaged.name).exists()
 
 
+def test_a_damaged_session_is_reported_once_not_at_every_start(qtbot, window, monkeypatch):
+    from leukgui.gui.main_window import sessions_root
+
+    folder = sessions_root() / "20240101-000000-000000"
+    folder.mkdir(parents=True)
+    (folder / "run.json").write_text("{ this is not json", encoding="utf-8")
+    messages = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    window._ask_yes_no = lambda title, text: True
+    assert window.unfinished_sessions() == [folder]
+    window.check_unfinished_session()
+    assert messages and messages[-1][1] == "Cannot restore the review"
+    assert "cannot read" in messages[-1][2]
+    assert window.unfinished_sessions() == []  # not offered again at the next start
+
+
 def test_double_clicked_model_file_is_imported(qtbot, tiny_bundle_path, tmp_path) -> None:
     """What the installer's .leukmodel association runs: `LeukGUI.exe "<file>"`."""
     from leukgui.gui.app import open_window

@@ -958,12 +958,15 @@ class MainWindow(QMainWindow):
             f"of that session?\n\n{latest}",
         )
         if answer:
-            from leukgui.core.review import SessionError
+            from leukgui.core.review import SessionError, SessionInUseError
 
             try:
                 self.restore_session(latest)
-            except SessionError as exc:  # damaged, or opened meanwhile by another window
+            except SessionInUseError as exc:  # another window opened it meanwhile
                 self._show_message("warning", "Cannot restore the review", str(exc))
+            except SessionError as exc:  # damaged: say so once, not at every start
+                self._show_message("warning", "Cannot restore the review", str(exc))
+                (latest / SESSION_CLOSED).write_text(f"damaged: {exc}", encoding="utf-8")
         else:
             (latest / SESSION_CLOSED).write_text("declined", encoding="utf-8")
 
