@@ -10,7 +10,7 @@ Prints images/s for
   (c) the keras.io Grad-CAM recipe (per image, GradientTape, eager),
   (d) per-image `model.predict`,
   (e) `keras.utils.image_dataset_from_directory` + `model.predict` (labels only),
-the ratios b/a, b/c, b/d, b/e, and the peak RSS of fresh processes analysing N and 10*N files.
+the ratios b/a, b/c, b/d, b/e, and the peak RSS of fresh processes analyzing N and 10*N files.
 All on N synthetic 450x450 BMP cells and EfficientNetB0 at 224 px. Speeds are compared as
 ratios measured in the same process because the machines are noisy.
 """
@@ -56,7 +56,7 @@ def best_of(fn, repeats: int) -> float:
 
 
 def memory_child(bundle: Path, data: Path, repeat: int) -> None:
-    """Run in a fresh process: analyse the files `repeat` times over, print peak RSS in MB."""
+    """Run in a fresh process: analyze the files `repeat` times over, print peak RSS in MB."""
     import resource
 
     from leukgui.core.bundle import load_bundle
@@ -85,7 +85,7 @@ def memory_child(bundle: Path, data: Path, repeat: int) -> None:
 
 
 def measure_memory(bundle_path: Path, data: Path, n: int, figures: dict) -> None:
-    """Peak and final RSS of fresh processes analysing N and 10*N files."""
+    """Peak and final RSS of fresh processes analyzing N and 10*N files."""
     rss, after = {}, {}
     for repeat in (1, 10):
         out = subprocess.run(

@@ -10,7 +10,7 @@
    several fresh processes in this same run (so the ratio survives a noisy machine):
    - `--version`: process start, imports and argument parsing;
    - window shown: `--self-test` up to its "window shown" line;
-   - whole self-test: TensorFlow import, 12 sample cells analysed, report exported.
+   - whole self-test: TensorFlow import, 12 sample cells analyzed, report exported.
 Runs offscreen (QT_QPA_PLATFORM=offscreen), with a throwaway user folder for every process.
 """
 

@@ -5,7 +5,7 @@
 
 1. Startup: wall time from process start to the main window shown, for LeukGUI and for a
    bare PySide6 QMainWindow, each the best of several fresh processes; ratio target <= 1.5.
-2. Responsiveness: a 10 ms QTimer on the GUI thread while the demo model analyses N
+2. Responsiveness: a 10 ms QTimer on the GUI thread while the demo model analyzes N
    synthetic 450 x 450 cells in the worker; prints the worst and the 99th-percentile gap
    between ticks (target: worst < 100 ms) and the analysis rate.
 Runs offscreen (QT_QPA_PLATFORM=offscreen) unless a display is set.
@@ -153,7 +153,7 @@ def main() -> int:
         f"{r['rate']:.1f} cells/s, model preloaded at start-up): 10 ms timer, "
         f"while cells stream in: worst gap {r['worst_ms']:.0f} ms, 99th percentile "
         f"{r['p99_ms']:.0f} ms, median {r['median_ms']:.0f} ms over {r['ticks']} ticks "
-        f"(target: worst < 100 ms); from Analyse to the first cells: worst gap "
+        f"(target: worst < 100 ms); from Analyze to the first cells: worst gap "
         f"{r['worst_loading_ms']:.0f} ms; idle window while TensorFlow and the model "
         f"preload after start-up: worst gap {r['worst_warm_up_ms']:.0f} ms"
     )

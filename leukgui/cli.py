@@ -31,8 +31,8 @@ EXIT_INTERRUPTED = 130
 
 EXIT_CODES_HELP = f"""\
 exit codes:
-  {EXIT_OK}    every input was analysed
-  {EXIT_SOME_ERRORS}    finished, but some inputs could not be analysed (listed in the report)
+  {EXIT_OK}    every input was analyzed
+  {EXIT_SOME_ERRORS}    finished, but some inputs could not be analyzed (listed in the report)
   {EXIT_USAGE}    the command line was wrong
   {EXIT_NO_IMAGES}    no images were found in the inputs
   {EXIT_MODEL}    the model bundle could not be found or failed its checks
@@ -162,7 +162,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             progress=printer,
             cancel=cancel,
             max_pixels=args.max_pixels,
-            field_mode=args.fields,
+            image_kind=args.image_kind,
             discovered=(items, walk_errors),
         )
     except KeyboardInterrupt:
@@ -275,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--self-test",
         action="store_true",
-        help="open the window offscreen, analyse the bundled samples, export and check a "
+        help="open the window offscreen, analyze the bundled samples, export and check a "
         "report; exit 0 when all worked",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
@@ -334,7 +334,9 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"refuse images larger than N pixels before decoding (default {DEFAULT_MAX_PIXELS})",
     )
     analyze.add_argument(
-        "--fields",
+        "--image-kind",
+        "--fields",  # its first name, kept so existing scripts still run
+        dest="image_kind",
         choices=("auto", "cells", "fields"),
         default="auto",
         help="auto: decide per image whether it is a single-cell crop on black or a whole "

@@ -210,7 +210,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"{state}{run.bundle_path}: {where} n={ev.metrics.n} balanced accuracy "
             f"{_pct(ev.metrics.balanced_accuracy)}, sensitivity {_pct(ev.metrics.recall)}, "
             f"specificity {_pct(ev.metrics.specificity)}, AUC {ev.metrics.roc_auc:.3f}; "
-            f"threshold {ev.threshold:.3f}, band {ev.band[0]:.3f}-{ev.band[1]:.3f}; "
+            f"threshold {ev.threshold:.3f}, uncertainty band "
+            f"{ev.uncertainty_band[0]:.3f}-{ev.uncertainty_band[1]:.3f}; "
             f"report {run.report_xlsx}\n"
         )
     if session.comparison_md:

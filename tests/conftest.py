@@ -36,7 +36,7 @@ def tiny_bundle_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
         backbone="efficientnetb0",
         input_size=64,
         threshold=0.5,
-        band=(0.4, 0.6),
+        uncertainty_band=(0.4, 0.6),
     )
     return save_bundle(model, manifest, tmp_path_factory.mktemp("bundles"))
 

@@ -146,7 +146,7 @@ def test_bundles_are_never_overwritten(tiny_bundle_path: Path, tiny_bundle) -> N
 
 
 def test_labels_follow_threshold_and_band(tiny_bundle) -> None:
-    assert tiny_bundle.band == (0.4, 0.6)
+    assert tiny_bundle.uncertainty_band == (0.4, 0.6)
     assert tiny_bundle.label(0.9) == ALL
     assert tiny_bundle.label(0.6) == ALL
     assert tiny_bundle.label(0.55) == UNCERTAIN

@@ -102,7 +102,7 @@ def test_cancel_keeps_finished_cells(tiny_bundle, analyzer, tmp_path: Path) -> N
     write_excel(run, tmp_path / "cancelled.xlsx")
     book = openpyxl.load_workbook(tmp_path / "cancelled.xlsx")
     summary = [c.value for row in book["Summary"].iter_rows() for c in row if c.value]
-    assert "Run cancelled — 4 of 12 inputs analysed" in summary
+    assert "Run cancelled — 4 of 12 inputs analyzed" in summary
     provenance = {r[0].value: r[1].value for r in book["Provenance"].iter_rows() if r[0].value}
     assert provenance["Cancelled"] == "yes"
 

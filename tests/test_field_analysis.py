@@ -100,7 +100,7 @@ def test_forcing_single_cells_analyses_every_file_whole(mixed, tiny_bundle) -> N
     from leukgui.core.engine import analyze_paths
 
     root, _ = mixed
-    result = analyze_paths([root], tiny_bundle, field_mode="cells")
+    result = analyze_paths([root], tiny_bundle, image_kind="cells")
     assert len(result.cells) == 5 and not any(c.in_field for c in result.cells)
 
 
@@ -165,8 +165,8 @@ def test_the_window_shows_the_field_with_its_boxes(qtbot, mixed, tiny_bundle_pat
         assert win.current_cell().key == other.cell.key
     assert isinstance(win.current_cell(), CellResult)
     # The Analysis > Images are menu overrides the per-image decision.
-    win.field_mode_actions["cells"].trigger()
-    assert win.prefs.field_mode == "cells"
+    win.image_kind_actions["cells"].trigger()
+    assert win.prefs.image_kind == "cells"
     with qtbot.waitSignal(win.analysis_finished, timeout=180_000) as blocker:
         win.start_analysis()
     whole = blocker.args[0]

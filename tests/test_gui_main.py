@@ -1,4 +1,4 @@
-"""The main window as a user drives it: drop, analyse, cancel, review, autosave, export."""
+"""The main window as a user drives it: drop, analyze, cancel, review, autosave, export."""
 
 from __future__ import annotations
 
@@ -70,7 +70,7 @@ def _drop(win, paths: list[Path]) -> None:
     win.dropEvent(event)
 
 
-def _analyse(qtbot, win, paths: list[Path]):
+def _analyze(qtbot, win, paths: list[Path]):
     with qtbot.waitSignal(win.analysis_finished, timeout=180_000) as blocker:
         _drop(win, paths)
     return blocker.args[0]
@@ -82,7 +82,7 @@ def test_empty_window_shows_the_drop_target(window) -> None:
 
 
 def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells_folder) -> None:
-    run = _analyse(qtbot, window, [cells_folder])
+    run = _analyze(qtbot, window, [cells_folder])
     assert len(run.cells) == 12 and len(run.errors) == 1
     assert window.cells.rowCount() == 12
     assert window.errors_list.count() == 1 and "broken.png" in window.errors_list.item(0).text()
@@ -117,7 +117,7 @@ def test_cancel_keeps_the_finished_cells(qtbot, window, tmp_path: Path) -> None:
 
 
 def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder) -> None:
-    run = _analyse(qtbot, window, [cells_folder])
+    run = _analyze(qtbot, window, [cells_folder])
     window.gallery.setFocus()
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
     first = window.current_cell()
@@ -145,7 +145,7 @@ def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder
 
 
 def test_sign_off_locks_a_sample(qtbot, window, cells_folder, monkeypatch) -> None:
-    _analyse(qtbot, window, [cells_folder])
+    _analyze(qtbot, window, [cells_folder])
     messages = []
     monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
@@ -160,7 +160,7 @@ def test_sign_off_locks_a_sample(qtbot, window, cells_folder, monkeypatch) -> No
 
 
 def test_export_writes_reviewed_labels_and_the_audit_trail(qtbot, window, cells_folder, tmp_path):
-    _analyse(qtbot, window, [cells_folder])
+    _analyze(qtbot, window, [cells_folder])
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
     reviewed = window.current_cell()
     window.act_hem.trigger()
@@ -190,7 +190,7 @@ def test_export_writes_reviewed_labels_and_the_audit_trail(qtbot, window, cells_
 
 
 def test_a_failed_export_keeps_the_old_report(qtbot, window, cells_folder, tmp_path, monkeypatch):
-    _analyse(qtbot, window, [cells_folder])
+    _analyze(qtbot, window, [cells_folder])
     report = tmp_path / "report.xlsx"
     report.write_bytes(b"the previous report")
     messages = []

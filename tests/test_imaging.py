@@ -467,7 +467,7 @@ def test_discover_errors_for_named_inputs(tmp_path: Path) -> None:
     ]
 
 
-def test_discover_duplicates_analysed_once(tmp_path: Path) -> None:
+def test_discover_duplicates_analyzed_once(tmp_path: Path) -> None:
     root = tmp_path / "p"
     a = _write(root / "a.png", b"x")
     b = _write(root / "b.png", b"x")

@@ -134,7 +134,7 @@ def test_summary_counts_and_all_percent(run: RunResult, tmp_path: Path) -> None:
         )
     )
     table = rows[header + 1 : header + 4]
-    assert [r[0] for r in table] == ["S1", "S2", "Overall"]
+    assert [r[0] for r in table] == ["S1", "S2", "All samples"]
     s1, s2, overall = table
     assert s1[1:5] == (4, 2, 1, 1) and s1[8] == 0
     assert s1[5] == pytest.approx(2 / 3)  # UNCERTAIN excluded from the denominator
@@ -164,7 +164,7 @@ def test_demo_and_cancelled_banners(run: RunResult, tmp_path: Path) -> None:
     ws = _load(out)["Summary"]
     assert ws["A2"].value == DEMO_NOTICE
     assert ws["A2"].font.b and ws["A2"].font.color.rgb.endswith("C00000")
-    assert ws["A3"].value == "Run cancelled — 8 of 20 inputs analysed"
+    assert ws["A3"].value == "Run cancelled — 8 of 20 inputs analyzed"
     assert ws["A3"].font.b
     prov = _by_first(_load(out)["Provenance"])
     assert prov["Demo model"][1] == DEMO_NOTICE
@@ -668,7 +668,7 @@ def test_empty_unfinished_run(tmp_path: Path) -> None:
     write_excel(run, out)
     wb = _load(out)
     assert wb.sheetnames == ["Summary", "Cells", "Errors", "Provenance"]
-    overall = _by_first(wb["Summary"])["Overall"]
+    overall = _by_first(wb["Summary"])["All samples"]
     assert overall[1:6] == (0, 0, 0, 0, "n/a")  # no decided cell: ALL % undefined, not 0%
     prov = _by_first(wb["Provenance"])
     assert prov["Finished"][1] == "(not finished)"

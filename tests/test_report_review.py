@@ -14,10 +14,10 @@ import numpy as np
 import openpyxl
 import pytest
 
-from leukgui.core.metrics import binary_metrics, wilson_interval
+from leukgui.core.metrics import binary_metrics, sample_summary, wilson_interval
 from leukgui.core.report import write_csv, write_excel
 from leukgui.core.results import ALL, HEM, UNCERTAIN, CellResult, FileError, RunInfo, RunResult
-from leukgui.core.review import UNCLASSIFIABLE, ReviewState, review_summary
+from leukgui.core.review import UNCLASSIFIABLE, ReviewState
 
 T0 = datetime(2024, 5, 6, 9, 30, 0, tzinfo=timezone.utc)
 
@@ -260,12 +260,12 @@ def test_summary_uses_final_labels_and_shows_sign_offs(
     # S2 final: e UNCLASSIFIABLE (excluded), f ALL (review undone) -> 100 %.
     assert s2[:7] == ("S2", 2, 1, 0, 0, 1, 1)
     assert s2[7] == pytest.approx(1.0) and s2[10:12] == (1, "not signed off")
-    assert overall[:7] == ("Overall", 6, 2, 3, 0, 1, 4)
+    assert overall[:7] == ("All samples", 6, 2, 3, 0, 1, 4)
     assert overall[7] == pytest.approx(2 / 5)
     assert overall[8:10] == pytest.approx(wilson_interval(2, 5))
     assert overall[11] == "1 of 2 samples"
     assert ws.cell(row=header + 4, column=1).font.b
-    summary = review_summary(run, review)
+    summary = sample_summary(run, review)
     assert [r[1:7] for r in (s1, s2, overall)] == [
         (s.cells, s.n_all, s.n_hem, s.n_uncertain, s.n_unclassifiable, s.reviewed) for s in summary
     ]

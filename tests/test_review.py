@@ -36,7 +36,6 @@ from leukgui.core.review import (
     SessionRecoveryWarning,
     SessionStore,
     SignOff,
-    review_summary,
 )
 
 REPO = Path(__file__).resolve().parents[1]
@@ -258,8 +257,8 @@ def test_cells_are_keyed_by_absolute_path(tmp_path: Path, monkeypatch) -> None:
 
 def test_summary_equals_sample_summary_when_nothing_is_reviewed(run: RunResult) -> None:
     model = sample_summary(run)
-    reviewed = review_summary(run, ReviewState(threshold=0.5))
-    assert [r.sample for r in reviewed] == ["S1", "S2", "S3", "Overall"]
+    reviewed = sample_summary(run, ReviewState(threshold=0.5))
+    assert [r.sample for r in reviewed] == ["S1", "S2", "S3", "All samples"]
     assert len(model) == len(reviewed)
     for m, r in zip(model, reviewed, strict=True):
         for f in fields(m):
@@ -281,7 +280,7 @@ def test_summary_counts_final_labels(run: RunResult, state: ReviewState) -> None
     state.set_label(elsewhere, HEM, "Ann")  # a review for a cell not in the run is ignored
     state.sign_off("S1", "Dr Bo")
 
-    s1, s2, s3, overall = review_summary(run, state)
+    s1, s2, s3, overall = sample_summary(run, state)
     assert (s1.cells, s1.n_all, s1.n_hem, s1.n_uncertain, s1.n_unclassifiable) == (4, 1, 2, 0, 1)
     assert s1.reviewed == 3 and s1.decided == 3
     assert s1.all_fraction == pytest.approx(1 / 3)
@@ -289,7 +288,7 @@ def test_summary_counts_final_labels(run: RunResult, state: ReviewState) -> None
     assert s1.signed_off == state.signed_off("S1") and s1.signed_off.reviewer == "Dr Bo"
     assert (s2.n_all, s2.n_hem, s2.reviewed, s2.errors, s2.signed_off) == (1, 1, 0, 1, None)
     assert s3.cells == 0 and s3.errors == 1
-    assert overall.is_overall and overall.sample == "Overall"
+    assert overall.is_overall and overall.sample == "All samples"
     assert (overall.cells, overall.n_all, overall.n_hem, overall.n_unclassifiable) == (6, 2, 3, 1)
     assert (overall.n_uncertain, overall.reviewed, overall.errors) == (0, 3, 2)
     assert overall.all_fraction == pytest.approx(2 / 5)
@@ -302,7 +301,7 @@ def test_summary_all_unclassifiable_has_no_all_percent(tmp_path: Path) -> None:
     state = ReviewState(threshold=0.5)
     for c in cells:
         state.set_label(c, UNCLASSIFIABLE, "Ann")
-    row = review_summary(run, state)[0]
+    row = sample_summary(run, state)[0]
     assert (row.cells, row.n_unclassifiable, row.decided) == (3, 3, 0)
     assert math.isnan(row.all_fraction) and math.isnan(row.ci_low)
 
@@ -422,7 +421,7 @@ def test_journal_replay_equals_live_state(run: RunResult, tmp_path: Path) -> Non
     assert replayed.audit == live.audit
     assert replayed.reviews == live.reviews
     assert replayed.signoffs == live.signoffs
-    assert review_summary(loaded, replayed) == review_summary(run, live)
+    assert sample_summary(loaded, replayed) == sample_summary(run, live)
 
     # The reopened state journals further work to the same folder.
     replayed.reopen("S1", "Cy")
@@ -564,7 +563,7 @@ def test_save_run_replaces_the_snapshot_and_keeps_the_journal(
     state = ReviewState(threshold=0.5, on_change=store.append)
     state.set_label(run.cells[0], HEM, "Ann")
     run.info.finished = T0 + timedelta(hours=1)
-    store.save_run(run)  # more cells were analysed since
+    store.save_run(run)  # more cells were analyzed since
     assert sorted(p.name for p in folder.glob("heatmaps-*.npz")) == ["heatmaps-2.npz"]
     loaded, restored = SessionStore.open(folder)
     assert len(loaded.outcomes) == len(run.outcomes) == 8

@@ -17,7 +17,7 @@ from openpyxl import Workbook
 from PIL import Image
 
 from leukgui.core.atomic import ReportWriteError
-from leukgui.core.metrics import wilson_interval
+from leukgui.core.metrics import call_label, wilson_interval
 from leukgui.core.results import ALL, DEMO_NOTICE, HEM, UNCERTAIN
 from training import reports
 from training.history import LOG_COLUMNS, EpochLog, TrainingRun
@@ -33,7 +33,6 @@ from training.scoring import (
     THRESHOLD_RULE,
     Evaluation,
     Predictions,
-    band_call,
     evaluate_predictions,
 )
 
@@ -341,7 +340,7 @@ def test_predictions_sheet(run: TrainingRun, tmp_path: Path) -> None:
         assert r[3] == pytest.approx(p.p_all[i])
         call = ALL if p.p_all[i] >= THRESHOLD else HEM
         assert r[4] == call
-        assert r[5] == band_call(p.p_all[i], THRESHOLD, BAND)
+        assert r[5] == call_label(p.p_all[i], THRESHOLD, BAND)
         assert r[6] == ("yes" if call == p.truth[i] else "no")
     assert UNCERTAIN in {r[5] for r in body}
     assert ws["D3"].number_format == "0.000"

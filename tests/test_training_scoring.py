@@ -10,11 +10,10 @@ import numpy as np
 import pytest
 
 from leukgui.core.bundle import BundleInfo
-from leukgui.core.metrics import expected_calibration_error
+from leukgui.core.metrics import call_label, expected_calibration_error
 from leukgui.core.results import ALL, HEM, UNCERTAIN
 from training.scoring import (
     Predictions,
-    band_call,
     calibration_bins,
     choose_band,
     choose_threshold,
@@ -171,7 +170,7 @@ def test_band_of_perfect_separation_holds_no_cell() -> None:
     low, high = choose_band(truth, p, t)
     assert (low, high) == (0.35, 0.62)  # the scores next to the threshold, nothing between
     assert _inside(p, (low, high)) == 0
-    assert [band_call(v, t, (low, high)) for v in p] == truth
+    assert [call_label(v, t, (low, high)) for v in p] == truth
 
 
 def test_band_of_empty_input_is_the_threshold() -> None:
@@ -224,7 +223,7 @@ def test_band_properties_on_random_validation_sets() -> None:
             assert free_high == t
 
 
-def test_band_call_agrees_with_the_bundle_label() -> None:
+def test_call_label_agrees_with_the_bundle_label() -> None:
     cases = [(0.5, (0.4, 0.6)), (0.5, (0.5, 0.5)), (0.3, (0.3, 0.7)), (0.62, (0.2, 0.62))]
     cases += [(0.5, (0.0, 1.0)), (0.45, (0.45, 0.45))]
     for threshold, band in cases:
@@ -237,14 +236,14 @@ def test_band_call_agrees_with_the_bundle_label() -> None:
         values = [*edges, *np.linspace(0.0, 1.0, 201).tolist()]
         values += [float(np.nextafter(e, d)) for e in edges for d in (-1.0, 2.0)]
         for p in values:
-            assert band_call(p, threshold, band) == info.label(p), (threshold, band, p)
+            assert call_label(p, threshold, band) == info.label(p), (threshold, band, p)
         # The documented rule itself: UNCERTAIN strictly inside the band.
         low, high = band
-        assert band_call(low, threshold, band) != UNCERTAIN
-        assert band_call(high, threshold, band) != UNCERTAIN
-        assert band_call(threshold, threshold, band) in (ALL, UNCERTAIN)
+        assert call_label(low, threshold, band) != UNCERTAIN
+        assert call_label(high, threshold, band) != UNCERTAIN
+        assert call_label(threshold, threshold, band) in (ALL, UNCERTAIN)
         if low < (low + high) / 2 < high:
-            assert band_call((low + high) / 2, threshold, band) == UNCERTAIN
+            assert call_label((low + high) / 2, threshold, band) == UNCERTAIN
 
 
 # ------------------------------------------------------------------------------ subjects
@@ -355,7 +354,7 @@ def test_evaluation_counts_are_consistent(seed: int) -> None:
         len(set(preds.subjects)),
         len(preds),
     ]
-    assert (ev.threshold, ev.band, ev.part, ev.notes) == (t, band, "test", [])
+    assert (ev.threshold, ev.uncertainty_band, ev.part, ev.notes) == (t, band, "test", [])
 
 
 def test_calibration_bins_against_a_direct_count() -> None:

@@ -113,7 +113,7 @@ def test_bundle_is_versioned_loadable_and_carries_split_threshold_and_scores(
     bundle = load_bundle(run.bundle_path)
     m = bundle.manifest
     assert m["decision_threshold"] == pytest.approx(run.validation.threshold)
-    assert tuple(m["uncertainty_band"]) == pytest.approx(run.validation.band)
+    assert tuple(m["uncertainty_band"]) == pytest.approx(run.validation.uncertainty_band)
     assert m["training_data"]["split"]["subjects"]["test"] == sorted(split.subjects("test"))
     assert m["training_data"]["split"]["seed"] == 3
     assert m["metrics"]["n"] == len(split.test) == run.test.metrics.n

@@ -197,7 +197,7 @@ def train_demo(
         backbone="efficientnetb0",
         input_size=input_size,
         threshold=0.5,
-        band=(0.35, 0.65),
+        uncertainty_band=(0.35, 0.65),
         demo=True,
         description=(
             "EfficientNetB0 trained from random initialisation on synthetic C-NMC-like cells "

@@ -1,4 +1,4 @@
-"""Score any model bundle on any labelled set, exactly as the app would analyse those cells.
+"""Score any model bundle on any labelled set, exactly as the app would analyze those cells.
 
 `leukgui evaluate` runs the cells through the analysis engine (the same decoding, the same
 compiled model call, the bundle's own threshold and uncertainty band), so its figures are the
@@ -71,7 +71,7 @@ def evaluate_bundle(
         predictions.p_all.append(float(outcome.p_all))
     cancelled = done < len(scan.records)
     name = part or scan.source or "evaluation"
-    evaluation = evaluate_predictions(predictions, bundle.threshold, bundle.band, name)
+    evaluation = evaluate_predictions(predictions, bundle.threshold, bundle.uncertainty_band, name)
     if cancelled:
         evaluation.notes.append(
             f"CANCELLED: {done} of {len(scan.records)} cells were scored before cancel"

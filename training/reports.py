@@ -29,7 +29,7 @@ from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.metrics import BinaryMetrics, wilson_interval
+from leukgui.core.metrics import BinaryMetrics, call_label, wilson_interval
 from leukgui.core.report import (
     _BANNER_FILL,
     _BANNER_FONT,
@@ -50,7 +50,7 @@ from leukgui.core.report import (
 )
 from leukgui.core.results import ALL, DEMO_NOTICE, HEM
 from training.history import LOG_COLUMNS, EpochLog, TrainingRun
-from training.scoring import Evaluation, band_call
+from training.scoring import Evaluation
 
 __all__ = [
     "ReportWriteError",
@@ -325,7 +325,7 @@ def _headline(kv: _KeyValues, evaluation: Evaluation, label: str = "") -> None:
 
 
 def _band_text(evaluation: Evaluation) -> str:
-    lo, hi = evaluation.band
+    lo, hi = evaluation.uncertainty_band
     return f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}"
 
 
@@ -573,7 +573,7 @@ def _predictions_sheet(ws: Worksheet, evaluation: Evaluation | None, title: str)
         _num(ws, row, 4, float(p_all), _PROB)
         call = ALL if p_all >= t else HEM
         _text(ws, row, 5, call)
-        banded = band_call(float(p_all), t, evaluation.band)
+        banded = call_label(float(p_all), t, evaluation.uncertainty_band)
         _text(ws, row, 6, banded).fill = _LABEL_FILLS.get(banded, PatternFill())
         right = call == truth
         cell = _text(ws, row, 7, "yes" if right else "no")
@@ -809,7 +809,7 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
     kv.section("Decision rule")
     if reference is not None:
         kv.add("Decision threshold (P(ALL))", reference.threshold, _PROB)
-        lo, hi = reference.band
+        lo, hi = reference.uncertainty_band
         kv.add("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)")
     kv.add("Threshold rule", run.threshold_rule)
     kv.add("Band rule", run.band_rule)
@@ -918,7 +918,7 @@ def write_evaluation_report(
     kv.add("Backbone", model.get("backbone", "unknown"))
     kv.add("Weights SHA-256", model.get("weights_sha256") or "unknown")
     kv.add("Decision threshold (P(ALL))", evaluation.threshold, _PROB)
-    lo, hi = evaluation.band
+    lo, hi = evaluation.uncertainty_band
     kv.add("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)")
     manifest_threshold = model.get("decision_threshold")
     if isinstance(manifest_threshold, (int, float)) and not math.isclose(

@@ -18,6 +18,7 @@ import numpy as np
 from leukgui.core.metrics import (
     BinaryMetrics,
     binary_metrics,
+    call_label,
     expected_calibration_error,
     thresholded_call,
 )
@@ -119,7 +120,7 @@ class Evaluation:
 
     part: str  # "validation", "test", or the evaluated folder's name
     threshold: float
-    band: tuple[float, float]
+    uncertainty_band: tuple[float, float]
     metrics: BinaryMetrics  # thresholded calls on every cell
     decided_metrics: BinaryMetrics  # only cells outside the uncertainty band
     uncertain: int
@@ -218,14 +219,6 @@ def choose_band(
     return float(low), float(high)
 
 
-def band_call(p: float, threshold: float, band: tuple[float, float]) -> str:
-    """ALL / HEM / UNCERTAIN exactly as `BundleInfo.label` decides it."""
-    low, high = band
-    if low < p < high:
-        return UNCERTAIN
-    return ALL if p >= threshold else HEM
-
-
 def subject_results(
     predictions: Predictions, threshold: float, band: tuple[float, float]
 ) -> list[SubjectResult]:
@@ -236,7 +229,7 @@ def subject_results(
     out = []
     for subject in sorted(groups):
         idx = groups[subject]
-        calls = Counter(band_call(predictions.p_all[i], threshold, band) for i in idx)
+        calls = Counter(call_label(predictions.p_all[i], threshold, band) for i in idx)
         truths = Counter(predictions.truth[i] for i in idx)
         truth = ALL if truths.get(ALL, 0) >= truths.get(HEM, 0) else HEM
         correct = sum(
@@ -288,7 +281,7 @@ def evaluate_predictions(
     truth = predictions.truth
     calls = _labels(p, threshold)
     metrics = binary_metrics(truth, calls, p.tolist())
-    outside = [i for i, v in enumerate(p) if band_call(float(v), threshold, band) != UNCERTAIN]
+    outside = [i for i, v in enumerate(p) if call_label(float(v), threshold, band) != UNCERTAIN]
     decided = binary_metrics(
         [truth[i] for i in outside], [calls[i] for i in outside], [float(p[i]) for i in outside]
     )
@@ -298,7 +291,7 @@ def evaluate_predictions(
     return Evaluation(
         part=part,
         threshold=float(threshold),
-        band=(float(band[0]), float(band[1])),
+        uncertainty_band=(float(band[0]), float(band[1])),
         metrics=metrics,
         decided_metrics=decided,
         uncertain=len(p) - len(outside),
@@ -333,7 +326,7 @@ def metrics_dict(evaluation: Evaluation) -> dict:
         "roc_auc": _num(m.roc_auc),
         "expected_calibration_error": _num(evaluation.ece),
         "threshold": evaluation.threshold,
-        "uncertainty_band": list(evaluation.band),
+        "uncertainty_band": list(evaluation.uncertainty_band),
         "uncertain_cells": evaluation.uncertain,
         "decided_accuracy": _num(d.accuracy),
         "subject_accuracy": _num(evaluation.subject_accuracy),

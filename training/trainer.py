@@ -761,7 +761,7 @@ def train_backbone(
         backbone=config.backbone,
         input_size=config.size,
         threshold=threshold,
-        band=band,
+        uncertainty_band=band,
         demo=False,
         description=(
             f"{config.backbone} fine-tuned by `leukgui train` on {source or 'a labelled set'}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import zipfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -21,7 +22,7 @@ from leukgui import __version__
 from leukgui.core.atomic import atomic_write
 from leukgui.core.backbones import CLASS_NAMES, get_spec, split_classifier
 from leukgui.core.paths import bundled_models_dir, user_models_dir
-from leukgui.core.results import ALL, DEMO_NOTICE, HEM, UNCERTAIN
+from leukgui.core.results import ALL, DEMO_NOTICE
 
 BUNDLE_SUFFIX = ".leukmodel"
 FORMAT_NAME = "leukgui-model"
@@ -82,16 +83,15 @@ class BundleInfo:
         return float(self.manifest["decision_threshold"])
 
     @property
-    def band(self) -> tuple[float, float]:
+    def uncertainty_band(self) -> tuple[float, float]:
         low, high = self.manifest["uncertainty_band"]
         return float(low), float(high)
 
     def label(self, p_all: float) -> str:
-        """ALL / HEM by the decision threshold, UNCERTAIN strictly inside the band."""
-        low, high = self.band
-        if low < p_all < high:
-            return UNCERTAIN
-        return ALL if p_all >= self.threshold else HEM
+        """This model's call for P(ALL), by the one label policy (`metrics.call_label`)."""
+        from leukgui.core.metrics import call_label
+
+        return call_label(p_all, self.threshold, self.uncertainty_band)
 
 
 @dataclass
@@ -219,7 +219,7 @@ def make_manifest(
     backbone: str,
     input_size: int,
     threshold: float = 0.5,
-    band: tuple[float, float] = (0.35, 0.65),
+    uncertainty_band: tuple[float, float] = (0.35, 0.65),
     demo: bool = False,
     training_data: dict[str, Any] | None = None,
     metrics: dict[str, Any] | None = None,
@@ -247,7 +247,7 @@ def make_manifest(
         "preprocessing": spec.preprocessing,
         "cam_layer": spec.cam_layer,
         "decision_threshold": float(threshold),
-        "uncertainty_band": [float(band[0]), float(band[1])],
+        "uncertainty_band": [float(uncertainty_band[0]), float(uncertainty_band[1])],
         "training_data": training_data or {},
         "metrics": metrics or {},
         "app_version": __version__,
@@ -352,3 +352,95 @@ def choose_bundle(name: str | None = None) -> BundleInfo:
         )
     real = [b for b in found if not b.demo]
     return max(real or found, key=_version_key)
+
+
+# ---------------------------------------------------------------------------- installing
+
+COPIED = "copied"
+IDENTICAL = "identical"
+CONFLICT = "conflict"
+
+
+@dataclass(frozen=True)
+class InstallOutcome:
+    """What installing a model file did: copied it, found it already there, or refused."""
+
+    source: Path
+    target: Path
+    status: str  # COPIED, IDENTICAL or CONFLICT
+    reason: str = ""  # for CONFLICT: what clashes, in words fit for the user
+
+    @property
+    def installed(self) -> bool:
+        return self.status in (COPIED, IDENTICAL)
+
+
+def _same_bytes(a: Path, b: Path) -> bool:
+    if a.stat().st_size != b.stat().st_size:
+        return False
+    with open(a, "rb") as fa, open(b, "rb") as fb:
+        while True:
+            ca, cb = fa.read(1 << 20), fb.read(1 << 20)
+            if ca != cb:
+                return False
+            if not ca:
+                return True
+
+
+def install_bundle(
+    path: str | os.PathLike, folder: str | os.PathLike | None = None
+) -> InstallOutcome:
+    """Verify a model file (manifest, hash, safe loading) and copy it into the models folder.
+
+    The one rule for conflicts, for Model > Import and the Training page alike: a model is
+    named in reports by its name, version and hash, so nothing is ever overwritten. The same
+    bytes already installed is IDENTICAL; a different file under the same file name, or
+    another model with the same name and version but other weights, is a CONFLICT whose
+    reason says what to rename. Raises BundleError when the file itself is unusable.
+    """
+    source = Path(path)
+    manifest = read_manifest(source)  # the cheap checks first, with the clearest messages
+    load_bundle(source)
+    folder = Path(folder) if folder is not None else user_models_dir()
+    target = folder / source.name
+    if target.exists():
+        if _same_bytes(source, target):
+            return InstallOutcome(source, target, IDENTICAL)
+        return InstallOutcome(
+            source,
+            target,
+            CONFLICT,
+            f"{target.name} already exists in {folder} with other contents; "
+            "rename the file to add it as another model",
+        )
+    name, version = str(manifest["name"]), str(manifest["version"])
+    for other in folder.glob("*" + BUNDLE_SUFFIX) if folder.is_dir() else ():
+        try:
+            theirs = read_manifest(other)
+        except BundleError:
+            continue
+        if (str(theirs["name"]), str(theirs["version"])) == (name, version) and theirs[
+            "weights_sha256"
+        ] != manifest["weights_sha256"]:
+            return InstallOutcome(
+                source,
+                other,
+                CONFLICT,
+                f"model {name} version {version} is already installed as {other.name} with "
+                "other weights; a report could not tell them apart",
+            )
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = folder / f".{source.name}.{os.getpid()}.partial"
+    try:
+        shutil.copyfile(source, partial)
+        try:
+            os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
+        except FileExistsError:
+            return install_bundle(source, folder)
+        except OSError:  # file systems without hard links
+            if target.exists():
+                return install_bundle(source, folder)
+            os.replace(partial, target)
+    finally:
+        partial.unlink(missing_ok=True)
+    return InstallOutcome(source, target, COPIED)

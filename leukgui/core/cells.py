@@ -1,4 +1,4 @@
-"""The picture of one analysed cell, however it was found.
+"""The picture of one analyzed cell, however it was found.
 
 A single-cell crop is its own file; a cell found in a smear field is cut out of that field
 again from the box and mask stored in its result, exactly as the engine cut it for the

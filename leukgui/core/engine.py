@@ -43,7 +43,7 @@ from leukgui.core.results import (
 from leukgui.core.truth import truth_for
 
 DEFAULT_BATCH_SIZE = 32
-FIELD_MODES = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
+IMAGE_KINDS = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
 ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
 
@@ -87,7 +87,7 @@ class _Cell:
 
 
 def _decode_one(
-    item: InputFile, size: int, max_pixels: int, field_mode: str, detector: Any
+    item: InputFile, size: int, max_pixels: int, image_kind: str, detector: Any
 ) -> tuple[list[_Cell], int, int]:
     """The model inputs of one file: itself if it is a single-cell crop, else one C-NMC-like
     crop per white cell found in the smear field (ImageError when there is none)."""
@@ -95,7 +95,7 @@ def _decode_one(
     height, width = rgb.shape[:2]
     from leukgui.core import fields
 
-    if field_mode == "cells" or (field_mode == "auto" and fields.looks_like_single_cell(rgb)):
+    if image_kind == "cells" or (image_kind == "auto" and fields.looks_like_single_cell(rgb)):
         return [_Cell(to_model_input(rgb, size))], width, height
     found = fields.detect_cells(rgb, detector)
     if not found.cells:
@@ -128,7 +128,7 @@ def _producer(
     max_pixels: int,
     out: queue.Queue,
     stop: threading.Event,
-    field_mode: str = "auto",
+    image_kind: str = "auto",
     detector: Any = None,
 ) -> None:
     """Decode files into batches; a file that fails becomes a FileError entry in place."""
@@ -141,7 +141,7 @@ def _producer(
                 return
             done_items += 1
             try:
-                cells, width, height = _decode_one(item, size, max_pixels, field_mode, detector)
+                cells, width, height = _decode_one(item, size, max_pixels, image_kind, detector)
             except ImageError as exc:
                 entries.append(FileError(item.path, item.sample, str(exc)))
             except MemoryError:
@@ -214,18 +214,18 @@ class Analyzer:
         progress: ProgressCallback | None = None,
         cancel: CancelToken | None = None,
         max_pixels: int = DEFAULT_MAX_PIXELS,
-        field_mode: str = "auto",
+        image_kind: str = "auto",
         detector: Any = None,
     ) -> Iterator[Outcome]:
         """Yield, in input order, a CellResult or FileError per single-cell image and one
         CellResult per white cell found in a smear field (or a FileError when none is).
 
-        `field_mode` is "auto" (decided per image), "cells" or "fields"; `detector` holds
+        `image_kind` is "auto" (decided per image), "cells" or "fields"; `detector` holds
         `leukgui.core.fields.DetectorSettings` (None: defaults). Progress counts files.
         Stops between batches when `cancel` is set; everything yielded so far stands.
         """
-        if field_mode not in FIELD_MODES:
-            raise ValueError(f"field_mode must be one of {', '.join(FIELD_MODES)}")
+        if image_kind not in IMAGE_KINDS:
+            raise ValueError(f"image_kind must be one of {', '.join(IMAGE_KINDS)}")
         total = len(items)
         started = time.perf_counter()
         done = 0
@@ -233,7 +233,7 @@ class Analyzer:
         out: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(
             target=_producer,
-            args=(items, self.input_size, batch_size, max_pixels, out, stop, field_mode, detector),
+            args=(items, self.input_size, batch_size, max_pixels, out, stop, image_kind, detector),
             name="leukgui-decoder",
             daemon=True,
         )
@@ -316,7 +316,7 @@ def device_description() -> str:
     return f"CPU ({os.cpu_count()} logical cores)"
 
 
-def field_provenance(field_mode: str, detector: Any) -> dict[str, str]:
+def field_provenance(image_kind: str, detector: Any) -> dict[str, str]:
     """How smear fields were handled, for the report's provenance."""
     import json
 
@@ -328,7 +328,7 @@ def field_provenance(field_mode: str, detector: Any) -> dict[str, str]:
             "auto": "decided per image (single-cell crop on black, or smear field)",
             "cells": "every image is a single-cell crop",
             "fields": "every image is a smear field",
-        }[field_mode],
+        }[image_kind],
         "White-cell detector settings": json.dumps(settings.to_dict(), sort_keys=True),
     }
 
@@ -345,7 +345,7 @@ def run_info_for(bundle: LoadedBundle, inputs: Sequence[str | Path]) -> RunInfo:
         backbone=bundle.backbone,
         input_size=int(bundle.manifest["input_size"]),
         threshold=bundle.threshold,
-        uncertainty_band=bundle.band,
+        uncertainty_band=bundle.uncertainty_band,
         demo=bundle.demo,
         inputs=[str(p) for p in inputs],
         started=datetime.now().astimezone(),
@@ -364,7 +364,7 @@ def analyze_paths(
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
     max_pixels: int = DEFAULT_MAX_PIXELS,
-    field_mode: str = "auto",
+    image_kind: str = "auto",
     detector: Any = None,
     analyzer: Analyzer | None = None,
     discovered: tuple[list[InputFile], list[FileError]] | None = None,
@@ -376,7 +376,7 @@ def analyze_paths(
     once.
     """
     info = run_info_for(bundle, paths)
-    info.extra.update(field_provenance(field_mode, detector))
+    info.extra.update(field_provenance(image_kind, detector))
     items, walk_errors = discovered if discovered is not None else discover(paths)
     info.total_inputs = len(items) + len(walk_errors)
     outcomes: list[Any] = list(walk_errors)
@@ -388,7 +388,7 @@ def analyze_paths(
             progress=progress,
             cancel=cancel,
             max_pixels=max_pixels,
-            field_mode=field_mode,
+            image_kind=image_kind,
             detector=detector,
         )
     )

@@ -197,7 +197,7 @@ class FieldDetection:
 
     cells: list[DetectedCell]
     notes: list[str]
-    shape: tuple[int, int]  # (height, width) of the analysed image
+    shape: tuple[int, int]  # (height, width) of the analyzed image
     settings: dict[str, float | int | None]
 
 
@@ -607,7 +607,7 @@ def looks_like_single_cell(rgb: np.ndarray) -> bool:
     """
     _check_rgb(rgb)
     h, w = rgb.shape[:2]
-    # Every k-th pixel (a strided view, no copy): this runs on every analysed image in the
+    # Every k-th pixel (a strided view, no copy): this runs on every analyzed image in the
     # decoder thread, where an INTER_AREA resize alone cost half a millisecond.
     step = max(1, int(np.ceil(max(h, w) / 128.0)))
     small = rgb[::step, ::step]

@@ -96,7 +96,7 @@ def _explicit_file_sample(path: str) -> str:
 def discover(
     paths: Sequence[str | os.PathLike[str]],
 ) -> tuple[list[InputFile], list[FileError]]:
-    """Expand files and folders into the images to analyse, plus what could not be used.
+    """Expand files and folders into the images to analyze, plus what could not be used.
 
     Inputs are handled in the order given. Folders are walked recursively and depth-first:
     within each folder its image files come first, then its subfolders, both in

@@ -10,13 +10,24 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 import numpy as np
 
-from leukgui.core.results import ALL, HEM, UNCERTAIN, CellResult, FileError, Outcome, RunResult
+from leukgui.core.results import (
+    ALL,
+    HEM,
+    LABELS,
+    UNCERTAIN,
+    UNCLASSIFIABLE,
+    CellResult,
+    FileError,
+    Outcome,
+    RunResult,
+)
 
 Z_95 = 1.959963984540054
-OVERALL = "Overall"
+OVERALL = "All samples"  # the summary row over every sample of a run
 
 __all__ = [
     "OVERALL",
@@ -24,6 +35,7 @@ __all__ = [
     "BinaryMetrics",
     "SampleSummary",
     "binary_metrics",
+    "call_label",
     "decided_label",
     "expected_calibration_error",
     "normalize_truth",
@@ -60,6 +72,15 @@ def wilson_interval(k: int, n: int, z: float = Z_95) -> tuple[float, float]:
 def thresholded_call(p_all: float, threshold: float) -> str:
     """The binary call for P(ALL) at the decision threshold (ALL when p_all >= threshold)."""
     return ALL if p_all >= threshold else HEM
+
+
+def call_label(p_all: float, threshold: float, uncertainty_band: tuple[float, float]) -> str:
+    """The label policy, the one rule every model call follows: UNCERTAIN strictly inside
+    the uncertainty band, else ALL at or above the decision threshold, else HEM."""
+    low, high = uncertainty_band
+    if low < p_all < high:
+        return UNCERTAIN
+    return thresholded_call(p_all, threshold)
 
 
 def decided_label(cell: CellResult, threshold: float) -> str:
@@ -255,12 +276,25 @@ def expected_calibration_error(
     return ece
 
 
+class Reviewed(Protocol):
+    """What a summary needs of a review (`leukgui.core.review.ReviewState` provides it)."""
+
+    def final_label(self, cell: CellResult) -> str: ...
+
+    def is_reviewed(self, cell: CellResult) -> bool: ...
+
+    def signed_off(self, sample: str) -> Any: ...
+
+
 @dataclass(frozen=True)
 class SampleSummary:
-    """Counts for one sample (or the Overall row) and its ALL fraction with a Wilson 95% CI.
+    """Counts for one sample (or the "All samples" row, last) and its ALL fraction with a
+    Wilson 95% CI.
 
-    `all_fraction` = ALL / (ALL + HEM): UNCERTAIN cells are excluded from the denominator
-    because they carry no call; fractions are 0..1 (NaN when no cell was decided).
+    Counts are of final labels: the reviewer's where a cell was reviewed, else the model's.
+    `all_fraction` = ALL / (ALL + HEM): UNCERTAIN cells (unreviewed model calls inside the
+    band) and UNCLASSIFIABLE cells (a reviewer's verdict) carry no call and stay out of the
+    denominator; fractions are 0..1 (NaN when no cell was decided).
     """
 
     sample: str
@@ -273,6 +307,9 @@ class SampleSummary:
     ci_low: float
     ci_high: float
     is_overall: bool = False
+    n_unclassifiable: int = 0
+    reviewed: int = 0
+    signed_off: Any = None  # the sample's SignOff when a review locked it
 
     @property
     def decided(self) -> int:
@@ -280,51 +317,80 @@ class SampleSummary:
         return self.n_all + self.n_hem
 
 
+_FINAL_LABELS = (ALL, HEM, UNCERTAIN, UNCLASSIFIABLE)
+
+
 def _summary_row(
-    sample: str, counts: dict[str, int], errors: int, is_overall: bool = False
+    sample: str,
+    counts: dict[str, int],
+    errors: int,
+    reviewed: int = 0,
+    signed_off: Any = None,
+    is_overall: bool = False,
 ) -> SampleSummary:
-    n_all, n_hem, n_unc = counts[ALL], counts[HEM], counts[UNCERTAIN]
+    n_all, n_hem = counts[ALL], counts[HEM]
     decided = n_all + n_hem
     low, high = wilson_interval(n_all, decided)
     return SampleSummary(
         sample=sample,
-        cells=n_all + n_hem + n_unc,
+        cells=sum(counts.values()),
         n_all=n_all,
         n_hem=n_hem,
-        n_uncertain=n_unc,
+        n_uncertain=counts[UNCERTAIN],
         errors=errors,
         all_fraction=_ratio(n_all, decided),
         ci_low=low,
         ci_high=high,
         is_overall=is_overall,
+        n_unclassifiable=counts[UNCLASSIFIABLE],
+        reviewed=reviewed,
+        signed_off=signed_off,
     )
 
 
-def sample_summary(outcomes: RunResult | Iterable[Outcome]) -> list[SampleSummary]:
-    """Per-sample counts in order of first appearance, with an "Overall" row last.
+def sample_summary(
+    outcomes: RunResult | Iterable[Outcome], review: Reviewed | None = None
+) -> list[SampleSummary]:
+    """Per-sample counts in order of first appearance, with an "All samples" row last.
 
-    ALL % = ALL / (ALL + HEM); UNCERTAIN cells are counted but excluded from that denominator,
-    and the interval is the Wilson 95% score interval. Errors are inputs that could not be
-    analysed; they count towards their sample's `errors`, never towards `cells`.
+    Without `review` the counts are the model's calls; with it they are final labels
+    (reviewed, else the model's), and each row also counts reviewed cells and carries its
+    sign-off. With nothing reviewed both give the same numbers, so a report does not move
+    when an empty review is attached. Errors are inputs that could not be analyzed; they
+    count towards their sample's `errors`, never towards `cells`.
     """
     items = outcomes.outcomes if isinstance(outcomes, RunResult) else list(outcomes)
     per_sample: dict[str, dict[str, int]] = {}
-    per_sample_errors: dict[str, int] = {}
-    total = {ALL: 0, HEM: 0, UNCERTAIN: 0}
-    total_errors = 0
+    errors: dict[str, int] = {}
+    reviewed: dict[str, int] = {}
     for o in items:
-        counts = per_sample.setdefault(o.sample, {ALL: 0, HEM: 0, UNCERTAIN: 0})
-        per_sample_errors.setdefault(o.sample, 0)
+        counts = per_sample.setdefault(o.sample, dict.fromkeys(_FINAL_LABELS, 0))
+        errors.setdefault(o.sample, 0)
+        reviewed.setdefault(o.sample, 0)
         if isinstance(o, FileError):
-            per_sample_errors[o.sample] += 1
-            total_errors += 1
+            errors[o.sample] += 1
         elif isinstance(o, CellResult):
-            if o.label not in counts:
-                raise ValueError(f"unknown label {o.label!r} for {o.path}")
-            counts[o.label] += 1
-            total[o.label] += 1
+            label = review.final_label(o) if review is not None else o.label
+            allowed = _FINAL_LABELS if review is not None else LABELS
+            if label not in allowed:
+                raise ValueError(f"unknown label {label!r} for {o.path}")
+            counts[label] += 1
+            if review is not None:
+                reviewed[o.sample] += review.is_reviewed(o)
         else:
             raise TypeError(f"expected CellResult or FileError, got {type(o).__name__}")
-    rows = [_summary_row(s, c, per_sample_errors[s]) for s, c in per_sample.items()]
-    rows.append(_summary_row(OVERALL, total, total_errors, is_overall=True))
+    rows = [
+        _summary_row(
+            s,
+            c,
+            errors[s],
+            reviewed[s],
+            review.signed_off(s) if review is not None else None,
+        )
+        for s, c in per_sample.items()
+    ]
+    total = {label: sum(c[label] for c in per_sample.values()) for label in _FINAL_LABELS}
+    rows.append(
+        _summary_row(OVERALL, total, sum(errors.values()), sum(reviewed.values()), None, True)
+    )
     return rows

@@ -33,7 +33,7 @@ class Preferences:
     batch_size: int = 32
     open_report_after_export: bool = True
     preload_model: bool = True  # load TensorFlow and the model in the background at start-up
-    field_mode: str = "auto"  # images: "auto" (decide per image), "cells" or "fields"
+    image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
     detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)
 
@@ -51,7 +51,7 @@ def preferences_path() -> Path:
 def _valid(name: str, value: object, default: object) -> bool:
     if name == "theme":
         return value in THEMES
-    if name == "field_mode":
+    if name == "image_kind":
         return value in ("auto", "cells", "fields")
     if name == "thumb_size":
         return isinstance(value, int) and 48 <= value <= 320
@@ -77,6 +77,8 @@ def load_preferences(path: Path | None = None) -> tuple[Preferences, list[str]]:
         return prefs, [f"{path.name} could not be read ({exc}); using defaults"]
     if not isinstance(raw, dict):
         return prefs, [f"{path.name} is not a JSON object; using defaults"]
+    if "field_mode" in raw and "image_kind" not in raw:  # the name before 0.x: keep the choice
+        raw["image_kind"] = raw.pop("field_mode")
     defaults = Preferences()
     for f in fields(Preferences):
         if f.name not in raw:

@@ -41,6 +41,7 @@ from leukgui.core.atomic import ReportWriteError, atomic_write
 from leukgui.core.imaging import ImageError, decode_image, thumbnail
 from leukgui.core.metrics import (
     BinaryMetrics,
+    SampleSummary,
     binary_metrics,
     decided_label,
     expected_calibration_error,
@@ -62,8 +63,6 @@ from leukgui.core.review import (
     UNCLASSIFIABLE,
     AuditEntry,
     ReviewState,
-    ReviewSummary,
-    review_summary,
 )
 
 __all__ = [
@@ -251,7 +250,7 @@ class _Pictures:
 
 
 def _read_checked(cell: CellResult) -> np.ndarray:
-    """Re-read the cell's image; refuse it if it is not the image that was analysed."""
+    """Re-read the cell's image; refuse it if it is not the image that was analyzed."""
     rgb = decode_image(cell.path)
     h, w = rgb.shape[:2]
     if cell.width and cell.height and (w, h) != (cell.width, cell.height):
@@ -394,7 +393,7 @@ def _summary_sheet(
     if info.cancelled:
         done = len(run.outcomes)
         total = info.total_inputs or done
-        _banner(ws, row, f"Run cancelled — {done} of {total} inputs analysed", last_col)
+        _banner(ws, row, f"Run cancelled — {done} of {total} inputs analyzed", last_col)
         row += 1
     model = f"{info.model_name} {info.model_version}".strip()
     _text(ws, row, 1, "Model")
@@ -419,7 +418,7 @@ def _summary_sheet(
     if review is None:
         row, names = _model_summary_table(ws, run, row + 1)
     else:
-        reviewed_rows = review_summary(run, review)
+        reviewed_rows = sample_summary(run, review)
         row, signers = _review_summary_table(ws, reviewed_rows, row)
         names = [s.sample for s in reviewed_rows]
 
@@ -440,7 +439,7 @@ def _summary_sheet(
         ]
     notes += [
         "95% CI: Wilson score interval for the ALL proportion of each sample.",
-        "Errors: inputs that could not be analysed (listed on the Errors sheet); they are not "
+        "Errors: inputs that could not be analyzed (listed on the Errors sheet); they are not "
         "counted as cells.",
     ]
     field_cells = [c for c in run.cells if c.in_field]
@@ -525,7 +524,7 @@ def _table_row_style(ws: Worksheet, row: int, last_col: int, is_overall: bool) -
 
 
 def _review_summary_table(
-    ws: Worksheet, rows: list[ReviewSummary], row: int
+    ws: Worksheet, rows: list[SampleSummary], row: int
 ) -> tuple[int, list[str]]:
     """Review status line and the per-sample table on FINAL labels, with sign-offs.
 
@@ -1128,7 +1127,7 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Duration", _fmt_duration(info.started, info.finished)),
         ("Cancelled", "yes" if info.cancelled else "no"),
         ("Total inputs", info.total_inputs),
-        ("Inputs analysed", len(run.outcomes)),
+        ("Inputs analyzed", len(run.outcomes)),
         ("Cells", len(run.cells)),
         ("Errors", len(run.errors)),
         ("Device", info.device),

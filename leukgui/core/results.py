@@ -26,7 +26,7 @@ DEMO_NOTICE = "DEMO MODEL — trained on synthetic cells, not for diagnosis"
 
 @dataclass(frozen=True)
 class InputFile:
-    """One image to analyse: where it is and which sample (folder) it belongs to."""
+    """One image to analyze: where it is and which sample (folder) it belongs to."""
 
     path: Path
     sample: str
@@ -68,13 +68,29 @@ class CellResult:
         return self.box is not None
 
 
+# What went wrong with an input, for code to decide on (the reason is for people).
+UNREADABLE = "unreadable"  # missing, no permission, I/O error, undecodable bytes
+NOT_AN_IMAGE = "not_an_image"  # a file that is no image format we read
+TOO_LARGE = "too_large"  # over the pixel limit, or too large for memory
+NO_WHITE_CELL = "no_white_cell"  # a smear field in which the detector found no white cell
+MODEL_FAILURE = "model_failure"  # the network returned non-finite values for this input
+UNEXPECTED = "unexpected"  # a bug: an exception nobody anticipated
+ERROR_KINDS = (UNREADABLE, NOT_AN_IMAGE, TOO_LARGE, NO_WHITE_CELL, MODEL_FAILURE, UNEXPECTED)
+
+
 @dataclass
 class FileError:
-    """An input that could not be analysed, with a plain-language reason."""
+    """An input that could not be analyzed: a plain-language `reason` for the person and a
+    machine-readable `kind` (one of `ERROR_KINDS`) for the code that sorts or counts errors."""
 
     path: Path
     sample: str
     reason: str
+    kind: str = UNREADABLE
+
+    def __post_init__(self) -> None:
+        if self.kind not in ERROR_KINDS:
+            raise ValueError(f"unknown error kind {self.kind!r}; expected one of {ERROR_KINDS}")
 
 
 Outcome = CellResult | FileError

@@ -26,7 +26,6 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
-import math
 import os
 import sys
 import warnings
@@ -39,7 +38,7 @@ from typing import Any
 import numpy as np
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.metrics import OVERALL, thresholded_call, wilson_interval
+from leukgui.core.metrics import thresholded_call
 from leukgui.core.results import (
     ALL,
     HEM,
@@ -61,7 +60,6 @@ __all__ = [
     "CellReview",
     "ReviewError",
     "ReviewState",
-    "ReviewSummary",
     "SampleLockedError",
     "SessionError",
     "SessionInUseError",
@@ -69,7 +67,6 @@ __all__ = [
     "SessionStore",
     "SignOff",
     "cell_key",
-    "review_summary",
 ]
 
 REVIEW_LABELS = (ALL, HEM, UNCLASSIFIABLE)
@@ -355,103 +352,6 @@ class ReviewState:
             self.on_change(entry)  # first: a failed save leaves the state unchanged
         self.apply(entry)
         return entry
-
-
-# ---------------------------------------------------------------------------- summary
-
-
-@dataclass(frozen=True)
-class ReviewSummary:
-    """Counts on FINAL labels (reviewed, else the model's) for one sample or the Overall row.
-
-    `n_uncertain` counts unreviewed cells the model left UNCERTAIN; `n_unclassifiable` counts
-    cells a reviewer marked UNCLASSIFIABLE. Neither enters ALL % = ALL / (ALL + HEM).
-    """
-
-    sample: str
-    cells: int
-    n_all: int
-    n_hem: int
-    n_uncertain: int
-    n_unclassifiable: int
-    reviewed: int
-    errors: int
-    all_fraction: float
-    ci_low: float
-    ci_high: float
-    signed_off: SignOff | None = None
-    is_overall: bool = False
-
-    @property
-    def decided(self) -> int:
-        """Cells whose final label is ALL or HEM (the denominator of ALL %)."""
-        return self.n_all + self.n_hem
-
-
-_FINAL_LABELS = (ALL, HEM, UNCERTAIN, UNCLASSIFIABLE)
-
-
-def _review_row(
-    sample: str,
-    counts: dict[str, int],
-    reviewed: int,
-    errors: int,
-    signed_off: SignOff | None,
-    is_overall: bool = False,
-) -> ReviewSummary:
-    n_all, n_hem = counts[ALL], counts[HEM]
-    decided = n_all + n_hem
-    low, high = wilson_interval(n_all, decided)
-    return ReviewSummary(
-        sample=sample,
-        cells=sum(counts.values()),
-        n_all=n_all,
-        n_hem=n_hem,
-        n_uncertain=counts[UNCERTAIN],
-        n_unclassifiable=counts[UNCLASSIFIABLE],
-        reviewed=reviewed,
-        errors=errors,
-        all_fraction=n_all / decided if decided else math.nan,
-        ci_low=low,
-        ci_high=high,
-        signed_off=signed_off,
-        is_overall=is_overall,
-    )
-
-
-def review_summary(run: RunResult, state: ReviewState) -> list[ReviewSummary]:
-    """Per-sample counts on final labels in order of first appearance, "Overall" last.
-
-    With nothing reviewed it equals `metrics.sample_summary` field for field, so the
-    report's numbers do not move when a review is attached but empty. Reviews of cells that
-    are not in `run` are ignored.
-    """
-    per_sample: dict[str, dict[str, int]] = {}
-    reviewed: dict[str, int] = {}
-    errors: dict[str, int] = {}
-    for o in run.outcomes:
-        counts = per_sample.setdefault(o.sample, dict.fromkeys(_FINAL_LABELS, 0))
-        reviewed.setdefault(o.sample, 0)
-        errors.setdefault(o.sample, 0)
-        if isinstance(o, FileError):
-            errors[o.sample] += 1
-        elif isinstance(o, CellResult):
-            label = state.final_label(o)
-            if label not in counts:
-                raise ValueError(f"unknown label {label!r} for {o.path}")
-            counts[label] += 1
-            reviewed[o.sample] += state.is_reviewed(o)
-        else:
-            raise TypeError(f"expected CellResult or FileError, got {type(o).__name__}")
-    rows = [
-        _review_row(s, c, reviewed[s], errors[s], state.signed_off(s))
-        for s, c in per_sample.items()
-    ]
-    total = {label: sum(c[label] for c in per_sample.values()) for label in _FINAL_LABELS}
-    rows.append(
-        _review_row(OVERALL, total, sum(reviewed.values()), sum(errors.values()), None, True)
-    )
-    return rows
 
 
 # ---------------------------------------------------------------------------- session files
@@ -752,7 +652,7 @@ class SessionStore:
     # ------------------------------------------------------------------ run snapshot
 
     def save_run(self, run: RunResult) -> None:
-        """Replace the run snapshot (e.g. after more cells were analysed), crash-safely."""
+        """Replace the run snapshot (e.g. after more cells were analyzed), crash-safely."""
         generation = int(self._read_run_json().get("generation", 0)) + 1
         try:
             _write_snapshot(self.folder, run, generation)

@@ -25,7 +25,7 @@ class AnalysisRequest:
     paths: list[str]
     model: str  # bundle path
     batch_size: int = 32
-    field_mode: str = "auto"
+    image_kind: str = "auto"
     detector: dict | None = None  # DetectorSettings overrides from the preferences
 
 
@@ -86,7 +86,7 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
     bundle, analyzer = loaded_analyzer(request.model)
     items, walk_errors = discover(request.paths)
     info = run_info_for(bundle, request.paths)
-    info.extra.update(field_provenance(request.field_mode, detector))
+    info.extra.update(field_provenance(request.image_kind, detector))
     info.total_inputs = len(items) + len(walk_errors)
     run = RunResult(info=info, outcomes=list(walk_errors))
     worker.report(RunStarted(RunResult(info=info, outcomes=list(walk_errors)), len(items)))
@@ -104,7 +104,7 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
         batch_size=request.batch_size,
         progress=progress,
         cancel=worker.cancel_token,
-        field_mode=request.field_mode,
+        image_kind=request.image_kind,
         detector=detector,
     ):
         run.outcomes.append(outcome)

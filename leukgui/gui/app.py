@@ -44,7 +44,7 @@ def _application(argv: Sequence[str]) -> object:
 def open_window(argv: Sequence[str]) -> MainWindow:
     """Show the main window and act on the command line: a `.leukmodel` file (what
     double-clicking one runs, through the installer's file association) is imported, and
-    folders or images are analysed."""
+    folders or images are analyzed."""
     from leukgui.gui.main_window import MainWindow
     from leukgui.gui.theme import apply_theme
 
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def self_test(out: object = None) -> int:
-    """Open the window offscreen, analyse the bundled samples, export and check a report.
+    """Open the window offscreen, analyze the bundled samples, export and check a report.
 
     The installer runs this after installing; it exits 0 only when every step worked.
     """
@@ -138,7 +138,7 @@ def self_test(out: object = None) -> int:
             window.grab().save(shot)
             say(f"screenshot {shot}")
         run = result[0]
-        say(f"analysed {len(run.cells)} cells, {len(run.errors)} errors")
+        say(f"analyzed {len(run.cells)} cells, {len(run.errors)} errors")
         if len(run.cells) != len(expected):
             say(f"FAILED: expected {len(expected)} cells")
             return 1

@@ -1,6 +1,6 @@
 """Qt item models for the cell gallery: the list of results, its thumbnails, and its filters.
 
-One `CellListModel` row per analysed cell, in arrival order; the gallery paints rows with a
+One `CellListModel` row per analyzed cell, in arrival order; the gallery paints rows with a
 delegate, so 10,000 cells cost 10,000 small records and no widgets. Thumbnails are decoded on
 a thread pool only when a row is actually painted, and kept in a bounded LRU. Filtering and
 sorting read the model's plain Python lists directly (no QModelIndex round trips), which is
@@ -377,7 +377,7 @@ class ThumbnailCache(QObject):
 
 
 class CellListModel(QAbstractListModel):
-    """Every analysed cell in arrival order, with its final (reviewed) label and thumbnail.
+    """Every analyzed cell in arrival order, with its final (reviewed) label and thumbnail.
 
     Final labels and reviewed flags are cached per row so that filters over 10k cells are
     list lookups; after changing the review, call `cell_changed(path)` (one cell) or

@@ -1,4 +1,4 @@
-"""The main window: bring images in, choose a model, analyse, review, export, train.
+"""The main window: bring images in, choose a model, analyze, review, export, train.
 
 Thin by design: the engine, review state, summaries, sessions and reports all live in
 `leukgui.core`; this module wires them to widgets and turns worker events into model
@@ -200,19 +200,19 @@ class MainWindow(QMainWindow):
             "Open &Folder…",
             self.choose_folder,
             QKeySequence.StandardKey.Open,
-            "Analyse every image in a folder (sub-folders become samples)",
+            "Analyze every image in a folder (sub-folders become samples)",
         )
         self.act_open_folder.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
         self.act_open_files = self._action(
-            "Open F&iles…", self.choose_files, "Ctrl+Shift+O", "Analyse selected image files"
+            "Open F&iles…", self.choose_files, "Ctrl+Shift+O", "Analyze selected image files"
         )
-        self.act_analyse = self._action(
-            "&Analyse",
+        self.act_analyze = self._action(
+            "&Analyze",
             self.start_analysis,
             "F5",
             "Classify the loaded images with the chosen model",
         )
-        self.act_analyse.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+        self.act_analyze.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
         self.act_cancel = self._action(
             "&Cancel",
             self.cancel_analysis,
@@ -303,12 +303,12 @@ class MainWindow(QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.act_quit)
         analysis_menu = bar.addMenu("&Analysis")
-        analysis_menu.addAction(self.act_analyse)
+        analysis_menu.addAction(self.act_analyze)
         analysis_menu.addAction(self.act_cancel)
         analysis_menu.addSeparator()
-        kinds = analysis_menu.addMenu("&Images are")
+        kinds = analysis_menu.addMenu("Image &kind")
         group = QActionGroup(self)
-        self.field_mode_actions: dict[str, QAction] = {}
+        self.image_kind_actions: dict[str, QAction] = {}
         for mode, text in (
             ("auto", "&Decided per image (cell crop or smear field)"),
             ("cells", "Single-&cell crops"),
@@ -316,10 +316,10 @@ class MainWindow(QMainWindow):
         ):
             action = kinds.addAction(text)
             action.setCheckable(True)
-            action.setChecked(self.prefs.field_mode == mode)
-            action.triggered.connect(lambda _=False, m=mode: self.set_field_mode(m))
+            action.setChecked(self.prefs.image_kind == mode)
+            action.triggered.connect(lambda _=False, m=mode: self.set_image_kind(m))
             group.addAction(action)
-            self.field_mode_actions[mode] = action
+            self.image_kind_actions[mode] = action
         model_menu = bar.addMenu("&Model")
         model_menu.addAction(self.act_model_card)
         model_menu.addAction(self.act_import_model)
@@ -363,7 +363,7 @@ class MainWindow(QMainWindow):
         card.clicked.connect(self.show_model_card)
         toolbar.addWidget(card)
         toolbar.addSeparator()
-        toolbar.addAction(self.act_analyse)
+        toolbar.addAction(self.act_analyze)
         toolbar.addAction(self.act_cancel)
         toolbar.addSeparator()
         toolbar.addAction(self.act_export)
@@ -771,7 +771,7 @@ class MainWindow(QMainWindow):
         self.recent_menu.setEnabled(bool(self.prefs.recent_folders))
 
     def open_paths(self, paths: list[str]) -> None:
-        """New inputs replace the current ones and are analysed at once."""
+        """New inputs replace the current ones and are analyzed at once."""
         if self.worker is not None and self.worker.isRunning():
             self._show_message("information", "Busy", "Wait for the running analysis or cancel it.")
             return
@@ -821,7 +821,7 @@ class MainWindow(QMainWindow):
             list(self.inputs),
             bundle,
             self.prefs.batch_size,
-            self.prefs.field_mode,
+            self.prefs.image_kind,
             dict(self.prefs.detector),
         )
         worker = self._start_worker(
@@ -886,7 +886,7 @@ class MainWindow(QMainWindow):
         self.progress_label.setText(f"{state}: {cells} cells, {len(run.errors)} errors")
         if self.store is not None:
             self._save_snapshot()
-        self.errors_list.setToolTip(f"{len(run.errors)} inputs could not be analysed")
+        self.errors_list.setToolTip(f"{len(run.errors)} inputs could not be analyzed")
         self.side_tabs.setTabText(1, f"Errors ({len(run.errors)})")
         self.refresh_summary()
         self.worker = None
@@ -971,7 +971,7 @@ class MainWindow(QMainWindow):
             (latest / SESSION_CLOSED).write_text("declined", encoding="utf-8")
 
     def restore_session(self, folder: Path) -> None:
-        """Reopen a session: the analysed cells and every review change come back."""
+        """Reopen a session: the analyzed cells and every review change come back."""
         from leukgui.core.review import SessionStore
 
         self.ensure_content()
@@ -1122,7 +1122,8 @@ class MainWindow(QMainWindow):
 
     def refresh_summary(self) -> None:
         """Per-sample counts on final labels, with the ALL % interval (live)."""
-        from leukgui.core.review import ReviewState, review_summary
+        from leukgui.core.metrics import sample_summary
+        from leukgui.core.review import ReviewState
 
         if not self._content_built:
             return
@@ -1130,7 +1131,7 @@ class MainWindow(QMainWindow):
             self.summary_table.setRowCount(0)
             return
         review = self.review or ReviewState.for_run(self.run)
-        rows = review_summary(self.run, review)
+        rows = sample_summary(self.run, review)
         selected = self.current_sample()
         table = self.summary_table
         table.blockSignals(True)
@@ -1195,10 +1196,10 @@ class MainWindow(QMainWindow):
     def _set_heatmaps(self, on: bool) -> None:
         self.cells.set_show_heatmaps(on)
 
-    def set_field_mode(self, mode: str) -> None:
+    def set_image_kind(self, mode: str) -> None:
         """How the next analysis treats images: decided per image, all cells, all fields."""
-        self.prefs.field_mode = mode
-        self.field_mode_actions[mode].setChecked(True)
+        self.prefs.image_kind = mode
+        self.image_kind_actions[mode].setChecked(True)
 
     def _toggle_open_after(self) -> None:
         self.prefs.open_report_after_export = self.act_open_after.isChecked()
@@ -1333,7 +1334,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         running = self.worker is not None and self.worker.isRunning()
         has_run = self.run is not None
-        self.act_analyse.setEnabled(not running and self.model_combo.count() > 0)
+        self.act_analyze.setEnabled(not running and self.model_combo.count() > 0)
         self.act_cancel.setEnabled(running)
         self.act_export.setEnabled(has_run and not running)
         self.act_export_csv.setEnabled(has_run and not running)
@@ -1387,7 +1388,7 @@ def model_card_html(info: BundleInfo) -> str:
         ("Backbone", f"{info.backbone}, {m.get('input_size')} px"),
         ("Created", m.get("created", "")),
         ("Decision threshold", f"{info.threshold:.3f}"),
-        ("Uncertainty band", f"{info.band[0]:.3f} – {info.band[1]:.3f}"),
+        ("Uncertainty band", f"{info.uncertainty_band[0]:.3f} – {info.uncertainty_band[1]:.3f}"),
         ("File", str(info.path)),
         ("Weights SHA-256", info.sha256),
         ("Description", m.get("description", "")),

@@ -355,7 +355,10 @@ class MetricsCard(QFrame):
             ("Specificity (HEM)", _pct(m.specificity) if m else "n/a"),
             ("ROC AUC", _num(m.roc_auc) if m else "n/a"),
             ("Threshold", _num(ev.threshold) if ev else "n/a"),
-            ("Uncertainty band", f"{_num(ev.band[0])}–{_num(ev.band[1])}" if ev else "n/a"),
+            (
+                "Uncertainty band",
+                f"{_num(ev.uncertainty_band[0])}–{_num(ev.uncertainty_band[1])}" if ev else "n/a",
+            ),
             ("Uncertain cells", f"{ev.uncertain} of {n}" if ev else "n/a"),
             ("Training time", _duration(run.training_seconds)),
             ("Best epoch", f"{run.best_epoch} of {len(run.history)} ({run.stopped_because})"),

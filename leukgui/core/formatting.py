@@ -1,0 +1,61 @@
+"""Text forms of numbers and times, shared by the CLI, the window and the reports.
+
+One place for these so a percentage or a duration reads the same on screen, in the
+terminal and in a signed report.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+
+__all__ = ["clock", "duration", "local_time", "percent", "utc_time"]
+
+
+def percent(fraction: float | None, digits: int = 1, missing: str = "n/a") -> str:
+    """A 0..1 fraction as '12.3%'; `missing` for None or NaN (nothing to divide)."""
+    if fraction is None or (isinstance(fraction, float) and math.isnan(fraction)):
+        return missing
+    return f"{100 * fraction:.{digits}f}%"
+
+
+def clock(seconds: float | None) -> str:
+    """A countdown or elapsed time as m:ss (h:mm:ss past an hour); '--:--' when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return "--:--"
+    whole = max(0, int(round(seconds)))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def duration(seconds: float | None) -> str:
+    """A measured duration for a report: h:mm:ss with the raw seconds, e.g. '0:02:05 (125.0 s)'."""
+    if seconds is None or not math.isfinite(seconds):
+        return "n/a"
+    whole = int(round(seconds))
+    hours, rest = divmod(whole, 3600)
+    minutes, secs = divmod(rest, 60)
+    return f"{hours}:{minutes:02d}:{secs:02d} ({seconds:.1f} s)"
+
+
+def local_time(moment: datetime | None) -> str:
+    """A timestamp with its UTC offset, to the second: '2026-11-30 10:45:34+00:00'.
+
+    The offset stays in the text so a report read in another time zone is unambiguous.
+    """
+    if moment is None:
+        return ""
+    return moment.isoformat(sep=" ", timespec="seconds")
+
+
+def utc_time(iso: str) -> str:
+    """An audit-trail time (ISO 8601, UTC) as 'YYYY-MM-DD HH:MM:SS'; anything else unchanged."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return iso
+    offset = moment.utcoffset()
+    if offset is not None and offset.total_seconds() == 0:
+        return moment.strftime("%Y-%m-%d %H:%M:%S")
+    return iso
