@@ -60,12 +60,12 @@ def memory_child(bundle: Path, data: Path, repeat: int) -> None:
     import resource
 
     from leukgui.core.bundle import load_bundle
-    from leukgui.core.engine import Analyzer
+    from leukgui.core.engine import analyze_paths
     from leukgui.core.imaging import discover
 
-    analyzer = Analyzer(load_bundle(bundle))
     items, _ = discover([data])
-    outcomes = list(analyzer.iter_outcomes(items * repeat))  # kept, as the CLI keeps them
+    run = analyze_paths([data], load_bundle(bundle), discovered=(items * repeat, []))
+    outcomes = run.outcomes  # kept, as the CLI keeps them
     assert len(outcomes) == len(items) * repeat
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     current_kb = next(
@@ -145,7 +145,7 @@ def main() -> int:
     import tensorflow as tf
 
     from leukgui.core.bundle import load_bundle
-    from leukgui.core.engine import Analyzer
+    from leukgui.core.engine import Analyzer, analyze_paths
     from leukgui.core.gradcam import gradcam_reference
     from leukgui.core.imaging import decode_image, discover, to_model_input
 
@@ -181,9 +181,9 @@ def main() -> int:
 
     analyzer.gradcam(batches[0].numpy())  # compile outside the timing
 
-    # (b) the full analysis path
+    # (b) the full analysis path (the run `leukgui analyze` makes, without the report)
     def run_b() -> None:
-        outcomes = list(analyzer.iter_outcomes(items))
+        outcomes = analyze_paths([data], analyzer, discovered=(items, [])).outcomes
         assert len(outcomes) == n and all(hasattr(o, "heatmap") for o in outcomes)
 
     # (e) image_dataset_from_directory + predict

@@ -19,11 +19,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from leukgui.core.report import write_csv, write_excel, write_heatmaps  # noqa: E402
+from leukgui.core.exports import write_csv, write_heatmaps  # noqa: E402
+from leukgui.core.report import write_excel  # noqa: E402
 from leukgui.core.results import (  # noqa: E402
     ALL,
     HEM,
     UNCERTAIN,
+    UNREADABLE,
     CellResult,
     FileError,
     RunInfo,
@@ -63,7 +65,9 @@ def make_run(root: Path, cells: int, size: int, noise: bool = False, seed: int =
             CellResult(path, sample, p, label, heat, size, size, truth=truth, subject=sample)
         )
     for j in range(cells // 1000):
-        outcomes.append(FileError(root / f"broken{j}.bmp", "patient00", "truncated BMP"))
+        outcomes.append(
+            FileError(root / f"broken{j}.bmp", "patient00", "truncated BMP", UNREADABLE)
+        )
     started = datetime.now().astimezone()
     info = RunInfo(
         app_version="bench",

@@ -14,8 +14,15 @@ import pytest
 import tifffile
 from PIL import Image
 
-from leukgui.core.engine import analyze_paths
-from leukgui.core.results import CellResult, FileError
+from leukgui.core.engine import AnalysisOptions, analyze_paths
+from leukgui.core.imaging import discover
+from leukgui.core.results import (
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    UNREADABLE,
+    CellResult,
+    FileError,
+)
 from leukgui.core.synthetic import make_cell
 
 
@@ -38,7 +45,7 @@ def _huge_png_header(width: int, height: int) -> bytes:
 
 @pytest.fixture
 def corpus(tmp_path: Path) -> tuple[Path, dict[str, str], set[str]]:
-    """Write the corpus; return root, expected error per file name, expected good names."""
+    """Write the corpus; return root, expected (reason, kind) per file name, good names."""
     root = tmp_path / "run"
     nested = root / "Zellen Ü" / "tief 細胞"
     nested.mkdir(parents=True)
@@ -67,28 +74,28 @@ def corpus(tmp_path: Path) -> tuple[Path, dict[str, str], set[str]]:
     jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
     bmp = good["good.bmp"]
     bad = {
-        "empty.png": (b"", "empty file"),
-        "truncated.bmp": (bmp[: len(bmp) // 2], "truncated BMP"),
-        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG"),
-        "text.png": (b"this is a text file, renamed", "not an image"),
-        "random.tif": (rng.bytes(5000), "not an image"),
-        "tiny.png": (_png(np.zeros((1, 1, 3), np.uint8)), "too small: 1 x 1 px"),
-        "giant.png": (_huge_png_header(40000, 40000), "too large: 40000 x 40000 px"),
+        "empty.png": (b"", "empty file", UNREADABLE),
+        "truncated.bmp": (bmp[: len(bmp) // 2], "truncated BMP", UNREADABLE),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated JPEG", UNREADABLE),
+        "text.png": (b"this is a text file, renamed", "not an image", NOT_AN_IMAGE),
+        "random.tif": (rng.bytes(5000), "not an image", NOT_AN_IMAGE),
+        "tiny.png": (_png(np.zeros((1, 1, 3), np.uint8)), "too small: 1 x 1 px", NOT_AN_IMAGE),
+        "giant.png": (_huge_png_header(40000, 40000), "too large: 40000 x 40000 px", TOO_LARGE),
     }
-    for name, (data, _) in bad.items():
+    for name, (data, _, _) in bad.items():
         (root / name).write_bytes(data)
     os.symlink(root, nested / "loop")  # a folder link back up the tree
     (root / "notes.txt").write_text("ignored: not an image extension")
-    expected_errors = {name: reason for name, (_, reason) in bad.items()}
+    expected_errors = {name: (reason, kind) for name, (_, reason, kind) in bad.items()}
     return root, expected_errors, {*good, "deep.jpg"}
 
 
 def test_bad_inputs_are_errors_and_good_files_are_classified(tiny_bundle, corpus) -> None:
     root, expected_errors, expected_good = corpus
-    run = analyze_paths([root], tiny_bundle, batch_size=3)
-    errors = {Path(e.path).name: e.reason for e in run.errors}
+    run = analyze_paths([root], tiny_bundle, AnalysisOptions(batch_size=3))
+    errors = {Path(e.path).name: (e.reason, e.kind) for e in run.errors}
     loop = [e for e in run.errors if "loop" in e.reason]
-    assert len(loop) == 1
+    assert len(loop) == 1 and loop[0].kind == UNREADABLE
     del errors[Path(loop[0].path).name]
     assert errors == expected_errors
     cells = {Path(c.path).name: c for c in run.cells}
@@ -120,4 +127,41 @@ def test_unreadable_file_is_an_error_row(tiny_bundle, tmp_path: Path, monkeypatc
     run = analyze_paths([tmp_path], tiny_bundle)
     assert [Path(o.path).name for o in run.outcomes] == ["a.png", "c.png", "locked.png"]
     assert run.errors[0].reason == "cannot be read (permission denied)"
+    assert run.errors[0].kind == UNREADABLE
     assert len(run.cells) == 2
+
+
+def test_inputs_that_are_no_images_or_cannot_be_reached_get_their_kind(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """Walk errors carry a kind too: code sorts them by kind, never by their wording."""
+    cell = make_cell("HEM", np.random.default_rng(2), size=64).image
+    folder = tmp_path / "cells"
+    locked = folder / "locked"
+    locked.mkdir(parents=True)
+    (folder / "a.png").write_bytes(_png(cell))
+    os.symlink(tmp_path / "gone.png", folder / "dangling.png")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("a note")
+    bare = tmp_path / "README"
+    bare.write_text("no extension")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    real_scandir = os.scandir
+
+    def scandir(path):  # root ignores chmod, so the denial is injected
+        if Path(path) == locked:
+            raise PermissionError(13, "Permission denied")
+        return real_scandir(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    items, errors = discover([folder, notes, bare, pipe, tmp_path / "missing"])
+    assert [i.path.name for i in items] == ["a.png"]
+    assert [(Path(e.path).name, e.reason, e.kind) for e in errors] == [
+        ("dangling.png", "broken symbolic link", UNREADABLE),
+        ("locked", "folder cannot be read (permission denied)", UNREADABLE),
+        ("notes.txt", "not a supported image type (.txt)", NOT_AN_IMAGE),
+        ("README", "not a supported image type (no file extension)", NOT_AN_IMAGE),
+        ("pipe.png", "not a regular file or folder", NOT_AN_IMAGE),
+        ("missing", "no such file or folder", UNREADABLE),
+    ]

@@ -11,11 +11,15 @@ import pytest
 
 from leukgui.core.backbones import build_classifier
 from leukgui.core.bundle import (
+    CONFLICT,
+    COPIED,
+    IDENTICAL,
     MANIFEST_MEMBER,
     MODEL_MEMBER,
     BundleError,
     choose_bundle,
     find_bundles,
+    install_bundle,
     load_bundle,
     make_manifest,
     read_manifest,
@@ -99,7 +103,7 @@ def test_manifest_that_does_not_match_the_model_is_refused(
     ("change", "message"),
     [
         (lambda m: {k: v for k, v in m.items() if k != "decision_threshold"}, "missing"),
-        (lambda m: {**m, "format": "something-else"}, "not a LeukGUI model bundle"),
+        (lambda m: {**m, "format": "something-else"}, "not a LeukGUI model file"),
         (lambda m: {**m, "format_version": 99}, "newer than this LeukGUI"),
         (lambda m: {**m, "uncertainty_band": [0.6, 0.9]}, "must contain the threshold"),
         (lambda m: {**m, "class_names": ["ALL", "HEM"]}, "classes"),
@@ -114,7 +118,7 @@ def test_bad_manifests_are_refused(tiny_bundle_path: Path, tmp_path: Path, chang
 def test_not_a_bundle(tmp_path: Path) -> None:
     junk = tmp_path / "junk.leukmodel"
     junk.write_bytes(b"hello")
-    with pytest.raises(BundleError, match="not a readable model bundle"):
+    with pytest.raises(BundleError, match="not a readable model file"):
         read_manifest(junk)
 
 
@@ -198,3 +202,67 @@ def test_discovery_and_choice(tiny_bundle_path: Path, tmp_path: Path, monkeypatc
     assert choose_bundle(str(demo)).source == "file"
     with pytest.raises(BundleError, match="not found"):
         choose_bundle(str(tmp_path / "missing.leukmodel"))
+
+
+# ---------------------------------------------------------------------------- installing
+
+
+def test_install_copies_then_finds_the_identical_file(tiny_bundle_path: Path, tmp_path) -> None:
+    models = tmp_path / "models"
+    first = install_bundle(tiny_bundle_path, models)
+    assert (first.status, first.installed) == (COPIED, True)
+    assert first.target == models / tiny_bundle_path.name
+    assert first.target.read_bytes() == tiny_bundle_path.read_bytes()
+    again = install_bundle(tiny_bundle_path, models)
+    assert (again.status, again.target) == (IDENTICAL, first.target)
+    assert sorted(p.name for p in models.iterdir()) == [tiny_bundle_path.name]  # no leftovers
+
+
+def test_install_never_overwrites_a_file_of_the_same_name(tiny_bundle_path: Path, tmp_path) -> None:
+    models = tmp_path / "models"
+    install_bundle(tiny_bundle_path, models)
+    before = (models / tiny_bundle_path.name).read_bytes()
+    other = tmp_path / "elsewhere" / tiny_bundle_path.name
+    other.parent.mkdir()
+    _rewrite(tiny_bundle_path, other, manifest=lambda m: {**m, "description": "edited"})
+    outcome = install_bundle(other, models)
+    assert (outcome.status, outcome.installed) == (CONFLICT, False)
+    assert "rename the file" in outcome.reason
+    assert (models / tiny_bundle_path.name).read_bytes() == before
+
+
+def test_install_refuses_a_second_model_with_the_same_name_and_version(
+    tiny_bundle_path: Path, tmp_path
+) -> None:
+    """Reports name a model by name and version: two sets of weights under one name would be
+    indistinguishable in a signed report."""
+    models = tmp_path / "models"
+    install_bundle(tiny_bundle_path, models)
+    twin = build_classifier("efficientnetb0", weights=None, input_size=64, seed=8)
+    manifest = read_manifest(tiny_bundle_path)
+    manifest = make_manifest(
+        name=manifest["name"],
+        version=manifest["version"],
+        backbone="efficientnetb0",
+        input_size=64,
+        threshold=0.5,
+        uncertainty_band=(0.4, 0.6),
+    )
+    (tmp_path / "other").mkdir()
+    other = save_bundle(twin, manifest, tmp_path / "other" / "renamed.leukmodel")
+    outcome = install_bundle(other, models)
+    assert outcome.status == CONFLICT
+    assert "already installed" in outcome.reason and "tiny-test" in outcome.reason
+    assert not (models / "renamed.leukmodel").exists()
+
+
+def test_install_rejects_a_damaged_file_and_leaves_nothing(
+    tiny_bundle_path: Path, tmp_path
+) -> None:
+    models = tmp_path / "models"
+    bad = _rewrite(
+        tiny_bundle_path, tmp_path / "bad.leukmodel", model_bytes=lambda b: b[:-10] + b"0" * 10
+    )
+    with pytest.raises(BundleError):
+        install_bundle(bad, models)
+    assert not models.exists() or not any(models.iterdir())

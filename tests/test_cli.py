@@ -214,3 +214,59 @@ def test_ctrl_c_keeps_finished_cells_and_marks_the_report(tiny_bundle_path: Path
     banner = next(t for t in texts if t.startswith("Run cancelled"))
     done = int(banner.split("—")[1].split()[0])
     assert 0 < done < 1000
+
+
+@pytest.mark.parametrize("option", ["--batch-size", "--max-pixels"])
+def test_sizes_below_one_are_usage_errors(option: str, tmp_path: Path, capsys) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["analyze", str(tmp_path), option, "0"])
+    assert exit_info.value.code == cli.EXIT_USAGE
+    assert f"{option} must be at least 1" in capsys.readouterr().err
+
+
+def test_the_progress_printer_draws_a_bar_or_writes_a_line_per_tenth() -> None:
+    import io
+
+    from leukgui.cli.console import ProgressPrinter
+    from leukgui.core.results import Progress
+
+    piped = io.StringIO()
+    with ProgressPrinter(piped) as printer:
+        for done in range(0, 21):
+            printer(Progress(done=done, total=20, rate=2.0, eta_s=(20 - done) / 2))
+    lines = piped.getvalue().splitlines()
+    assert len(lines) == 11  # 0%, 10%, ... 100%
+    assert lines[0] == "0/20 images    0%     2.0 img/s  ETA 0:10"
+    assert lines[-1] == "20/20 images  100%     2.0 img/s  ETA 0:00"
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    terminal = Terminal()
+    with ProgressPrinter(terminal) as printer:
+        printer(Progress(done=5, total=20, rate=1.0, eta_s=None))
+    text = terminal.getvalue()
+    assert text.startswith("\r[#######---------------------] 5/20 images")
+    assert text.endswith("ETA --:--\n")  # leaving ends the bar's line
+
+    silent = io.StringIO()
+    with ProgressPrinter(silent, enabled=False) as printer:
+        printer(Progress(done=1, total=1, rate=1.0, eta_s=0.0))
+    assert silent.getvalue() == ""
+
+
+def test_ctrl_c_cancels_first_and_aborts_second() -> None:
+    import io
+    import signal
+
+    from leukgui.cli.console import ctrl_c_cancels
+    from leukgui.core.results import CancelToken
+
+    before = signal.getsignal(signal.SIGINT)
+    cancel, err = CancelToken(), io.StringIO()
+    with pytest.raises(KeyboardInterrupt), ctrl_c_cancels(cancel, err, "stopping soon"):
+        signal.raise_signal(signal.SIGINT)
+        assert cancel.cancelled and "stopping soon" in err.getvalue()
+        signal.raise_signal(signal.SIGINT)
+    assert signal.getsignal(signal.SIGINT) is before

@@ -1,4 +1,5 @@
-"""The engine: one outcome per input in order, errors as values, progress, cancel."""
+"""The engine: one outcome per input in order, errors as values, progress, cancel, and the
+run as a stream of events (`iter_run`) with one options value (`AnalysisOptions`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,50 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from leukgui.core.engine import Analyzer, analyze_paths
+from leukgui.core.engine import (
+    AnalysisOptions,
+    Analyzer,
+    Outcomes,
+    RunFinished,
+    RunStarted,
+    analyze_paths,
+    iter_run,
+)
+from leukgui.core.fields import DetectorSettings
 from leukgui.core.imaging import discover
-from leukgui.core.results import CancelToken, CellResult, FileError
+from leukgui.core.results import (
+    MODEL_FAILURE,
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    UNEXPECTED,
+    UNREADABLE,
+    CancelToken,
+    CellResult,
+    FileError,
+    InputFile,
+    Progress,
+)
 from leukgui.core.synthetic import write_dataset
 
 
 @pytest.fixture(scope="module")
 def analyzer(tiny_bundle) -> Analyzer:
     return Analyzer(tiny_bundle)
+
+
+def _outcomes(
+    analyzer: Analyzer, items: list[InputFile], *, progress=None, cancel=None, **options
+) -> list:
+    """The outcomes of the files `items` as the engine gives them (no folders walked)."""
+    run = analyze_paths(
+        [],
+        analyzer,
+        AnalysisOptions(**options),
+        progress=progress,
+        cancel=cancel,
+        discovered=(items, []),
+    )
+    return run.outcomes
 
 
 def _mixed_folder(root: Path) -> tuple[list[Path], list[Path]]:
@@ -32,15 +68,15 @@ def test_every_input_gets_one_outcome_in_order(tiny_bundle, analyzer, tmp_path: 
     good, bad = _mixed_folder(tmp_path)
     items, walk_errors = discover([tmp_path])
     assert not walk_errors
-    outcomes = list(analyzer.iter_outcomes(items, batch_size=4))
+    outcomes = _outcomes(analyzer, items, batch_size=4)
     assert [o.path for o in outcomes] == [i.path for i in items]
     cells = [o for o in outcomes if isinstance(o, CellResult)]
-    errors = {o.path.name: o.reason for o in outcomes if isinstance(o, FileError)}
+    errors = {o.path.name: (o.reason, o.kind) for o in outcomes if isinstance(o, FileError)}
     assert {c.path for c in cells} == set(good)
     assert errors == {
-        "a_empty.png": "empty file",
-        "b_text.png": "not an image",
-        "c_truncated.png": "truncated PNG",
+        "a_empty.png": ("empty file", UNREADABLE),
+        "b_text.png": ("not an image", NOT_AN_IMAGE),
+        "c_truncated.png": ("truncated PNG", UNREADABLE),
     }
     for cell in cells:
         assert 0.0 <= cell.p_all <= 1.0
@@ -54,8 +90,8 @@ def test_every_input_gets_one_outcome_in_order(tiny_bundle, analyzer, tmp_path: 
 def test_batching_does_not_change_the_answers(analyzer, tmp_path: Path) -> None:
     write_dataset(tmp_path, n_per_class=3, seed=2, fmt="bmp")
     items, _ = discover([tmp_path])
-    one = list(analyzer.iter_outcomes(items, batch_size=1))
-    many = list(analyzer.iter_outcomes(items, batch_size=32))
+    one = _outcomes(analyzer, items, batch_size=1)
+    many = _outcomes(analyzer, items, batch_size=32)
     np.testing.assert_allclose([c.p_all for c in one], [c.p_all for c in many], atol=1e-5)
     np.testing.assert_allclose(
         np.stack([c.heatmap for c in one]), np.stack([c.heatmap for c in many]), atol=1e-4
@@ -66,7 +102,7 @@ def test_progress_reports_every_batch(analyzer, tmp_path: Path) -> None:
     write_dataset(tmp_path, n_per_class=5, seed=3, fmt="png")
     items, _ = discover([tmp_path])
     seen = []
-    list(analyzer.iter_outcomes(items, batch_size=3, progress=seen.append))
+    _outcomes(analyzer, items, batch_size=3, progress=seen.append)
     assert [p.done for p in seen] == [3, 6, 9, 10]
     assert all(p.total == 10 for p in seen)
     assert seen[-1].eta_s == 0 and seen[-1].fraction == 1.0
@@ -83,11 +119,10 @@ def test_cancel_keeps_finished_cells(tiny_bundle, analyzer, tmp_path: Path) -> N
 
     run = analyze_paths(
         [tmp_path],
-        tiny_bundle,
-        batch_size=2,
+        analyzer,
+        AnalysisOptions(batch_size=2),
         cancel=cancel,
         progress=stop_after_two_batches,
-        analyzer=analyzer,
     )
     assert len(run.cells) == 4
     assert run.info.cancelled
@@ -110,13 +145,7 @@ def test_cancel_keeps_finished_cells(tiny_bundle, analyzer, tmp_path: Path) -> N
 def test_a_run_that_finishes_is_not_marked_cancelled(tiny_bundle, analyzer, tmp_path: Path):
     write_dataset(tmp_path, n_per_class=1, seed=5, fmt="png")
     cancel = CancelToken()
-    run = analyze_paths(
-        [tmp_path],
-        tiny_bundle,
-        cancel=cancel,
-        analyzer=analyzer,
-        progress=lambda p: cancel.cancel(),
-    )
+    run = analyze_paths([tmp_path], analyzer, cancel=cancel, progress=lambda p: cancel.cancel())
     assert len(run.cells) == 2 and not run.info.cancelled
     assert run.info.finished is not None and run.info.model_name == "tiny-test"
 
@@ -125,9 +154,10 @@ def test_walk_errors_come_first_and_missing_inputs_are_errors(
     tiny_bundle, analyzer, tmp_path: Path
 ) -> None:
     write_dataset(tmp_path / "s", n_per_class=1, seed=6, fmt="png")
-    run = analyze_paths([tmp_path / "nope", tmp_path / "s"], tiny_bundle, analyzer=analyzer)
+    run = analyze_paths([tmp_path / "nope", tmp_path / "s"], analyzer)
     assert isinstance(run.outcomes[0], FileError)
     assert run.outcomes[0].reason == "no such file or folder"
+    assert run.outcomes[0].kind == UNREADABLE
     assert len(run.cells) == 2 and run.info.total_inputs == 3
 
 
@@ -145,9 +175,10 @@ def test_uncomputable_heatmap_is_an_error_not_a_picture(
         return p, cams, tf.tensor_scatter_nd_update(finite, [[1]], [False])
 
     monkeypatch.setattr(analyzer.gradcam, "_fn", second_image_fails)
-    outcomes = list(analyzer.iter_outcomes(items, batch_size=4))
+    outcomes = _outcomes(analyzer, items, batch_size=4)
     assert isinstance(outcomes[1], FileError)
     assert "heatmap could not be computed" in outcomes[1].reason
+    assert outcomes[1].kind == MODEL_FAILURE
     assert sum(isinstance(o, CellResult) for o in outcomes) == 3
 
 
@@ -163,7 +194,7 @@ def test_a_crash_in_the_decoder_thread_reaches_the_caller(
 
     monkeypatch.setattr(engine.np, "stack", broken_stack)
     with pytest.raises(RuntimeError, match="decoder exploded"):
-        list(analyzer.iter_outcomes(items, batch_size=1))
+        _outcomes(analyzer, items, batch_size=1)
 
 
 def test_a_folder_of_broken_files_still_reports_progress_and_cancels(analyzer, tmp_path: Path):
@@ -176,14 +207,119 @@ def test_a_folder_of_broken_files_still_reports_progress_and_cancels(analyzer, t
     write_dataset(tmp_path / "z", n_per_class=1, seed=9, fmt="png")
     items, _ = discover([tmp_path])
     seen = []
-    outcomes = list(analyzer.iter_outcomes(items, batch_size=32, progress=seen.append))
+    outcomes = _outcomes(analyzer, items, batch_size=32, progress=seen.append)
     assert len(outcomes) == n_bad + 2
     assert [p.done for p in seen][:3] == [ERRORS_PER_FLUSH, 2 * ERRORS_PER_FLUSH, n_bad]
 
     cancel = CancelToken()
-    partial = list(
-        analyzer.iter_outcomes(
-            items, batch_size=32, cancel=cancel, progress=lambda p: cancel.cancel()
-        )
+    partial = _outcomes(
+        analyzer, items, batch_size=32, cancel=cancel, progress=lambda p: cancel.cancel()
     )
     assert len(partial) == ERRORS_PER_FLUSH
+
+
+def test_a_run_is_one_stream_of_events(analyzer, tmp_path: Path) -> None:
+    """RunStarted once, then Outcomes and Progress per batch, then RunFinished with it all."""
+    write_dataset(tmp_path / "s", n_per_class=3, seed=10, fmt="png")
+    (tmp_path / "s" / "notes.txt").write_text("not an image")
+    inputs = [tmp_path / "missing", tmp_path / "s", tmp_path / "s" / "notes.txt"]
+    events = list(iter_run(inputs, analyzer, AnalysisOptions(batch_size=4)))
+
+    started, finished = events[0], events[-1]
+    assert isinstance(started, RunStarted) and isinstance(finished, RunFinished)
+    middle = events[1:-1]
+    assert [type(e) for e in middle] == [Outcomes, Progress] * 2
+    assert not any(isinstance(e, RunStarted | RunFinished) for e in middle)
+
+    walk = started.run.outcomes
+    assert [(Path(e.path).name, e.kind) for e in walk] == [
+        ("missing", UNREADABLE),
+        ("notes.txt", NOT_AN_IMAGE),
+    ]
+    assert started.total == 6
+    assert started.run.info is finished.run.info
+    assert started.run.outcomes is not finished.run.outcomes  # the receiver's own copy
+    assert finished.run.info.total_inputs == 8
+    assert finished.run.info.inputs == [str(p) for p in inputs]
+
+    streamed = [o for e in middle if isinstance(e, Outcomes) for o in e.items]
+    assert finished.run.outcomes == walk + streamed
+    assert [p.done for p in middle if isinstance(p, Progress)] == [4, 6]
+    assert finished.run.info.finished is not None and not finished.run.info.cancelled
+
+
+def test_a_cancelled_stream_still_finishes_with_what_was_done(analyzer, tmp_path: Path) -> None:
+    write_dataset(tmp_path, n_per_class=4, seed=11, fmt="png")
+    cancel = CancelToken()
+    events = []
+    for event in iter_run([tmp_path], analyzer, AnalysisOptions(batch_size=2), cancel=cancel):
+        events.append(event)
+        if isinstance(event, Progress):
+            cancel.cancel()
+    assert [type(e) for e in events] == [RunStarted, Outcomes, Progress, RunFinished]
+    run = events[-1].run
+    assert run.info.cancelled and len(run.cells) == 2 and run.info.total_inputs == 8
+
+
+def test_leaving_the_stream_early_stops_the_decoder(analyzer, tmp_path: Path) -> None:
+    import threading
+
+    write_dataset(tmp_path, n_per_class=10, seed=12, fmt="png", size=64)
+    events = iter_run([tmp_path], analyzer, AnalysisOptions(batch_size=1))
+    assert isinstance(next(events), RunStarted)
+    assert isinstance(next(events), Outcomes)
+    assert any(t.name == "leukgui-decoder" for t in threading.enumerate())
+    events.close()
+    assert not any(t.name == "leukgui-decoder" for t in threading.enumerate())
+
+
+def test_options_are_checked_once_when_made() -> None:
+    assert AnalysisOptions().detector == DetectorSettings()
+    made = AnalysisOptions(detector={"max_candidates": 5})
+    assert made.detector == DetectorSettings(max_candidates=5)
+    assert AnalysisOptions(detector=made.detector) == made
+    with pytest.raises(ValueError, match="image kind must be one of auto, cells, fields"):
+        AnalysisOptions(image_kind="slides")
+    with pytest.raises(ValueError, match="batch_size"):
+        AnalysisOptions(batch_size=0)
+    with pytest.raises(ValueError, match="max_pixels"):
+        AnalysisOptions(max_pixels=-1)
+    with pytest.raises(ValueError, match="unknown white-cell detector setting"):
+        AnalysisOptions(detector={"max_cells": 5})
+    with pytest.raises(ValueError, match="smooth must be a positive number"):
+        AnalysisOptions(detector={"smooth": 0})
+
+
+def test_the_options_reach_the_decoder_and_the_provenance(analyzer, tmp_path: Path) -> None:
+    write_dataset(tmp_path, n_per_class=1, seed=13, fmt="png", size=64)
+    options = AnalysisOptions(image_kind="cells", max_pixels=64 * 64 - 1, detector={"smooth": 2})
+    run = analyze_paths([tmp_path], analyzer, options)
+    assert [(e.reason, e.kind) for e in run.errors] == [("too large: 64 x 64 px", TOO_LARGE)] * 2
+    assert run.info.extra["Image kind"] == "every image is a single-cell crop"
+    assert '"smooth": 2' in run.info.extra["White-cell detector settings"]
+
+
+@pytest.mark.parametrize(
+    ("exception", "reason", "kind"),
+    [
+        (MemoryError(), "too large for memory", TOO_LARGE),
+        (RuntimeError("boom"), "unexpected error: boom", UNEXPECTED),
+    ],
+)
+def test_a_failing_decoder_call_becomes_an_error_of_its_kind(
+    analyzer, tmp_path: Path, monkeypatch, exception, reason, kind
+) -> None:
+    import leukgui.core.engine as engine
+
+    paths = write_dataset(tmp_path, n_per_class=1, seed=14, fmt="png", size=64)
+    real = engine.decode_image
+
+    def decode(path, **kwargs):
+        if Path(path) == paths[0]:
+            raise exception
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(engine, "decode_image", decode)
+    run = analyze_paths([tmp_path], analyzer)
+    assert [(Path(e.path), e.reason, e.kind) for e in run.errors] == [(paths[0], reason, kind)]
+    assert len(run.cells) == 1

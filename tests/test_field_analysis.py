@@ -20,7 +20,7 @@ from leukgui.core.fields import (  # noqa: E402
     detect_cells,
     make_synthetic_field,
 )
-from leukgui.core.results import CellResult, FileError  # noqa: E402
+from leukgui.core.results import NO_WHITE_CELL, CellResult, FileError  # noqa: E402
 from leukgui.core.synthetic import write_dataset  # noqa: E402
 
 
@@ -47,11 +47,13 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, lis
 
 @pytest.fixture(scope="module")
 def run(mixed, tiny_bundle):
-    from leukgui.core.engine import analyze_paths
+    from leukgui.core.engine import AnalysisOptions, analyze_paths
 
     root, _ = mixed
     progress = []
-    result = analyze_paths([root], tiny_bundle, batch_size=4, progress=progress.append)
+    result = analyze_paths(
+        [root], tiny_bundle, AnalysisOptions(batch_size=4), progress=progress.append
+    )
     return result, progress
 
 
@@ -76,6 +78,7 @@ def test_a_field_without_white_cells_is_one_clear_row(run) -> None:
     blank = [o for o in result.outcomes if o.path.name == "blank.png"]
     assert len(blank) == 1 and isinstance(blank[0], FileError)
     assert blank[0].reason.startswith("no white cell found")
+    assert blank[0].kind == NO_WHITE_CELL
 
 
 def test_the_crop_is_what_the_model_saw_and_comes_back_from_the_stored_mask(run) -> None:
@@ -97,16 +100,17 @@ def test_provenance_records_the_detector_settings(run) -> None:
 
 
 def test_forcing_single_cells_analyses_every_file_whole(mixed, tiny_bundle) -> None:
-    from leukgui.core.engine import analyze_paths
+    from leukgui.core.engine import AnalysisOptions, analyze_paths
 
     root, _ = mixed
-    result = analyze_paths([root], tiny_bundle, image_kind="cells")
+    result = analyze_paths([root], tiny_bundle, AnalysisOptions(image_kind="cells"))
     assert len(result.cells) == 5 and not any(c.in_field for c in result.cells)
 
 
 def test_reviews_sessions_and_reports_keep_field_cells_apart(run, tmp_path) -> None:
     from leukgui.core.report import write_excel
-    from leukgui.core.review import ReviewState, SessionStore
+    from leukgui.core.review import ReviewState
+    from leukgui.core.sessions import SessionStore
 
     result, _ = run
     a, b = [c for c in result.cells if c.in_field][:2]

@@ -339,6 +339,15 @@ def test_review_changes_labels_and_emits(qtbot, model: CellListModel, cells) -> 
     assert "Reviewed: HEM" in index.data(Qt.ItemDataRole.ToolTipRole)
     assert proxy.row_of(target.path) is None  # the ALL filter drops it at once
 
+    # The short badges ("?", "U") are spelled out in full in the tooltip.
+    uncertain = next(c for c in cells if c.label == UNCERTAIN)
+    tip = model.index(model.row_of(uncertain.path)).data(Qt.ItemDataRole.ToolTipRole)
+    assert badge_spec(UNCERTAIN).text == "?" and "Model: UNCERTAIN" in tip
+    review.set(uncertain, UNCLASSIFIABLE)
+    model.cell_changed(uncertain.path)
+    tip = model.index(model.row_of(uncertain.path)).data(Qt.ItemDataRole.ToolTipRole)
+    assert badge_spec(UNCLASSIFIABLE).text == "U" and "Reviewed: UNCLASSIFIABLE" in tip
+
     model.set_review(None)
     assert index.data(LabelRole) == ALL and index.data(ReviewedRole) is False
     model.cell_changed("/not/listed.png")  # harmless

@@ -18,11 +18,16 @@ import pytest  # noqa: E402
 from PySide6.QtCore import QMimeData, QPointF, Qt, QUrl  # noqa: E402
 from PySide6.QtGui import QDropEvent  # noqa: E402
 
+from leukgui.core.bundle import install_bundle  # noqa: E402
+from leukgui.core.formatting import percent  # noqa: E402
+from leukgui.core.metrics import sample_summary  # noqa: E402
 from leukgui.core.paths import user_models_dir  # noqa: E402
 from leukgui.core.preferences import Preferences  # noqa: E402
 from leukgui.core.results import ALL, DEMO_NOTICE, HEM  # noqa: E402
 from leukgui.core.review import UNCLASSIFIABLE  # noqa: E402
+from leukgui.core.sessions import CLOSED_MARKER, sessions_root, unfinished_sessions  # noqa: E402
 from leukgui.core.synthetic import write_dataset  # noqa: E402
+from leukgui.gui.samples_panel import COLUMNS  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -85,13 +90,21 @@ def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells
     run = _analyze(qtbot, window, [cells_folder])
     assert len(run.cells) == 12 and len(run.errors) == 1
     assert window.cells.rowCount() == 12
-    assert window.errors_list.count() == 1 and "broken.png" in window.errors_list.item(0).text()
-    samples = [
-        window.summary_table.item(r, 0).text() for r in range(window.summary_table.rowCount())
-    ]
+    errors = window.samples.errors
+    assert errors.count() == 1 and "broken.png" in errors.item(0).text()
+    assert window.samples.tabs.tabText(1) == "Errors (1)"
+    table = window.samples.table
+    samples = [table.item(r, 0).text() for r in range(table.rowCount())]
     assert samples == ["patient7/all", "patient7/hem", "All samples"]
-    overall = window.summary_table.rowCount() - 1
-    assert window.summary_table.item(overall, 1).text() == "12"
+    headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
+    assert headers == list(COLUMNS) and {"UNCERTAIN", "UNCLASSIFIABLE"} <= set(headers)
+    overall = table.rowCount() - 1
+    want = sample_summary(run, window.review)[-1]
+    assert table.item(overall, COLUMNS.index("Cells")).text() == "12"
+    assert table.item(overall, COLUMNS.index("ALL %")).text() == percent(
+        want.all_fraction, missing=""
+    )
+    assert table.item(overall, COLUMNS.index("UNCERTAIN")).text() == str(want.n_uncertain)
     assert window.act_export.isEnabled()
     assert window.inspector.isVisible()
 
@@ -132,9 +145,10 @@ def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder
     window.act_unclassifiable.trigger()
     assert window.review.final_label(third) == UNCLASSIFIABLE
     window.refresh_summary()
-    overall = window.summary_table.rowCount() - 1
-    assert window.summary_table.item(overall, 8).text() == f"3/{len(run.cells)}"
-    assert window.summary_table.item(overall, 5).text() == "1"  # one unclassifiable
+    table = window.samples.table
+    overall = table.rowCount() - 1
+    assert table.item(overall, COLUMNS.index("Reviewed")).text() == f"3/{len(run.cells)}"
+    assert table.item(overall, COLUMNS.index("UNCLASSIFIABLE")).text() == "1"
     audit = window.review.audit
     assert [e.after for e in audit] == [HEM, ALL, UNCLASSIFIABLE]
     assert {e.reviewer for e in audit} == {"Dr. Test"}
@@ -150,9 +164,11 @@ def test_sign_off_locks_a_sample(qtbot, window, cells_folder, monkeypatch) -> No
     monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
     sample = window.current_cell().sample
-    window.summary_table.selectRow(0)
-    window.sign_off_current_sample()
+    window.samples.table.selectRow(0)
+    assert window.proxy.sample() == window.samples.selected_sample() == sample
+    window.samples.sign_button.click()
     assert window.review.is_locked(sample)
+    assert window.samples.table.item(0, COLUMNS.index("Signed off")).text() == "Dr. Test"
     window.proxy.set_sample(None)
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
     window.act_hem.trigger()
@@ -258,7 +274,7 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
     asked = []
     second._ask_yes_no = lambda title, text: asked.append(text) or True
     second.check_unfinished_session()
-    assert second.unfinished_sessions() == [] and asked == [] and second.run is None
+    assert unfinished_sessions(sessions_root()) == [] and asked == [] and second.run is None
     second.close()
 
     proc.send_signal(signal.SIGKILL)
@@ -267,7 +283,7 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
 
     win = MainWindow(Preferences(reviewer="Day shift"), restore_check=False)
     qtbot.addWidget(win)
-    sessions = win.unfinished_sessions()
+    sessions = unfinished_sessions(sessions_root())
     assert len(sessions) == 1
     answers = []
     win._ask_yes_no = lambda title, text: answers.append(text) or True
@@ -279,45 +295,96 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
     assert {e.reviewer for e in audit} == {"Night shift"}
     assert sum(win.review.is_reviewed(c) for c in win.run.cells) == 5
     assert win.cells.rowCount() == 12
+    assert win.samples.errors.count() == 1  # broken.png
     win.close()
-    assert win.unfinished_sessions() == []  # closed cleanly now
+    assert unfinished_sessions(sessions_root()) == []  # closed cleanly now
+    assert (sessions[0] / CLOSED_MARKER).is_file()
 
 
-def test_import_model_verifies_before_adding(
+def _import_through_the_menu(qtbot, window, path: Path, monkeypatch) -> None:
+    """Model > Import model… with the file dialog answered; wait for the worker to end."""
+    from leukgui.gui import main_window
+
+    monkeypatch.setattr(main_window.QFileDialog, "getOpenFileName", lambda *a, **k: (str(path), ""))
+    before = set(window._workers)
+    window.act_import_model.trigger()
+    (worker,) = set(window._workers) - before
+    # Gone from the set once `finished` is delivered, which is queued after its result.
+    qtbot.waitUntil(lambda: worker not in window._workers, timeout=60_000)
+
+
+def _restored_zip(source: Path, target: Path) -> Path:
+    """The same model re-packed without compression: valid, but other bytes."""
+    import zipfile
+
+    with zipfile.ZipFile(source) as old, zipfile.ZipFile(target, "w") as new:
+        for item in old.infolist():
+            new.writestr(item.filename, old.read(item.filename), zipfile.ZIP_STORED)
+    return target
+
+
+def test_import_model_installs_selects_and_refuses_conflicts(
     qtbot, window, tiny_bundle_path, tmp_path, monkeypatch
 ):
     messages = []
     monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
     copy = tmp_path / "lab-model-v2.leukmodel"
     shutil.copy2(tiny_bundle_path, copy)
-    with qtbot.waitSignal(window.models_changed, timeout=60_000):
-        window.import_model(copy)
-    assert (user_models_dir() / copy.name).is_file()
-    assert window.current_bundle_path() == str(user_models_dir() / copy.name)
-    # A damaged bundle is refused and not copied.
-    damaged = tmp_path / "damaged.leukmodel"
+    installed = user_models_dir() / copy.name
+
+    _import_through_the_menu(qtbot, window, copy, monkeypatch)  # COPIED
+    assert installed.read_bytes() == copy.read_bytes()
+    assert window.current_bundle_path() == str(installed) and messages == []
+    assert "added" in window.statusBar().currentMessage()
+
+    window.select_model(user_models_dir() / tiny_bundle_path.name)  # something else
+    _import_through_the_menu(qtbot, window, copy, monkeypatch)  # IDENTICAL: select it
+    assert window.current_bundle_path() == str(installed) and messages == []
+    assert "already installed" in window.statusBar().currentMessage()
+
+    (tmp_path / "other").mkdir()
+    other = _restored_zip(copy, tmp_path / "other" / copy.name)
+    expected = install_bundle(other, tmp_path / "dry-run-models")  # the same rule, no window
+    assert expected.status == "copied"
+    window.select_model(user_models_dir() / tiny_bundle_path.name)
+    _import_through_the_menu(qtbot, window, other, monkeypatch)  # CONFLICT: same name
+    assert installed.read_bytes() == copy.read_bytes()  # nothing overwritten
+    assert messages[-1][:2] == ("warning", "Model not imported")
+    assert "already exists" in messages[-1][2] and "rename the file" in messages[-1][2]
+    assert window.current_bundle_path() == str(user_models_dir() / tiny_bundle_path.name)
+
+    damaged = tmp_path / "damaged.leukmodel"  # refused, and not copied
     damaged.write_bytes(copy.read_bytes()[:-2000])
-    worker = window.import_model(damaged)
-    qtbot.waitUntil(lambda: worker.isFinished(), timeout=60_000)
-    qtbot.waitUntil(lambda: bool(messages), timeout=5_000)
-    assert messages[-1][0] == "critical"
+    _import_through_the_menu(qtbot, window, damaged, monkeypatch)
+    qtbot.waitUntil(lambda: messages[-1][0] == "critical", timeout=5_000)
     assert not (user_models_dir() / damaged.name).exists()
 
 
 def test_a_damaged_session_is_reported_once_not_at_every_start(qtbot, window, monkeypatch):
-    from leukgui.gui.main_window import sessions_root
-
     folder = sessions_root() / "20240101-000000-000000"
     folder.mkdir(parents=True)
     (folder / "run.json").write_text("{ this is not json", encoding="utf-8")
     messages = []
     monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
     window._ask_yes_no = lambda title, text: True
-    assert window.unfinished_sessions() == [folder]
+    assert unfinished_sessions(sessions_root()) == [folder]
     window.check_unfinished_session()
     assert messages and messages[-1][1] == "Cannot restore the review"
     assert "cannot read" in messages[-1][2]
-    assert window.unfinished_sessions() == []  # not offered again at the next start
+    assert unfinished_sessions(sessions_root()) == []  # not offered again at the next start
+    assert (folder / CLOSED_MARKER).read_text(encoding="utf-8").startswith("damaged: ")
+
+
+def test_a_declined_session_is_not_offered_again(qtbot, window) -> None:
+    folder = sessions_root() / "20240101-000000-000000"
+    folder.mkdir(parents=True)
+    asked = []
+    window._ask_yes_no = lambda title, text: asked.append(text) or False
+    window.check_unfinished_session()
+    assert asked and str(folder) in asked[0] and window.run is None
+    assert (folder / CLOSED_MARKER).read_text(encoding="utf-8") == "declined"
+    window.check_unfinished_session()
+    assert len(asked) == 1
 
 
 def test_double_clicked_model_file_is_imported(qtbot, tiny_bundle_path, tmp_path) -> None:
@@ -336,7 +403,7 @@ def test_double_clicked_model_file_is_imported(qtbot, tiny_bundle_path, tmp_path
 
 def test_about_names_versions_and_the_demo_notice(window) -> None:
     from leukgui.core.bundle import find_bundles
-    from leukgui.gui.main_window import about_html, model_card_html
+    from leukgui.gui.model_card import about_html, model_card_html
 
     demo = next(b for b in find_bundles()[0] if b.demo)
     assert DEMO_NOTICE in about_html(demo)

@@ -20,13 +20,9 @@ from leukgui.core.bundle import BUNDLE_SUFFIX, read_manifest  # noqa: E402
 from leukgui.core.paths import user_models_dir  # noqa: E402
 from leukgui.core.synthetic import write_dataset  # noqa: E402
 from leukgui.gui.plot import PALETTE, LinePlot, nice_ticks  # noqa: E402
-from leukgui.gui.training_page import (  # noqa: E402
-    AUTO_SIZE,
-    WEIGHTS_NONE,
-    ProgressThrottle,
-    TrainingPage,
-    register_bundle_file,
-)
+from leukgui.gui.training_form import AUTO_SIZE, WEIGHTS_NONE  # noqa: E402
+from leukgui.gui.training_page import TrainingPage  # noqa: E402
+from leukgui.gui.training_run import ProgressThrottle  # noqa: E402
 from training.history import TrainingProgress  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -61,12 +57,13 @@ def _scan(qtbot, page: TrainingPage, folder: Path):
 
 
 def _tiny_settings(page: TrainingPage, out: Path, epochs: int) -> None:
-    page.set_backbones(["efficientnetb0"])
-    page.set_weights_mode(WEIGHTS_NONE)
-    page.size_spin.setValue(32)
-    page.epochs_spin.setValue(epochs)
-    page.batch_spin.setValue(8)
-    page.output_edit.setText(str(out))
+    form = page.form
+    form.set_backbones(["efficientnetb0"])
+    form.set_weights_mode(WEIGHTS_NONE)
+    form.size_spin.setValue(32)
+    form.epochs_spin.setValue(epochs)
+    form.batch_spin.setValue(8)
+    form.output_edit.setText(str(out))
 
 
 # ------------------------------------------------------------------------------ preview
@@ -80,29 +77,29 @@ def test_preview_shows_counts_subjects_and_unreadable_files(qtbot, page, tmp_pat
     outcome = _scan(qtbot, page, folder)
 
     assert outcome.checked and outcome.error is None
-    text = page.preview_label.text()
+    text = page.form.dataset.preview_label.text()
     assert "24 cells" in text and "ALL 12 · HEM 12" in text
     assert "8 subjects" in text and "ALL 4 · HEM 4" in text
     assert "class folders" in text
-    table = page.subject_table
+    table = page.form.dataset.subject_table
     assert table.rowCount() == 8
     rows = {
         table.item(r, 0).text(): (table.item(r, 1).text(), table.item(r, 2).text())
         for r in range(table.rowCount())
     }
     assert rows["P1"] == ("ALL", "3") and rows["H4"] == ("HEM", "3")
-    assert page.unreadable_toggle.isVisible()
-    assert "1 file cannot be used" in page.unreadable_toggle.text()
-    assert not page.unreadable_list.isVisible()
-    qtbot.mouseClick(page.unreadable_toggle, Qt.LeftButton)
-    assert page.unreadable_list.isVisible()
-    assert "empty file" in page.unreadable_list.item(0).text()
+    assert page.form.dataset.unreadable_toggle.isVisible()
+    assert "1 file cannot be used" in page.form.dataset.unreadable_toggle.text()
+    assert not page.form.dataset.unreadable_list.isVisible()
+    qtbot.mouseClick(page.form.dataset.unreadable_toggle, Qt.LeftButton)
+    assert page.form.dataset.unreadable_list.isVisible()
+    assert "empty file" in page.form.dataset.unreadable_list.item(0).text()
 
     # ImageNet weights are not in the test's empty Keras home: Start says what is missing.
-    assert not page.start_button.isEnabled()
-    assert "efficientnetb0_notop.h5" in page.weights_status.text()
-    page.set_weights_mode(WEIGHTS_NONE)
-    assert page.start_button.isEnabled(), page.start_reason.text()
+    assert not page.run_control.start_button.isEnabled()
+    assert "efficientnetb0_notop.h5" in page.form.weights_status.text()
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    assert page.run_control.start_button.isEnabled(), page.run_control.start_reason.text()
     assert page.errors == []
 
 
@@ -110,15 +107,15 @@ def test_unrecognised_folder_says_so(qtbot, page, tmp_path) -> None:
     folder = tmp_path / "holiday-photos"
     folder.mkdir()
     (folder / "notes.txt").write_text("not cells")
-    page.set_weights_mode(WEIGHTS_NONE)
+    page.form.set_weights_mode(WEIGHTS_NONE)
 
     outcome = _scan(qtbot, page, folder)
 
     assert outcome.error is not None
-    text = page.preview_label.text()
+    text = page.form.dataset.preview_label.text()
     assert "not a labelled data set" in text and "layout not recognised" in text
-    assert not page.subject_table.isVisible()
-    assert not page.start_button.isEnabled()
+    assert not page.form.dataset.subject_table.isVisible()
+    assert not page.run_control.start_button.isEnabled()
     assert page.errors == []
 
 
@@ -132,8 +129,8 @@ def test_a_dropped_folder_is_scanned(qtbot, page, dataset) -> None:
     with qtbot.waitSignal(page.scan_finished, timeout=60_000) as blocker:
         page.dropEvent(event)
     assert blocker.args[0].path == dataset
-    assert page.data_edit.text() == str(dataset)
-    assert "24 cells" in page.preview_label.text()
+    assert page.form.dataset.folder_edit.text() == str(dataset)
+    assert "24 cells" in page.form.dataset.preview_label.text()
 
 
 # ------------------------------------------------------------------------------ training
@@ -145,11 +142,13 @@ def test_tiny_training_through_the_page(qtbot, page, dataset, tmp_path) -> None:
     _tiny_settings(page, out, epochs=1)
     started = []
     page.training_started.connect(lambda: started.append(True))
-    assert page.start_button.isEnabled(), page.start_reason.text()
+    assert page.run_control.start_button.isEnabled(), page.run_control.start_reason.text()
 
     with qtbot.waitSignal(page.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
-        qtbot.mouseClick(page.start_button, Qt.LeftButton)
-        assert started and page.is_training() and page.cancel_button.isEnabled()
+        qtbot.mouseClick(page.run_control.start_button, Qt.LeftButton)
+        assert (
+            started and page.run_control.is_running() and page.run_control.cancel_button.isEnabled()
+        )
     session = blocker.args[0]
 
     assert page.errors == []
@@ -157,72 +156,101 @@ def test_tiny_training_through_the_page(qtbot, page, dataset, tmp_path) -> None:
     run = session.runs[0]
     bundle = Path(run.bundle_path)
     assert bundle.is_file() and bundle.parent == out
-    assert len(page.cards) == 1
-    card = page.cards[0]
+    assert len(page.results.cards) == 1
+    card = page.results.cards[0]
     assert bundle.name in card.text()
     assert "CANCELLED" not in card.text()
     assert "Balanced accuracy" in card.text() and "ROC AUC" in card.text()
     for plot, names in (
-        (page.loss_plot, ("loss", "val_loss")),
-        (page.metrics_plot, ("val_accuracy", "val_balanced_accuracy", "val_auc")),
+        (page.curves.loss_plot, ("loss", "val_loss")),
+        (page.curves.metrics_plot, ("val_accuracy", "val_balanced_accuracy", "val_auc")),
     ):
         for name in names:
             assert len(plot.points(name)) >= 1, name
-    assert "Finished" in page.status_label.text()
-    assert page.start_button.isEnabled() and not page.cancel_button.isEnabled()
+    assert "Finished" in page.run_control.status_label.text()
+    assert (
+        page.run_control.start_button.isEnabled() and not page.run_control.cancel_button.isEnabled()
+    )
 
     qtbot.mouseClick(card.report_button, Qt.LeftButton)
     assert page.opened == [run.report_xlsx] and Path(run.report_xlsx).is_file()
+    qtbot.mouseClick(card.folder_button, Qt.LeftButton)
+    assert page.opened[-1] == Path(run.run_folder or bundle.parent)
+    page.curves.reset("")
+    qtbot.mouseClick(card.curves_button, Qt.LeftButton)
+    assert "EfficientNetB0" in page.curves.loss_plot.accessibleName()
+    assert len(page.curves.loss_plot.points("loss")) == len(run.history)
 
-    # Not saved in the models folder: "Add to model list" verifies and copies it there.
-    with qtbot.waitSignal(page.bundle_registered, timeout=120_000) as registered:
-        qtbot.mouseClick(card.register_button, Qt.LeftButton)
-    target = Path(registered.args[0])
-    assert target.is_file() and target.parent == user_models_dir()
-    assert target.read_bytes() == bundle.read_bytes()
+    # Not saved in the models folder: "Add to model list" installs it there, but a different
+    # file of that name already in the folder is never replaced: the card says why.
+    planted = user_models_dir() / bundle.name
+    planted.parent.mkdir(parents=True, exist_ok=True)
+    planted.write_bytes(b"someone else's model")
+    registered = []
+    page.bundle_registered.connect(registered.append)
+    qtbot.mouseClick(card.register_button, Qt.LeftButton)
     assert not card.register_button.isEnabled()
+    qtbot.waitUntil(card.register_button.isEnabled, timeout=120_000)
+    assert "Not added to the model list" in card.text() and "rename" in card.text()
+    assert "Not added" in page.run_control.status_label.text()
+    assert planted.read_bytes() == b"someone else's model" and registered == []
+
+    planted.unlink()
+    with qtbot.waitSignal(page.bundle_registered, timeout=120_000) as added:
+        qtbot.mouseClick(card.register_button, Qt.LeftButton)
+    target = Path(added.args[0])
+    assert target == planted and target.read_bytes() == bundle.read_bytes()
+    assert not card.register_button.isEnabled() and "Added to the model list" in card.text()
+
+    # The same bytes again: nothing copied, still in the list.
+    with qtbot.waitSignal(page.bundle_registered, timeout=120_000) as again:
+        page.add_to_model_list(bundle)
+    assert Path(again.args[0]) == target
+    assert "Already in the model list" in page.run_control.status_label.text()
+    assert sorted(p.name for p in user_models_dir().iterdir()) == [bundle.name]  # no partials
     assert page.errors == []
 
-    # A different file of that name is never replaced.
-    other = tmp_path / "other-models"
-    other.mkdir()
-    (other / bundle.name).write_bytes(b"someone else's model")
-    outcome = register_bundle_file(bundle, other)
-    assert outcome.status == "conflict"
-    assert (other / bundle.name).read_bytes() == b"someone else's model"
-    assert not [p for p in other.iterdir() if p.name != bundle.name]  # no partial left over
-    assert register_bundle_file(bundle, user_models_dir()).status == "identical"
+
+def test_an_unusable_model_file_is_reported(qtbot, page, tmp_path) -> None:
+    broken = tmp_path / f"broken{BUNDLE_SUFFIX}"
+    broken.write_bytes(b"not a zip")
+    page.add_to_model_list(broken)
+    qtbot.waitUntil(lambda: len(page.errors) == 1, timeout=30_000)
+    title, message, _details = page.errors[0]
+    assert "could not be added" in title and message
+    assert "Not added to the model list" in page.run_control.status_label.text()
+    assert not (user_models_dir() / broken.name).exists()
 
 
 def test_cancel_saves_the_best_epoch_marked_cancelled(qtbot, page, dataset, monkeypatch) -> None:
-    import leukgui.gui.training_page as training_page
+    import leukgui.gui.training_run as training_run
 
     # Tiny epochs take a fraction of a second and early stopping could end the run before
     # the click lands, so the worker waits after its first epoch until the test has cancelled.
     gate = threading.Event()
 
-    class GatedThrottle(training_page.ProgressThrottle):
+    class GatedThrottle(training_run.ProgressThrottle):
         def __call__(self, progress: TrainingProgress) -> None:
             super().__call__(progress)
             if progress.kind == "epoch":
                 gate.wait(120)
 
-    monkeypatch.setattr(training_page, "ProgressThrottle", GatedThrottle)
+    monkeypatch.setattr(training_run, "ProgressThrottle", GatedThrottle)
     _scan(qtbot, page, dataset)
     _tiny_settings(page, user_models_dir(), epochs=30)
     registered = []
     page.bundle_registered.connect(registered.append)
 
     with qtbot.waitSignal(page.training_finished, timeout=TRAIN_TIMEOUT_MS) as blocker:
-        qtbot.mouseClick(page.start_button, Qt.LeftButton)
+        qtbot.mouseClick(page.run_control.start_button, Qt.LeftButton)
         try:
             qtbot.waitUntil(
-                lambda: len(page.loss_plot.points("loss")) >= 1, timeout=TRAIN_TIMEOUT_MS
+                lambda: len(page.curves.loss_plot.points("loss")) >= 1, timeout=TRAIN_TIMEOUT_MS
             )
-            qtbot.mouseClick(page.cancel_button, Qt.LeftButton)
+            qtbot.mouseClick(page.run_control.cancel_button, Qt.LeftButton)
         finally:
             gate.set()
-        assert "CANCELLED" in page.status_label.text()
+        assert "CANCELLED" in page.run_control.status_label.text()
     session = blocker.args[0]
 
     assert page.errors == []
@@ -232,9 +260,9 @@ def test_cancel_saves_the_best_epoch_marked_cancelled(qtbot, page, dataset, monk
     bundle = Path(run.bundle_path)
     assert bundle.is_file() and bundle.suffix == BUNDLE_SUFFIX
     assert read_manifest(bundle)["cancelled"] is True
-    card = page.cards[0]
+    card = page.results.cards[0]
     assert "CANCELLED" in card.text() and bundle.name in card.text()
-    assert "CANCELLED" in page.status_label.text()
+    assert "CANCELLED" in page.run_control.status_label.text()
     # Saved straight into the models folder, so it is registered at once.
     assert registered == [bundle] and bundle.parent == user_models_dir()
     assert not card.register_button.isEnabled()
@@ -250,13 +278,13 @@ def test_worker_errors_are_shown_never_silent(qtbot, page, dataset, monkeypatch)
     _scan(qtbot, page, dataset)
     _tiny_settings(page, user_models_dir(), epochs=1)
     with qtbot.waitSignal(page.training_finished, timeout=30_000) as blocker:
-        qtbot.mouseClick(page.start_button, Qt.LeftButton)
+        qtbot.mouseClick(page.run_control.start_button, Qt.LeftButton)
     assert blocker.args[0] is None
-    assert "disk full" in page.status_label.text()
+    assert "disk full" in page.run_control.status_label.text()
     assert len(page.errors) == 1
     title, message, details = page.errors[0]
     assert "disk full" in message and "RuntimeError" in details
-    assert page.start_button.isEnabled()
+    assert page.run_control.start_button.isEnabled()
 
 
 # ------------------------------------------------------------------------------ small parts
@@ -265,27 +293,28 @@ def test_worker_errors_are_shown_never_silent(qtbot, page, dataset, monkeypatch)
 def test_weights_status_names_missing_files_and_sees_placed_ones(qtbot, page) -> None:
     from leukgui.core.backbones import keras_cache_dir
 
-    page.set_backbones(["vgg16", "efficientnetb0"])
-    page.set_weights_mode("imagenet")
-    text = page.weights_status.text()
+    page.form.set_backbones(["vgg16", "efficientnetb0"])
+    page.form.set_weights_mode("imagenet")
+    text = page.form.weights_status.text()
     assert "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5" in text
     assert "efficientnetb0_notop.h5" in text and str(keras_cache_dir()) in text
     keras_cache_dir().mkdir(parents=True, exist_ok=True)
     (keras_cache_dir() / "efficientnetb0_notop.h5").write_bytes(b"placed by the user")
-    qtbot.mouseClick(page.weights_recheck, Qt.LeftButton)
-    text = page.weights_status.text()
+    qtbot.mouseClick(page.form.weights_recheck, Qt.LeftButton)
+    text = page.form.weights_status.text()
     assert "✓ EfficientNetB0" in text and "✗ VGG16" in text
-    page.set_weights_mode("file")
-    assert "one backbone" in page.weights_status.text()
-    assert page.head_epochs_spin.isEnabled()  # transfer learning: head epochs apply
-    page.set_weights_mode(WEIGHTS_NONE)
-    assert not page.head_epochs_spin.isEnabled()
+    page.form.set_weights_mode("file")
+    assert "one backbone" in page.form.weights_status.text()
+    assert page.form.head_epochs_spin.isEnabled()  # transfer learning: head epochs apply
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    assert not page.form.head_epochs_spin.isEnabled()
 
 
 def test_live_progress_moves_the_bar_and_marks_fine_tuning(qtbot, page) -> None:
     from training.history import EpochLog
 
-    page._train_backbones = ["efficientnetb0"]
+    control = page.run_control
+    control.begin(["efficientnetb0"], batch_size=32)
 
     def epoch(n: int, phase: str) -> TrainingProgress:
         log = EpochLog(phase, n, 1 / n, 0.5, 1.2 / n, 0.6, 0.6, float("nan"), 1e-3, 3.0, 40.0)
@@ -294,26 +323,26 @@ def test_live_progress_moves_the_bar_and_marks_fine_tuning(qtbot, page) -> None:
         )
 
     for n in (1, 2, 3):
-        page._on_train_progress(epoch(n, "head"))
-    assert page.loss_plot.marker() is None
-    page._on_train_progress(
+        control.on_progress(epoch(n, "head"))
+    assert page.curves.loss_plot.marker() is None
+    control.on_progress(
         TrainingProgress("batch", "efficientnetb0", "fine-tune", 4, 6, 5, 10, 0.3, 0.8, 40.0)
     )
-    assert page.loss_plot.marker() == (3.5, "fine-tune")
-    assert page.metrics_plot.marker() == (3.5, "fine-tune")
-    assert "epoch 4 of 6" in page.progress_bar.format()
-    assert page.progress_bar.value() == 583  # (3 + 5/10) / 6 of the way
-    page._on_train_progress(epoch(4, "fine-tune"))
-    assert [x for x, _ in page.loss_plot.points("val_loss")] == [1, 2, 3, 4]
-    assert math.isnan(page.metrics_plot.points("val_auc")[-1][1])  # AUC undefined: a gap
-    assert "Epoch 4 (fine-tuning the top block)" in page.status_label.text()
+    assert page.curves.loss_plot.marker() == (3.5, "fine-tune")
+    assert page.curves.metrics_plot.marker() == (3.5, "fine-tune")
+    assert "epoch 4 of 6" in page.run_control.progress_bar.format()
+    assert page.run_control.progress_bar.value() == 583  # (3 + 5/10) / 6 of the way
+    control.on_progress(epoch(4, "fine-tune"))
+    assert [x for x, _ in page.curves.loss_plot.points("val_loss")] == [1, 2, 3, 4]
+    assert math.isnan(page.curves.metrics_plot.points("val_auc")[-1][1])  # AUC undefined: a gap
+    assert "Epoch 4 (fine-tuning the top block)" in page.run_control.status_label.text()
 
 
 def test_state_round_trip_and_bad_values(qtbot, page, tmp_path) -> None:
-    page.set_backbones(["vgg16", "efficientnetb2"])
-    page.epochs_spin.setValue(12)
-    page.size_spin.setValue(96)
-    page.set_weights_mode(WEIGHTS_NONE)
+    page.form.set_backbones(["vgg16", "efficientnetb2"])
+    page.form.epochs_spin.setValue(12)
+    page.form.size_spin.setValue(96)
+    page.form.set_weights_mode(WEIGHTS_NONE)
     state = page.state()
     assert state["backbones"] == ["vgg16", "efficientnetb2"]
     assert state["epochs"] == 12 and state["input_size"] == 96 and state["weights"] == "none"
@@ -322,21 +351,24 @@ def test_state_round_trip_and_bad_values(qtbot, page, tmp_path) -> None:
     qtbot.addWidget(other)
     other.restore_state(state)
     assert other.state() == state
-    assert other.more_widget.isVisibleTo(other)  # a "more" backbone opens that group
+    assert other.form.more_widget.isVisibleTo(other.form)  # a "more" backbone opens that group
 
     other.restore_state(
         {"epochs": "many", "batch_size": -3, "backbones": ["alexnet"], "input_size": None}
     )
-    assert other.epochs_spin.value() == 12 and other.batch_spin.value() == state["batch_size"]
-    assert other.selected_backbones() == ["vgg16", "efficientnetb2"]
-    assert other.size_spin.value() == AUTO_SIZE and other.input_size() is None
+    assert (
+        other.form.epochs_spin.value() == 12
+        and other.form.batch_spin.value() == state["batch_size"]
+    )
+    assert other.form.selected_backbones() == ["vgg16", "efficientnetb2"]
+    assert other.form.size_spin.value() == AUTO_SIZE and other.form.input_size() is None
     assert other.shutdown(10_000)
 
 
 def test_page_module_does_not_import_tensorflow() -> None:
     code = (
         "import sys\n"
-        "import leukgui.gui.training_page, leukgui.gui.plot\n"
+        "import leukgui.gui.training_page, leukgui.gui.plot, training.datasets\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)\n"
     )
     result = subprocess.run(

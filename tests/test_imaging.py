@@ -24,7 +24,12 @@ from leukgui.core.imaging import (
     thumbnail,
     to_model_input,
 )
-from leukgui.core.results import FileError, InputFile
+from leukgui.core.results import (
+    NOT_AN_IMAGE,
+    UNREADABLE,
+    FileError,
+    InputFile,
+)
 
 SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cnmc-samples"
 
@@ -461,9 +466,9 @@ def test_discover_errors_for_named_inputs(tmp_path: Path) -> None:
     files, errors = discover([txt, missing, bare])
     assert files == []
     assert errors == [
-        FileError(txt, "d", "not a supported image type (.txt)"),
-        FileError(missing, "d", "no such file or folder"),
-        FileError(bare, "d", "not a supported image type (no file extension)"),
+        FileError(txt, "d", "not a supported image type (.txt)", NOT_AN_IMAGE),
+        FileError(missing, "d", "no such file or folder", UNREADABLE),
+        FileError(bare, "d", "not a supported image type (no file extension)", NOT_AN_IMAGE),
     ]
 
 
@@ -526,7 +531,9 @@ def test_discover_unreadable_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     files, errors = discover([root])
     assert files == [InputFile(good, "root")]
     assert errors == [
-        FileError(root / "locked", "root/locked", "folder cannot be read (permission denied)")
+        FileError(
+            root / "locked", "root/locked", "folder cannot be read (permission denied)", UNREADABLE
+        )
     ]
 
 

@@ -20,12 +20,15 @@ from leukgui.core.metrics import (
     roc_auc,
     sample_summary,
     thresholded_call,
+    truth_set,
     wilson_interval,
 )
 from leukgui.core.results import (
     ALL,
     HEM,
     UNCERTAIN,
+    UNCLASSIFIABLE,
+    UNREADABLE,
     CellResult,
     FileError,
     RunInfo,
@@ -222,8 +225,8 @@ def test_sample_summary_counts_and_overall_last() -> None:
         _cell("B", HEM),
         _cell("B", UNCERTAIN),
         _cell("A", HEM),
-        FileError(Path("/x/A/bad.png"), "A", "truncated PNG"),
-        FileError(Path("/x/C/bad.png"), "C", "empty file"),
+        FileError(Path("/x/A/bad.png"), "A", "truncated PNG", UNREADABLE),
+        FileError(Path("/x/C/bad.png"), "C", "empty file", UNREADABLE),
     ]
     rows = sample_summary(outcomes)
     assert [r.sample for r in rows] == ["B", "A", "C", OVERALL]
@@ -252,3 +255,70 @@ def test_sample_summary_accepts_run_result() -> None:
 def test_sample_summary_rejects_unknown_label() -> None:
     with pytest.raises(ValueError, match="unknown label"):
         sample_summary([_cell("S", "MAYBE")])
+
+
+# --------------------------------------------------------------------------- truth_set
+
+
+class _Review:
+    """The review a truth set needs: reviewed labels by file stem."""
+
+    def __init__(self, labels: dict[str, str]) -> None:
+        self.labels = labels
+
+    def final_label(self, cell: CellResult) -> str:
+        return self.labels.get(cell.path.stem, cell.label)
+
+    def is_reviewed(self, cell: CellResult) -> bool:
+        return cell.path.stem in self.labels
+
+    def signed_off(self, sample: str) -> None:
+        return None
+
+
+def _truth_run() -> RunResult:
+    def cell(name: str, label: str, p: float, truth: str | None) -> CellResult:
+        heat = np.zeros((7, 7), np.float32)
+        return CellResult(Path(f"/x/S/{name}.png"), "S", p, label, heat, 10, 10, truth)
+
+    info = RunInfo("0", "m", "1", "", "b", 64, 0.5, (0.4, 0.6), False, [], datetime(2024, 1, 1))
+    return RunResult(
+        info,
+        [
+            cell("a", ALL, 0.9, "all"),  # truth in any case
+            cell("b", HEM, 0.1, HEM),
+            cell("c", UNCERTAIN, 0.55, HEM),  # ALL by the threshold
+            cell("d", UNCERTAIN, 0.45, ALL),  # HEM by the threshold
+            cell("e", ALL, 0.8, None),  # no truth
+            cell("f", HEM, 0.2, "unknown"),  # no usable truth
+            FileError(Path("/x/S/bad.png"), "S", "truncated", UNREADABLE),
+        ],
+    )
+
+
+def test_truth_set_of_the_model_calls() -> None:
+    ts = truth_set(_truth_run())
+    assert ts.truth == [ALL, HEM, HEM, ALL]
+    assert ts.predicted == [ALL, HEM, ALL, HEM]
+    assert ts.p_all == [0.9, 0.1, 0.55, 0.45]
+    assert (ts.uncertain, ts.without_truth, ts.reviewed, ts.unclassifiable) == (2, 2, 0, 0)
+    assert not ts.any_reviewed
+    m = ts.metrics()
+    assert (m.tp, m.fn, m.fp, m.tn) == (1, 1, 1, 1)
+    assert m.roc_auc == pytest.approx(roc_auc(ts.truth, ts.p_all))
+
+
+def test_truth_set_with_reviewed_labels() -> None:
+    run = _truth_run()
+    review = _Review({"c": HEM, "b": UNCLASSIFIABLE, "e": ALL})
+    ts = truth_set(run, review)
+    # b is left out (UNCLASSIFIABLE); c counts as the reviewer's HEM; d stays the model's
+    # UNCERTAIN resolved by the threshold; e has no truth whatever its review.
+    assert ts.truth == [ALL, HEM, ALL]
+    assert ts.predicted == [ALL, HEM, HEM]
+    assert (ts.uncertain, ts.without_truth, ts.reviewed, ts.unclassifiable) == (1, 2, 1, 1)
+    assert ts.any_reviewed
+    m = ts.metrics()
+    assert (m.tp, m.fn, m.fp, m.tn) == (1, 1, 0, 1)
+    # An empty review gives the model's truth set.
+    assert truth_set(run, _Review({})) == truth_set(run)

@@ -1,100 +1,46 @@
-"""Excel/CSV/heatmap exports: content of every sheet, formula safety, atomic failure modes."""
+"""The analysis workbook: content of every sheet, formula safety, atomic failure modes.
+
+The CSV and heatmap exports are tested in test_exports.py (they share the atomic-write tests
+below)."""
 
 from __future__ import annotations
 
-import csv
 import errno
 import math
 import os
 import sys
 import tempfile
 import zipfile
-from datetime import datetime, timedelta, timezone
+from datetime import datetime
 from pathlib import Path
 
 import cv2
 import numpy as np
 import openpyxl
 import pytest
+import report_samples as samples
 
 from leukgui.core import atomic, report
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.imaging import decode_image
-from leukgui.core.metrics import binary_metrics, wilson_interval
+from leukgui.core.exports import write_csv, write_heatmaps
+from leukgui.core.metrics import binary_metrics, expected_calibration_error, wilson_interval
 from leukgui.core.overlay import colorize, heatmap_to_image, overlay
-from leukgui.core.report import write_csv, write_excel, write_heatmaps
+from leukgui.core.report import write_excel
 from leukgui.core.results import (
     ALL,
     DEMO_NOTICE,
     HEM,
+    TOO_LARGE,
     UNCERTAIN,
-    CellResult,
     FileError,
-    RunInfo,
     RunResult,
 )
-
-SHA = "0123456789abcdef" * 4
-STARTED = datetime(2024, 5, 6, 9, 30, 0, tzinfo=timezone.utc)
-
-
-def _image(path: Path, width: int = 40, height: int = 30, seed: int = 0) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    img = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
-    assert cv2.imwrite(str(path), img)
-    return path
-
-
-def _heat(seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).random((7, 7)).astype(np.float32)
-
-
-def _cell(path: Path, sample: str, p: float, label: str, truth: str | None = None) -> CellResult:
-    width, height = (40, 30)
-    return CellResult(path, sample, p, label, _heat(), width, height, truth, subject="P1")
-
-
-def _info(inputs: list[str], **kw: object) -> RunInfo:
-    values: dict = dict(
-        app_version="0.1.0",
-        model_name="cnmc-mobilenet",
-        model_version="2.1",
-        model_sha256=SHA,
-        backbone="MobileNetV3Small",
-        input_size=224,
-        threshold=0.5,
-        uncertainty_band=(0.4, 0.6),
-        demo=False,
-        inputs=inputs,
-        started=STARTED,
-        finished=STARTED + timedelta(seconds=75),
-        device="CPU (8 logical cores)",
-        tensorflow_version="2.19.0",
-        keras_version="3.10.0",
-        total_inputs=8,
-        extra={"model file": "/models/cnmc.keras"},
-    )
-    values.update(kw)
-    return RunInfo(**values)
 
 
 @pytest.fixture
 def run(tmp_path: Path) -> RunResult:
     """Two samples, every label, truth known for most cells, one missing file, one error."""
-    root = tmp_path / "images"
-    s1, s2 = root / "S1", root / "S2"
-    outcomes = [
-        _cell(_image(s1 / "a.png", seed=1), "S1", 0.9, ALL, ALL),  # TP
-        _cell(_image(s1 / "b.png", seed=2), "S1", 0.1, HEM, HEM),  # TN
-        _cell(_image(s1 / "c.png", seed=3), "S1", 0.55, UNCERTAIN, HEM),  # FP by threshold
-        _cell(_image(s1 / "d.png", seed=4), "S1", 0.8, ALL, HEM),  # FP
-        _cell(_image(s2 / "e.png", seed=5), "S2", 0.2, HEM, ALL),  # FN
-        _cell(_image(s2 / "f.png", seed=6), "S2", 0.7, ALL),  # no truth
-        _cell(s2 / "missing.png", "S2", 0.3, HEM),  # file gone before export
-        FileError(s2 / "bad.png", "S2", "truncated PNG"),
-    ]
-    return RunResult(_info([str(root)]), outcomes)
+    return samples.mixed_run(tmp_path / "images")
 
 
 def _rows(ws) -> list[tuple]:
@@ -103,6 +49,10 @@ def _rows(ws) -> list[tuple]:
 
 def _by_first(ws) -> dict[object, tuple]:
     return {r[0]: r for r in _rows(ws) if r and r[0] is not None}
+
+
+def _row_of(ws, first: str) -> int:
+    return next(r[0].row for r in ws.iter_rows(min_col=1, max_col=1) if r[0].value == first)
 
 
 def _load(path: Path) -> openpyxl.Workbook:
@@ -145,12 +95,12 @@ def test_summary_counts_and_all_percent(run: RunResult, tmp_path: Path) -> None:
     assert overall[5] == pytest.approx(0.5)
     pct_cell = ws.cell(row=header + 2, column=6)
     assert pct_cell.number_format == "0.0%"
-    assert ws.cell(row=header + 4, column=1).font.b  # Overall row bold
+    assert ws.cell(row=header + 4, column=1).font.b  # the "All samples" row is bold
     assert ws.freeze_panes == f"A{header + 2}"
     text = " ".join(str(v) for r in rows for v in r if isinstance(v, str))
     assert "ALL % = ALL / (ALL + HEM)" in text and "excluded" in text
     assert "Wilson" in text
-    assert f"SHA-256 {SHA[:12]}" in text and "cnmc-mobilenet 2.1" in text
+    assert f"SHA-256 {samples.SHA[:12]}" in text and "cnmc-mobilenet 2.1" in text
     assert DEMO_NOTICE not in text and "cancelled" not in text.lower()
     assert "not included" in text  # images=False is stated
 
@@ -270,13 +220,27 @@ def test_errors_sheet(run: RunResult, tmp_path: Path) -> None:
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=False)
     rows = _rows(_load(out)["Errors"])
-    assert rows[0] == ("File", "Sample", "Reason", "Full path")
-    assert rows[1:] == [("S2/bad.png", "S2", "truncated PNG", str(run.errors[0].path))]
+    assert rows[0] == ("File", "Sample", "Kind", "Reason", "Full path")
+    path = str(run.errors[0].path)
+    assert rows[1:] == [("S2/bad.png", "S2", "unreadable", "truncated PNG", path)]
 
     run.outcomes = [o for o in run.outcomes if not isinstance(o, FileError)]
     write_excel(run, out, images=False)
     rows = _rows(_load(out)["Errors"])
     assert rows[1][0] == "No errors" and len(rows) == 2
+
+
+def test_errors_by_kind_and_empty_fields(run: RunResult, tmp_path: Path) -> None:
+    """The Kind column and the Fields sheet come from `FileError.kind`, never the reason."""
+    run.outcomes.append(samples.field_error(tmp_path))
+    run.outcomes.append(FileError(tmp_path / "x.png", "S3", "no white cell found", TOO_LARGE))
+    out = tmp_path / "r.xlsx"
+    write_excel(run, out, images=False)
+    wb = _load(out)
+    kinds = [r[2] for r in _rows(wb["Errors"])[1:]]
+    assert kinds == ["unreadable", "no white cell", "too large"]
+    fields = _rows(wb["Fields"])[1:]
+    assert [(r[0], r[2]) for r in fields] == [("blank.png", 0)]
 
 
 # ------------------------------------------------------------------------------ Metrics
@@ -312,8 +276,14 @@ def test_metrics_sheet_matches_binary_metrics(run: RunResult, tmp_path: Path) ->
         ("ROC AUC", expected.roc_auc),
     ]:
         assert rows[name][1] == pytest.approx(value), name
-        assert rows[name][4], f"{name} has no formula in words"
+        assert rows[name][5], f"{name} has no formula in words"
     assert rows["Accuracy"][2:4] == pytest.approx(wilson_interval(2, 5))
+    assert rows["Accuracy"][4] == "2 / 5"
+    assert rows["Precision"][4] == "1 / 3" and rows["F1 score"][2:5] == (None, None, None)
+    assert rows["Expected calibration error"][1] == pytest.approx(
+        expected_calibration_error([ALL, HEM, HEM, HEM, ALL], [0.9, 0.1, 0.55, 0.8, 0.2])
+    )
+    assert ws.cell(row=_row_of(ws, "Accuracy"), column=2).number_format == "0.0%"
     notes = " ".join(str(r[0]) for r in _rows(ws) if r[0])
     assert "counted by the decision threshold" in notes and "(1 cell)" in notes
 
@@ -343,7 +313,7 @@ def test_provenance(run: RunResult, tmp_path: Path) -> None:
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=False)
     rows = _by_first(_load(out)["Provenance"])
-    assert rows["Model SHA-256"][1] == SHA
+    assert rows["Model SHA-256"][1] == samples.SHA
     assert rows["Model name"][1] == "cnmc-mobilenet"
     assert rows["Model version"][1] == "2.1"
     assert rows["App version"][1] == "0.1.0"
@@ -365,18 +335,12 @@ def test_provenance(run: RunResult, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ formula safety
 
-HOSTILE = ['=HYPERLINK("x").png', "+1.png", "@x.png", "-x.png"]
+HOSTILE = samples.HOSTILE_NAMES
 
 
 @pytest.fixture
 def hostile_run(tmp_path: Path) -> RunResult:
-    folder = tmp_path / "=1+1"
-    outcomes: list = [
-        _cell(_image(folder / name, seed=i), "=1+1", 0.9, ALL) for i, name in enumerate(HOSTILE)
-    ]
-    outcomes.append(FileError(folder / "=2.png", "=1+1", "=cmd|' /C calc'!A0"))
-    info = _info([str(folder)], extra={"=key": "@value"})
-    return RunResult(info, outcomes)
+    return samples.hostile_run(tmp_path)
 
 
 def test_formula_like_text_stays_text_in_xlsx(hostile_run: RunResult, tmp_path: Path) -> None:
@@ -391,7 +355,7 @@ def test_formula_like_text_stays_text_in_xlsx(hostile_run: RunResult, tmp_path: 
             assert cell.data_type == "s"
     err = wb["Errors"]
     assert err["A2"].value == "=2.png" and err["A2"].data_type == "s"
-    assert err["C2"].value == "=cmd|' /C calc'!A0" and err["C2"].data_type == "s"
+    assert err["D2"].value == "=cmd|' /C calc'!A0" and err["D2"].data_type == "s"
     summary = _by_first(wb["Summary"])
     assert "=1+1" in summary
     prov = _by_first(wb["Provenance"])
@@ -400,99 +364,6 @@ def test_formula_like_text_stays_text_in_xlsx(hostile_run: RunResult, tmp_path: 
         for name in z.namelist():
             if name.startswith("xl/worksheets/"):
                 assert b"<f>" not in z.read(name) and b"<f " not in z.read(name)
-
-
-def test_csv_escapes_formula_like_text(hostile_run: RunResult, tmp_path: Path) -> None:
-    out = tmp_path / "r.csv"
-    write_csv(hostile_run, out)
-    rows = list(csv.reader(out.read_text(encoding="utf-8-sig").splitlines()))
-    assert [r[0] for r in rows[1:]] == ["'" + n for n in HOSTILE] + ["'=2.png"]
-    assert {r[1] for r in rows[1:]} == {"'=1+1"}
-    assert rows[-1][7] == "'=cmd|' /C calc'!A0"
-
-
-# ------------------------------------------------------------------------------ CSV
-
-
-def test_csv_content(run: RunResult, tmp_path: Path) -> None:
-    out = tmp_path / "r.csv"
-    write_csv(run, out)
-    raw = out.read_bytes()
-    assert raw.startswith(b"\xef\xbb\xbf")
-    rows = list(csv.reader(raw.decode("utf-8-sig").splitlines()))
-    assert rows[0] == [
-        "file",
-        "sample",
-        "subject",
-        "status",
-        "label",
-        "p_all",
-        "truth",
-        "reason",
-        "path",
-    ]
-    body = rows[1:]
-    assert len(body) == len(run.outcomes)
-    assert [r[0] for r in body] == [
-        "S1/a.png",
-        "S1/b.png",
-        "S1/c.png",
-        "S1/d.png",
-        "S2/e.png",
-        "S2/f.png",
-        "S2/missing.png",
-        "S2/bad.png",
-    ]
-    assert body[0] == [
-        "S1/a.png",
-        "S1",
-        "P1",
-        "ok",
-        ALL,
-        "0.900000",
-        ALL,
-        "",
-        str(run.cells[0].path),
-    ]
-    assert body[5][6] == ""  # unknown truth is blank
-    assert body[-1][3:8] == ["error", "", "", "", "truncated PNG"]
-
-
-# ------------------------------------------------------------------------------ heatmap PNGs
-
-
-def test_write_heatmaps(run: RunResult, tmp_path: Path) -> None:
-    dup = _image(tmp_path / "images" / "S1" / "a.bmp", width=25, height=50, seed=9)
-    run.outcomes.append(CellResult(dup, "S1", 0.6, ALL, _heat(3), 25, 50))
-    out = tmp_path / "heat"
-    written = write_heatmaps(run, out)
-    assert isinstance(written, list)
-    names = sorted(p.relative_to(out).as_posix() for p in written)
-    assert names == [
-        "S1/a_2_gradcam.png",
-        "S1/a_gradcam.png",
-        "S1/b_gradcam.png",
-        "S1/c_gradcam.png",
-        "S1/d_gradcam.png",
-        "S2/e_gradcam.png",
-        "S2/f_gradcam.png",
-    ]
-    for path in written:
-        img = decode_image(path)
-        expected = (50, 25) if path.name == "a_2_gradcam.png" else (30, 40)
-        assert img.shape == (*expected, 3)
-    assert [(p.name, r) for p, r in written.skipped] == [
-        ("missing.png", "cannot be read (No such file or directory)")
-    ]
-
-
-def test_write_heatmaps_non_ascii_sample(tmp_path: Path) -> None:
-    folder = tmp_path / "Probe Müller ä"
-    cell = CellResult(_image(folder / "zelle.png"), "Probe Müller ä", 0.7, ALL, _heat(), 40, 30)
-    run = RunResult(_info([str(folder)]), [cell])
-    written = write_heatmaps(run, tmp_path / "out")
-    assert written[0].parent.name == "Probe Müller ä"
-    assert decode_image(written[0]).shape == (30, 40, 3)
 
 
 # ------------------------------------------------------------------------------ atomic writes
@@ -663,7 +534,7 @@ def test_colorize_and_overlay() -> None:
 
 
 def test_empty_unfinished_run(tmp_path: Path) -> None:
-    run = RunResult(_info([], finished=None, started=datetime(2024, 1, 1, 8, 0)), [])
+    run = RunResult(samples.info([], finished=None, started=datetime(2024, 1, 1, 8, 0)), [])
     out = tmp_path / "r.xlsx"
     write_excel(run, out)
     wb = _load(out)

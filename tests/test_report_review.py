@@ -14,9 +14,19 @@ import numpy as np
 import openpyxl
 import pytest
 
+from leukgui.core.exports import write_csv
 from leukgui.core.metrics import binary_metrics, sample_summary, wilson_interval
-from leukgui.core.report import write_csv, write_excel
-from leukgui.core.results import ALL, HEM, UNCERTAIN, CellResult, FileError, RunInfo, RunResult
+from leukgui.core.report import write_excel
+from leukgui.core.results import (
+    ALL,
+    HEM,
+    UNCERTAIN,
+    UNREADABLE,
+    CellResult,
+    FileError,
+    RunInfo,
+    RunResult,
+)
 from leukgui.core.review import UNCLASSIFIABLE, ReviewState
 
 T0 = datetime(2024, 5, 6, 9, 30, 0, tzinfo=timezone.utc)
@@ -83,7 +93,7 @@ def run(tmp_path: Path) -> RunResult:
         _cell(_image(root / "S1" / "d.png", 4), "S1", 0.8, ALL, HEM),
         _cell(_image(root / "S2" / "e.png", 5), "S2", 0.2, HEM, ALL),
         _cell(_image(root / "S2" / "f.png", 6), "S2", 0.7, ALL),
-        FileError(root / "S2" / "bad.png", "S2", "truncated PNG"),
+        FileError(root / "S2" / "bad.png", "S2", "truncated PNG", UNREADABLE),
     ]
     info = RunInfo(
         app_version="0.1.0",

@@ -7,18 +7,21 @@ from pathlib import Path
 
 import pytest
 
-from leukgui.core.results import ALL, HEM
+from leukgui.core.results import ALL, HEM, CancelToken
 from leukgui.core.synthetic import write_dataset
 from training.datasets import (
     CNMC_PRELIM_FOLDER,
     CNMC_PRELIM_LABELS,
+    DatasetPreview,
     Record,
+    preview_dataset,
     read_all_idb2,
     read_cnmc,
     read_cnmc_prelim,
     read_csv_list,
     read_dataset,
     read_imagefolder,
+    subject_rows,
 )
 
 CNMC_SAMPLES = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "cnmc-samples"
@@ -326,3 +329,96 @@ def test_real_cnmc_samples() -> None:
     assert scan.unreadable == []
     got = sorted((r.label, r.subject) for r in scan.records)
     assert got == [(ALL, "1")] * 3 + [(HEM, "H6")] * 3
+
+
+# ------------------------------------------------------------------------------ preview
+
+
+@pytest.fixture
+def cells(tmp_path: Path) -> Path:
+    """all/ and hem/ with 6 C-NMC-named cells each (subjects P1..P3, H1..H3), one empty."""
+    folder = tmp_path / "cells"
+    write_dataset(folder, 6, seed=4, fmt="png", layout="cnmc", subjects=3, size=64)
+    (folder / "all" / "UID_P9_1_1_all.png").write_bytes(b"")
+    return folder
+
+
+def test_preview_decodes_every_image_and_reports_progress(cells: Path) -> None:
+    listed: list[DatasetPreview] = []
+    progress: list[tuple[int, int]] = []
+
+    preview = preview_dataset(
+        cells, listed=listed.append, progress=lambda *p: progress.append(p), interval=0.0
+    )
+
+    # The fast pass comes first (13 named files), then one report per decoded image.
+    assert len(listed) == 1 and not listed[0].checked and len(listed[0].scan.records) == 13
+    assert progress == [(i, 13) for i in range(1, 14)]
+    assert preview.checked and preview.error is None
+    assert len(preview.scan.records) == 12
+    assert [(p.name, why) for p, why in preview.scan.unreadable] == [
+        ("UID_P9_1_1_all.png", "empty file")
+    ]
+    assert preview.layout == "class folders all/ and hem/"
+    rows = dict((subject, (label, n)) for subject, label, n in preview.subjects)
+    assert rows["P1"] == (ALL, 2) and rows["H3"] == (HEM, 2) and "P9" not in rows
+    assert preview.problem() == "" and preview.warnings() == []
+
+
+def test_preview_progress_is_throttled(cells: Path) -> None:
+    progress: list[tuple[int, int]] = []
+    preview_dataset(cells, progress=lambda *p: progress.append(p), interval=3600.0)
+    assert progress == [(13, 13)]  # only the final count within the interval
+
+
+def test_preview_stops_when_cancelled(cells: Path) -> None:
+    token = CancelToken()
+    seen: list[tuple[int, int]] = []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        if done == 3:
+            token.cancel()
+
+    preview = preview_dataset(cells, progress=progress, cancel=token, interval=0.0)
+
+    assert seen[-1] == (3, 13)  # nothing decoded after the cancel
+    assert not preview.checked and preview.problem() == "Checking the images…"
+    assert len(preview.scan.records) == 13  # the fast pass, unchecked
+
+
+def test_preview_of_an_unknown_layout_is_an_outcome(tmp_path: Path) -> None:
+    (tmp_path / "notes.txt").write_text("not cells", encoding="utf-8")
+    preview = preview_dataset(tmp_path)
+    assert preview.scan is None and "layout not recognised" in preview.error
+    assert preview.problem() == "The data folder holds no usable labelled cells."
+    assert preview.layout == "" and preview.warnings() == []
+
+
+def test_preview_warnings_and_problems(tmp_path: Path, pool) -> None:
+    one_class = tmp_path / "one"
+    for i, path in enumerate(pool[ALL][:2]):
+        _put(path, one_class / "all" / f"cell{i}.png")
+    preview = preview_dataset(one_class)
+    assert preview.problem() == "Training needs cells of both classes."
+    assert "Training needs cells of both classes, ALL and HEM." in preview.warnings()
+    assert any("its own subject" in w for w in preview.warnings())
+
+    few = tmp_path / "few"
+    _put(pool[ALL][0], few / "all" / "patient1" / "a.png")
+    _put(pool[ALL][1], few / "all" / "patient1" / "b.png")
+    _put(pool[HEM][0], few / "hem" / "donor1" / "a.png")
+    preview = preview_dataset(few)
+    assert preview.problem() == ""
+    assert preview.warnings() == [
+        "Fewer than 3 subjects in a class: the validation or test part may lack it."
+    ]
+
+
+def test_subject_rows_mark_mixed_subjects() -> None:
+    records = [
+        Record(Path("a.png"), ALL, "s2"),
+        Record(Path("b.png"), HEM, "s2"),
+        Record(Path("c.png"), HEM, "S1"),
+    ]
+    assert subject_rows(records) == [("S1", HEM, 1), ("s2", f"{ALL} + {HEM}", 2)]

@@ -8,6 +8,10 @@ every record carries a non-empty subject id, and every reader says where it came
 Nothing is dropped silently: files that cannot be used (unparseable names, unknown labels,
 missing or undecodable files, label conflicts) are listed in `DatasetScan.unreadable` with a
 plain reason, so a user can see why a data set is smaller than expected.
+
+`preview_dataset` is what a front end runs before training: the reader's scan, the counts
+per subject, every image decoded, with a progress callback and a cancel token, so the same
+function serves the Training page's worker thread and a plain test.
 """
 
 from __future__ import annotations
@@ -15,31 +19,43 @@ from __future__ import annotations
 import csv
 import os
 import re
+import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from leukgui.core.imaging import IMAGE_SUFFIXES, ImageError, decode_image, discover
-from leukgui.core.results import ALL, HEM
+from leukgui.core.results import ALL, HEM, CancelToken
 from leukgui.core.truth import parse_cnmc_name
 
 __all__ = [
     "CNMC_PRELIM_FOLDER",
     "CNMC_PRELIM_LABELS",
+    "LAYOUT_NAMES",
+    "DatasetPreview",
     "DatasetScan",
     "Record",
     "parse_label",
+    "preview_dataset",
     "read_all_idb2",
     "read_cnmc",
     "read_cnmc_prelim",
     "read_csv_list",
     "read_dataset",
     "read_imagefolder",
+    "subject_rows",
 ]
 
 CNMC_PRELIM_FOLDER = "C-NMC_test_prelim_phase_data"
 CNMC_PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
+LAYOUT_NAMES = {  # DatasetScan.source, in words a user recognises
+    "cnmc": "C-NMC 2019 training data (fold_N/all, fold_N/hem)",
+    "cnmc-prelim": "C-NMC preliminary test set with its labels CSV",
+    "imagefolder": "class folders all/ and hem/",
+    "all-idb2": "ALL-IDB2 file names (ImNNN_1 blast, ImNNN_0 normal)",
+    "csv": "CSV list (path, label[, subject])",
+}
 
 _LABEL_WORDS = {"all": ALL, "1": ALL, "hem": HEM, "0": HEM}
 _DEFAULT_CLASSES = {"all": ALL, "hem": HEM}
@@ -115,17 +131,41 @@ def _subdirs(folder: Path) -> list[Path]:
     return [Path(e.path) for e in entries if not e.name.startswith(".") and e.is_dir()]
 
 
-def _check_images(scan: DatasetScan) -> DatasetScan:
-    """Decode every record; failures move to `unreadable` with the decoder's plain reason."""
+def _decode_all(
+    records: Sequence[Record],
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    interval: float = 0.25,
+) -> tuple[list[Record], list[tuple[Path, str]]] | None:
+    """Decode every record: (readable, [(path, reason)]), or None when `cancel` stopped it.
+
+    `progress(done, total)` is called at most every `interval` seconds and once at the end,
+    so a GUI thread is not flooded by a fast disk.
+    """
     kept: list[Record] = []
-    for record in scan.records:
+    bad: list[tuple[Path, str]] = []
+    total = len(records)
+    last = time.monotonic()
+    for done, record in enumerate(records, 1):
+        if cancel is not None and cancel.cancelled:
+            return None
         try:
             decode_image(record.path)
         except ImageError as exc:
-            scan.unreadable.append((record.path, exc.reason))
+            bad.append((record.path, exc.reason))
         else:
             kept.append(record)
+        if progress is not None and (done == total or time.monotonic() - last >= interval):
+            last = time.monotonic()
+            progress(done, total)
+    return kept, bad
+
+
+def _check_images(scan: DatasetScan) -> DatasetScan:
+    """Decode every record; failures move to `unreadable` with the decoder's plain reason."""
+    kept, bad = _decode_all(scan.records)
     scan.records = kept
+    scan.unreadable.extend(bad)
     return scan
 
 
@@ -456,3 +496,109 @@ def read_dataset(
         f"{path}: layout not recognised (expected C-NMC training_data/fold_N, all/hem class "
         "folders, ALL-IDB2 ImNNN_L files, or a path,label CSV)"
     )
+
+
+# --------------------------------------------------------------------------------------------
+# Preview before training
+# --------------------------------------------------------------------------------------------
+
+
+def subject_rows(records: Sequence[Record]) -> list[tuple[str, str, int]]:
+    """(subject, class, cells) per subject, by name; class "ALL + HEM" if a subject has both."""
+    per_subject: dict[str, Counter] = {}
+    for record in records:
+        per_subject.setdefault(record.subject, Counter())[record.label] += 1
+    rows = []
+    for subject in sorted(per_subject, key=lambda s: (s.casefold(), s)):
+        counts = per_subject[subject]
+        if counts.get(ALL, 0) and counts.get(HEM, 0):
+            label = f"{ALL} + {HEM}"
+        else:
+            label = ALL if counts.get(ALL, 0) else HEM
+        rows.append((subject, label, sum(counts.values())))
+    return rows
+
+
+@dataclass
+class DatasetPreview:
+    """A labelled folder as training would read it, or the reason it cannot be read."""
+
+    path: Path
+    scan: DatasetScan | None = None
+    error: str | None = None  # the layout was not recognised (read_dataset's ValueError)
+    subjects: list[tuple[str, str, int]] = field(default_factory=list)  # subject_rows
+    checked: bool = False  # every image decoded; undecodable ones moved to scan.unreadable
+
+    @property
+    def layout(self) -> str:
+        """The recognised layout in words ("" when none was)."""
+        source = self.scan.source if self.scan is not None else ""
+        return LAYOUT_NAMES.get(source, source)
+
+    def warnings(self) -> list[str]:
+        """What a user should know before training on this data (empty when all is well)."""
+        if self.scan is None:
+            return []
+        s = self.scan.summary()
+        cells, per_class, subjects = s["cells"], s["cells_per_class"], s["subjects_per_class"]
+        warnings = []
+        if not cells:
+            warnings.append("No labelled cells found.")
+        elif not per_class[ALL] or not per_class[HEM]:
+            warnings.append("Training needs cells of both classes, ALL and HEM.")
+        elif min(subjects.values()) < 3:
+            warnings.append(
+                "Fewer than 3 subjects in a class: the validation or test part may lack it."
+            )
+        if cells and s["subjects"] == cells:
+            warnings.append(
+                "Every cell is its own subject (no patient folders or C-NMC names): cells of "
+                "one patient may land in both training and test."
+            )
+        return warnings
+
+    def problem(self) -> str:
+        """Why training cannot start on this data yet, or "" when it can."""
+        if not self.checked and self.error is None:
+            return "Checking the images…"
+        if self.error is not None or self.scan is None or not self.scan.records:
+            return "The data folder holds no usable labelled cells."
+        if {r.label for r in self.scan.records} != {ALL, HEM}:
+            return "Training needs cells of both classes."
+        return ""
+
+
+def preview_dataset(
+    path: str | os.PathLike[str],
+    *,
+    check_images: bool = True,
+    listed: Callable[[DatasetPreview], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    cancel: CancelToken | None = None,
+    interval: float = 0.25,
+) -> DatasetPreview:
+    """Read a data set as training would; an unknown layout is an outcome, not a crash.
+
+    First the fast pass (names and folders), handed to `listed` at once so a preview can
+    appear; then every image is decoded (`progress(done, total)` along the way), so files that
+    would fail in training are listed before it starts and the scan that is trained on holds
+    only readable cells. A `cancel` token stops the decoding early: the fast pass comes back,
+    with `checked` False.
+    """
+    path = Path(path)
+    try:
+        scan = read_dataset(path)
+    except ValueError as exc:
+        return DatasetPreview(path, error=str(exc))
+    first = DatasetPreview(path, scan=scan, subjects=subject_rows(scan.records))
+    if not check_images or not scan.records:
+        first.checked = not scan.records
+        return first
+    if listed is not None:
+        listed(first)
+    decoded = _decode_all(scan.records, progress, cancel, interval)
+    if decoded is None:
+        return first
+    kept, bad = decoded
+    checked = DatasetScan(kept, list(scan.unreadable) + bad, scan.source)
+    return DatasetPreview(path, scan=checked, subjects=subject_rows(kept), checked=True)

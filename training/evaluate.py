@@ -45,21 +45,28 @@ def evaluate_bundle(
     cancel: CancelToken | None = None,
 ) -> EvaluationResult:
     """P(ALL) for every record through the analysis engine, scored with the bundle's
-    threshold and band. Records are grouped by subject in the report."""
-    from leukgui.core.engine import Analyzer
+    threshold and band. Records are grouped by subject in the report.
+
+    Every record is one labelled cell, so each image is analyzed whole (image kind "cells"),
+    exactly as the trainer scored it: one outcome per record, in record order.
+    """
+    from leukgui.core.engine import AnalysisOptions, analyze_paths
 
     if not scan.records:
         raise ValueError("no labelled cells to evaluate")
-    analyzer = Analyzer(bundle)
     items = [InputFile(path=Path(r.path), sample=r.subject) for r in scan.records]
+    run = analyze_paths(
+        [item.path for item in items],
+        bundle,
+        AnalysisOptions(batch_size=batch_size, image_kind="cells"),
+        progress=progress,
+        cancel=cancel,
+        discovered=(items, []),
+    )
     predictions = Predictions([], [], [], [])
     errors: list[tuple[str, str]] = []
     done = 0
-    for record, outcome in zip(
-        scan.records,
-        analyzer.iter_outcomes(items, batch_size=batch_size, progress=progress, cancel=cancel),
-        strict=False,
-    ):
+    for record, outcome in zip(scan.records, run.outcomes, strict=False):
         done += 1
         if isinstance(outcome, FileError):
             errors.append((str(outcome.path), outcome.reason))
@@ -69,7 +76,7 @@ def evaluate_bundle(
         predictions.subjects.append(record.subject)
         predictions.truth.append(record.label)
         predictions.p_all.append(float(outcome.p_all))
-    cancelled = done < len(scan.records)
+    cancelled = run.info.cancelled
     name = part or scan.source or "evaluation"
     evaluation = evaluate_predictions(predictions, bundle.threshold, bundle.uncertainty_band, name)
     if cancelled:

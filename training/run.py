@@ -97,7 +97,7 @@ def train_session(
     source: str = "",
 ) -> TrainingSession:
     """Train every backbone in `backbones` on one split; write bundles, reports, comparison."""
-    from training.reports import write_comparison
+    from training.comparison import write_comparison
 
     say = log or (lambda _msg: None)
     scan = data if isinstance(data, DatasetScan) else read_dataset(data, class_map=class_map)

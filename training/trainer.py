@@ -654,7 +654,8 @@ def train_backbone(
     """
     import keras
 
-    from training.reports import plot_curves, write_log_csv, write_training_report
+    from training.curves import plot_curves
+    from training.reports import write_log_csv, write_training_report
 
     check_no_leakage(split)
     if not split.train or not split.validation:

@@ -113,10 +113,10 @@ def validate_manifest(manifest: dict[str, Any]) -> None:
     if missing:
         raise BundleError(f"manifest is missing {', '.join(missing)}")
     if manifest["format"] != FORMAT_NAME:
-        raise BundleError(f"not a LeukGUI model bundle (format {manifest['format']!r})")
+        raise BundleError(f"not a LeukGUI model file (format {manifest['format']!r})")
     if int(manifest["format_version"]) > FORMAT_VERSION:
         raise BundleError(
-            f"bundle format version {manifest['format_version']} is newer than this LeukGUI "
+            f"model file format version {manifest['format_version']} is newer than this LeukGUI "
             f"understands ({FORMAT_VERSION}); update LeukGUI"
         )
     if list(manifest["class_names"]) != list(CLASS_NAMES):
@@ -138,12 +138,11 @@ def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
             names = archive.namelist()
             if MANIFEST_MEMBER not in names or MODEL_MEMBER not in names:
                 raise BundleError(
-                    f"{path.name} is not a model bundle (missing {MANIFEST_MEMBER} "
-                    f"or {MODEL_MEMBER})"
+                    f"{path.name} is not a model file (missing {MANIFEST_MEMBER} or {MODEL_MEMBER})"
                 )
             manifest = json.loads(archive.read(MANIFEST_MEMBER).decode("utf-8"))
     except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise BundleError(f"{path.name} is not a readable model bundle ({exc})") from exc
+        raise BundleError(f"{path.name} is not a readable model file ({exc})") from exc
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
     if not isinstance(manifest, dict):
@@ -192,7 +191,7 @@ def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
         raise BundleError(
             f"{path.name}: the model weights have been changed or damaged (SHA-256 {digest[:12]}… "
             f"does not match the manifest's {str(manifest['weights_sha256'])[:12]}…); "
-            "refusing to load it. Re-install or re-import the original bundle."
+            "refusing to load it. Re-install or re-import the original model file."
         )
     import keras
 
@@ -271,7 +270,7 @@ def save_bundle(
     if out.suffix.lower() != BUNDLE_SUFFIX:
         out = out / f"{manifest['name']}-v{manifest['version']}{BUNDLE_SUFFIX}"
     if out.exists() and not overwrite:
-        raise FileExistsError(f"{out} exists; bundles are never overwritten")
+        raise FileExistsError(f"{out} exists; model files are never overwritten")
     out.parent.mkdir(parents=True, exist_ok=True)
     if getattr(model, "optimizer", None) is not None:
         # A compiled model would drag its optimizer state along (3x the size); ship weights only.
@@ -331,7 +330,7 @@ def choose_bundle(name: str | None = None) -> BundleInfo:
         candidate = Path(name)
         if candidate.suffix.lower() == BUNDLE_SUFFIX or candidate.is_file():
             if not candidate.is_file():
-                raise BundleError(f"model bundle not found: {candidate}")
+                raise BundleError(f"model file not found: {candidate}")
             return BundleInfo(path=candidate, manifest=read_manifest(candidate), source="file")
     found, broken = find_bundles()
     if name:
@@ -347,9 +346,7 @@ def choose_bundle(name: str | None = None) -> BundleInfo:
         return max(matches, key=_version_key)
     if not found:
         hint = f" ({len(broken)} unreadable)" if broken else ""
-        raise BundleError(
-            f"no model bundles found in {bundled_models_dir()} or {user_models_dir()}{hint}"
-        )
+        raise BundleError(f"no models found in {bundled_models_dir()} or {user_models_dir()}{hint}")
     real = [b for b in found if not b.demo]
     return max(real or found, key=_version_key)
 

@@ -1,18 +1,24 @@
 """The analysis engine: image files in, one result or one error per file out, in order.
 
-Decoding runs in a background thread that fills a bounded queue of ready-made batches while
-the network works on the previous one, so memory stays flat however big the folder is and
-the CPU never waits on disk. Every batch goes through one compiled call that returns P(ALL)
-and the Grad-CAM heatmaps together. Progress is reported after each batch and the cancel
-token is honoured between batches; whatever finished before a cancel is kept.
+`iter_run` is the one way to analyze: the CLI, the window's worker, `leukgui evaluate` and
+the tests all consume its events (`RunStarted`, then `Outcomes` and `Progress` per batch,
+then `RunFinished`), so a run's bookkeeping (provenance, totals, cancel, finish time) exists
+once. Decoding runs in a background thread that fills a bounded queue of ready-made batches
+while the network works on the previous one, so memory stays flat however big the folder is
+and the CPU never waits on disk. Every batch goes through one compiled call that returns
+P(ALL) and the Grad-CAM heatmaps together. The cancel token is honoured between batches;
+whatever finished before a cancel is kept.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import json
 import queue
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -21,7 +27,9 @@ from typing import Any
 import numpy as np
 
 from leukgui import __version__
+from leukgui.core import fields
 from leukgui.core.bundle import LoadedBundle
+from leukgui.core.fields import DetectorSettings
 from leukgui.core.imaging import (
     DEFAULT_MAX_PIXELS,
     ImageError,
@@ -30,6 +38,10 @@ from leukgui.core.imaging import (
     to_model_input,
 )
 from leukgui.core.results import (
+    MODEL_FAILURE,
+    NO_WHITE_CELL,
+    TOO_LARGE,
+    UNEXPECTED,
     CancelToken,
     CellResult,
     FileError,
@@ -42,10 +54,96 @@ from leukgui.core.results import (
 )
 from leukgui.core.truth import truth_for
 
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "IMAGE_KINDS",
+    "AnalysisOptions",
+    "Analyzer",
+    "Outcomes",
+    "RunEvent",
+    "RunFinished",
+    "RunStarted",
+    "analyze_paths",
+    "device_description",
+    "iter_run",
+]
+
 DEFAULT_BATCH_SIZE = 32
 IMAGE_KINDS = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
 ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
+
+
+@dataclass(frozen=True)
+class AnalysisOptions:
+    """How a run treats its inputs: the one value the CLI, the window and the engine share,
+    instead of each threading batch size, image kind, detector and pixel limit separately.
+
+    `image_kind` is "auto" (decided per image), "cells" (every image is a single-cell crop)
+    or "fields" (every image is a smear field). `detector` may be given as DetectorSettings,
+    as a mapping of overrides (what the preferences store) or None (defaults); it is always
+    DetectorSettings afterwards, so a bad setting fails here, before any file is read.
+    """
+
+    batch_size: int = DEFAULT_BATCH_SIZE
+    image_kind: str = "auto"
+    detector: DetectorSettings | Mapping[str, Any] | None = None
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def __post_init__(self) -> None:
+        if self.image_kind not in IMAGE_KINDS:
+            raise ValueError(
+                f"image kind must be one of {', '.join(IMAGE_KINDS)}, not {self.image_kind!r}"
+            )
+        for name in ("batch_size", "max_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
+        object.__setattr__(self, "detector", _detector_settings(self.detector))
+
+
+def _detector_settings(value: DetectorSettings | Mapping[str, Any] | None) -> DetectorSettings:
+    if value is None:
+        return DetectorSettings()
+    if isinstance(value, DetectorSettings):
+        return value
+    if isinstance(value, Mapping):
+        known = {f.name for f in dataclasses.fields(DetectorSettings)}
+        unknown = sorted(str(k) for k in value if k not in known)
+        if unknown:
+            raise ValueError(f"unknown white-cell detector setting(s): {', '.join(unknown)}")
+        return DetectorSettings(**value)
+    raise TypeError(f"detector must be DetectorSettings, a mapping or None, not {value!r}")
+
+
+@dataclass(frozen=True)
+class RunStarted:
+    """Sent once, after the inputs were walked: provenance and what is to come.
+
+    `run` holds the filled-in RunInfo and, as its outcomes, the errors found while walking
+    (they come first in every run); it is the receiver's own copy to extend with `Outcomes`.
+    `total` counts the files to classify (walk errors not included).
+    """
+
+    run: RunResult
+    total: int
+
+
+@dataclass(frozen=True)
+class Outcomes:
+    """The outcomes of one batch (or a chunk of batches), in input order."""
+
+    items: list[Outcome]
+
+
+@dataclass(frozen=True)
+class RunFinished:
+    """Sent last: the whole run (finish time set; `info.cancelled` when it stopped early)."""
+
+    run: RunResult
+
+
+RunEvent = RunStarted | Outcomes | Progress | RunFinished
 
 
 @dataclass
@@ -87,22 +185,21 @@ class _Cell:
 
 
 def _decode_one(
-    item: InputFile, size: int, max_pixels: int, image_kind: str, detector: Any
+    item: InputFile, size: int, options: AnalysisOptions
 ) -> tuple[list[_Cell], int, int]:
     """The model inputs of one file: itself if it is a single-cell crop, else one C-NMC-like
     crop per white cell found in the smear field (ImageError when there is none)."""
-    rgb = decode_image(item.path, max_pixels=max_pixels)
+    rgb = decode_image(item.path, max_pixels=options.max_pixels)
     height, width = rgb.shape[:2]
-    from leukgui.core import fields
-
-    if image_kind == "cells" or (image_kind == "auto" and fields.looks_like_single_cell(rgb)):
+    kind = options.image_kind
+    if kind == "cells" or (kind == "auto" and fields.looks_like_single_cell(rgb)):
         return [_Cell(to_model_input(rgb, size))], width, height
-    found = fields.detect_cells(rgb, detector)
+    found = fields.detect_cells(rgb, options.detector)
     if not found.cells:
         hints = [n for n in found.notes if fields.NOTE_NO_CELL not in n]
         notes = f" ({'; '.join(hints)})" if hints else ""
-        raise ImageError(f"no white cell found in this field{notes}")
-    note = "; ".join(n for n in found.notes if "no white cell" not in n)
+        raise ImageError(f"no white cell found in this field{notes}", NO_WHITE_CELL)
+    note = "; ".join(n for n in found.notes if fields.NOTE_NO_CELL not in n)
     ordered = sorted(found.cells, key=lambda c: (c.box[1] + c.box[3], c.box[0] + c.box[2]))
     cells = []
     for index, cell in enumerate(ordered, 1):
@@ -121,15 +218,21 @@ def _decode_one(
     return cells, width, height
 
 
+def _file_error(item: InputFile, exc: BaseException) -> FileError:
+    """The error row of a file that could not be decoded; the kind comes from the exception."""
+    if isinstance(exc, ImageError):
+        return FileError(item.path, item.sample, str(exc), exc.kind)
+    if isinstance(exc, MemoryError):
+        return FileError(item.path, item.sample, "too large for memory", TOO_LARGE)
+    return FileError(item.path, item.sample, f"unexpected error: {exc}", UNEXPECTED)
+
+
 def _producer(
     items: Sequence[InputFile],
     size: int,
-    batch_size: int,
-    max_pixels: int,
+    options: AnalysisOptions,
     out: queue.Queue,
     stop: threading.Event,
-    image_kind: str = "auto",
-    detector: Any = None,
 ) -> None:
     """Decode files into batches; a file that fails becomes a FileError entry in place."""
     try:
@@ -141,13 +244,9 @@ def _producer(
                 return
             done_items += 1
             try:
-                cells, width, height = _decode_one(item, size, max_pixels, image_kind, detector)
-            except ImageError as exc:
-                entries.append(FileError(item.path, item.sample, str(exc)))
-            except MemoryError:
-                entries.append(FileError(item.path, item.sample, "too large for memory"))
+                cells, width, height = _decode_one(item, size, options)
             except Exception as exc:  # one strange file must not end the run
-                entries.append(FileError(item.path, item.sample, f"unexpected error: {exc}"))
+                entries.append(_file_error(item, exc))
             else:
                 truth = truth_for(item.path)
                 for cell in cells:
@@ -169,7 +268,7 @@ def _producer(
             # A full batch goes to the network; a run of unreadable files is passed on too,
             # so progress and cancel keep working through a folder of broken files. A field's
             # cells always travel together (a batch may run a little over its size).
-            if len(rows) >= batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
+            if len(rows) >= options.batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
                 _put(out, _batch(entries, rows, size, done_items), stop)
                 entries, rows, done_items = [], [], 0
         if entries:
@@ -206,55 +305,31 @@ class Analyzer:
         self.gradcam = BatchedGradCAM(bundle.model)
         self.input_size = self.gradcam.input_size
 
-    def iter_outcomes(
+    def _batches(
         self,
         items: Sequence[InputFile],
-        *,
-        batch_size: int = DEFAULT_BATCH_SIZE,
-        progress: ProgressCallback | None = None,
-        cancel: CancelToken | None = None,
-        max_pixels: int = DEFAULT_MAX_PIXELS,
-        image_kind: str = "auto",
-        detector: Any = None,
-    ) -> Iterator[Outcome]:
-        """Yield, in input order, a CellResult or FileError per single-cell image and one
-        CellResult per white cell found in a smear field (or a FileError when none is).
-
-        `image_kind` is "auto" (decided per image), "cells" or "fields"; `detector` holds
-        `leukgui.core.fields.DetectorSettings` (None: defaults). Progress counts files.
-        Stops between batches when `cancel` is set; everything yielded so far stands.
-        """
-        if image_kind not in IMAGE_KINDS:
-            raise ValueError(f"image_kind must be one of {', '.join(IMAGE_KINDS)}")
-        total = len(items)
-        started = time.perf_counter()
-        done = 0
+        options: AnalysisOptions,
+        cancel: CancelToken | None,
+    ) -> Iterator[tuple[list[Outcome], int]]:
+        """(outcomes in input order, input files they complete) per batch, until the items
+        run out or `cancel` is set; the decoder thread stops when this generator is closed."""
         stop = threading.Event()
         out: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(
             target=_producer,
-            args=(items, self.input_size, batch_size, max_pixels, out, stop, image_kind, detector),
+            args=(items, self.input_size, options, out, stop),
             name="leukgui-decoder",
             daemon=True,
         )
         worker.start()
         try:
-            while True:
-                if cancel is not None and cancel.cancelled:
-                    break
+            while cancel is None or not cancel.cancelled:
                 batch = out.get()
                 if batch is _DONE:
                     break
                 if isinstance(batch, _Failure):
                     raise batch.exc
-                outcomes = self._classify(batch)
-                yield from outcomes
-                done += batch.items
-                if progress is not None:
-                    elapsed = max(time.perf_counter() - started, 1e-9)
-                    rate = done / elapsed
-                    eta = (total - done) / rate if rate > 0 else None
-                    progress(Progress(done=done, total=total, rate=rate, eta_s=eta))
+                yield self._classify(batch), batch.items
         finally:
             stop.set()
             worker.join(timeout=5)
@@ -276,6 +351,7 @@ class Analyzer:
                         item.path,
                         item.sample,
                         "heatmap could not be computed (the network returned non-finite values)",
+                        MODEL_FAILURE,
                     )
                 )
                 continue
@@ -316,24 +392,18 @@ def device_description() -> str:
     return f"CPU ({os.cpu_count()} logical cores)"
 
 
-def field_provenance(image_kind: str, detector: Any) -> dict[str, str]:
-    """How smear fields were handled, for the report's provenance."""
-    import json
-
-    from leukgui.core.fields import DetectorSettings
-
-    settings = detector if detector is not None else DetectorSettings()
-    return {
-        "Image kind": {
-            "auto": "decided per image (single-cell crop on black, or smear field)",
-            "cells": "every image is a single-cell crop",
-            "fields": "every image is a smear field",
-        }[image_kind],
-        "White-cell detector settings": json.dumps(settings.to_dict(), sort_keys=True),
-    }
+_IMAGE_KIND_TEXT = {
+    "auto": "decided per image (single-cell crop on black, or smear field)",
+    "cells": "every image is a single-cell crop",
+    "fields": "every image is a smear field",
+}
 
 
-def run_info_for(bundle: LoadedBundle, inputs: Sequence[str | Path]) -> RunInfo:
+def _run_info(
+    bundle: LoadedBundle, inputs: Sequence[str | Path], options: AnalysisOptions
+) -> RunInfo:
+    """The provenance every report carries: app, model, device, libraries, how fields were
+    handled."""
     import keras
     import tensorflow as tf
 
@@ -352,46 +422,71 @@ def run_info_for(bundle: LoadedBundle, inputs: Sequence[str | Path]) -> RunInfo:
         device=device_description(),
         tensorflow_version=tf.__version__,
         keras_version=keras.__version__,
-        extra={"Model file": str(bundle.path)},
+        extra={
+            "Model file": str(bundle.path),
+            "Image kind": _IMAGE_KIND_TEXT[options.image_kind],
+            "White-cell detector settings": json.dumps(options.detector.to_dict(), sort_keys=True),
+        },
     )
+
+
+def iter_run(
+    paths: Sequence[str | Path],
+    model: LoadedBundle | Analyzer,
+    options: AnalysisOptions | None = None,
+    *,
+    cancel: CancelToken | None = None,
+    discovered: tuple[list[InputFile], list[FileError]] | None = None,
+) -> Iterator[RunEvent]:
+    """Analyze files and folders, as a stream of events: the one analysis loop there is.
+
+    Yields `RunStarted` once (provenance, walk errors, number of files), then per batch
+    `Outcomes` (a CellResult or FileError per single-cell image, one CellResult per white
+    cell of a smear field or a FileError when it has none) followed by `Progress` (counting
+    files), and finally `RunFinished` with the whole run: walk errors first, then every
+    file's outcomes in input order. Stops between batches when `cancel` is set; what finished
+    stands and the run is marked cancelled. `model` may be an `Analyzer` to reuse its
+    compiled call; `discovered` passes on an earlier `discover(paths)` so folders are walked
+    once (its files are analyzed as given, e.g. with subjects as samples).
+    """
+    options = options if options is not None else AnalysisOptions()
+    analyzer = model if isinstance(model, Analyzer) else Analyzer(model)
+    items, walk_errors = discovered if discovered is not None else discover(paths)
+    info = _run_info(analyzer.bundle, paths, options)
+    info.total_inputs = len(items) + len(walk_errors)
+    run = RunResult(info=info, outcomes=list(walk_errors))
+    yield RunStarted(RunResult(info=info, outcomes=list(walk_errors)), len(items))
+
+    total, done = len(items), 0
+    started = time.perf_counter()
+    with contextlib.closing(analyzer._batches(items, options, cancel)) as batches:
+        for outcomes, files in batches:
+            run.outcomes.extend(outcomes)
+            done += files
+            yield Outcomes(outcomes)
+            rate = done / max(time.perf_counter() - started, 1e-9)
+            eta = (total - done) / rate if rate > 0 else None
+            yield Progress(done=done, total=total, rate=rate, eta_s=eta)
+    info.cancelled = done < total  # only a cancel ends the stream early; errors raise
+    info.finished = datetime.now().astimezone()
+    yield RunFinished(run)
 
 
 def analyze_paths(
     paths: Sequence[str | Path],
-    bundle: LoadedBundle,
+    model: LoadedBundle | Analyzer,
+    options: AnalysisOptions | None = None,
     *,
-    batch_size: int = DEFAULT_BATCH_SIZE,
     progress: ProgressCallback | None = None,
     cancel: CancelToken | None = None,
-    max_pixels: int = DEFAULT_MAX_PIXELS,
-    image_kind: str = "auto",
-    detector: Any = None,
-    analyzer: Analyzer | None = None,
     discovered: tuple[list[InputFile], list[FileError]] | None = None,
 ) -> RunResult:
-    """Discover, classify and collect: the one call the CLI and the GUI worker make.
-
-    Errors found while walking folders come first, then every discovered file in order.
-    `discovered` passes on the result of an earlier `discover(paths)` so folders are walked
-    once.
-    """
-    info = run_info_for(bundle, paths)
-    info.extra.update(field_provenance(image_kind, detector))
-    items, walk_errors = discovered if discovered is not None else discover(paths)
-    info.total_inputs = len(items) + len(walk_errors)
-    outcomes: list[Any] = list(walk_errors)
-    analyzer = analyzer or Analyzer(bundle)
-    outcomes.extend(
-        analyzer.iter_outcomes(
-            items,
-            batch_size=batch_size,
-            progress=progress,
-            cancel=cancel,
-            max_pixels=max_pixels,
-            image_kind=image_kind,
-            detector=detector,
-        )
-    )
-    info.cancelled = bool(cancel and cancel.cancelled and len(outcomes) < info.total_inputs)
-    info.finished = datetime.now().astimezone()
-    return RunResult(info=info, outcomes=outcomes)
+    """`iter_run` to the end: the finished (or cancelled) run, with `progress` called after
+    every batch. For callers that want the result, not the stream."""
+    for event in iter_run(paths, model, options, cancel=cancel, discovered=discovered):
+        if isinstance(event, Progress):
+            if progress is not None:
+                progress(event)
+        elif isinstance(event, RunFinished):
+            return event.run
+    raise RuntimeError("the analysis stream ended without its RunFinished event")

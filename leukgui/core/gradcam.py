@@ -26,10 +26,6 @@ _EPS = 1e-7
 ALIGNED_DIVISOR = 8  # aligned maps have input_size / 8 cells a side (28 x 28 at 224 px)
 
 
-class HeatmapError(RuntimeError):
-    """A heatmap could not be computed; never replaced by a made-up picture."""
-
-
 class BatchedGradCAM:
     """Callable that maps a float32 batch (B, S, S, 3) of raw RGB to (P(ALL), heatmaps).
 

@@ -19,7 +19,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from leukgui.core.results import FileError, InputFile
+from leukgui.core.results import (
+    NOT_AN_IMAGE,
+    TOO_LARGE,
+    UNREADABLE,
+    FileError,
+    InputFile,
+)
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -45,11 +51,13 @@ _TAIL_SEARCH = 1024  # trailing bytes searched for an end marker (tolerates appe
 
 
 class ImageError(Exception):
-    """Carries a plain-language reason (str(exc) is shown to lab staff as-is)."""
+    """Carries a plain-language reason (str(exc) is shown to lab staff as-is) and the error
+    kind (`leukgui.core.results.ERROR_KINDS`) that code decides on, so nobody parses reasons."""
 
-    def __init__(self, reason: str) -> None:
+    def __init__(self, reason: str, kind: str = UNREADABLE) -> None:
         super().__init__(reason)
         self.reason = reason
+        self.kind = kind
 
     def __str__(self) -> str:
         return self.reason
@@ -140,12 +148,15 @@ def discover(
             else:
                 suffix = path.suffix.lower()
                 what = f"({suffix})" if suffix else "(no file extension)"
-                errors.append(FileError(path, sample, f"not a supported image type {what}"))
+                errors.append(
+                    FileError(path, sample, f"not a supported image type {what}", NOT_AN_IMAGE)
+                )
         elif os.path.lexists(text) and not os.path.islink(text):
             reason = "not a regular file or folder"
-            errors.append(FileError(path, _explicit_file_sample(text), reason))
+            errors.append(FileError(path, _explicit_file_sample(text), reason, NOT_AN_IMAGE))
         else:  # missing, or a symbolic link whose target is missing
-            errors.append(FileError(path, _explicit_file_sample(text), "no such file or folder"))
+            reason = "no such file or folder"
+            errors.append(FileError(path, _explicit_file_sample(text), reason, UNREADABLE))
     return files, errors
 
 
@@ -170,13 +181,12 @@ def _walk(
             with os.scandir(folder) as it:
                 entries = sorted(it, key=lambda e: _sort_key(e.name))
         except PermissionError:
-            errors.append(
-                FileError(Path(folder), sample, "folder cannot be read (permission denied)")
-            )
+            reason = "folder cannot be read (permission denied)"
+            errors.append(FileError(Path(folder), sample, reason, UNREADABLE))
             continue
         except OSError as exc:
             reason = f"folder cannot be read ({exc.strerror or exc})"
-            errors.append(FileError(Path(folder), sample, reason))
+            errors.append(FileError(Path(folder), sample, reason, UNREADABLE))
             continue
 
         subfolders: list[tuple[str, str, frozenset[str]]] = []
@@ -194,7 +204,7 @@ def _walk(
                 child_sample = unicodedata.normalize("NFC", f"{sample}/{entry.name}")
                 if real in ancestors:
                     reason = "folder loop via symbolic link, skipped"
-                    errors.append(FileError(Path(entry.path), child_sample, reason))
+                    errors.append(FileError(Path(entry.path), child_sample, reason, UNREADABLE))
                 elif real in seen_dirs:
                     log.debug("folder %s already walked via another link, skipped", entry.path)
                 else:
@@ -204,7 +214,8 @@ def _walk(
                 if is_file:
                     add_file(Path(entry.path), sample)
                 elif entry.is_symlink() and not os.path.exists(entry.path):
-                    errors.append(FileError(Path(entry.path), sample, "broken symbolic link"))
+                    reason = "broken symbolic link"
+                    errors.append(FileError(Path(entry.path), sample, reason, UNREADABLE))
                 # Sockets, pipes and devices with an image name are skipped: reading could hang.
         stack.extend(reversed(subfolders))
 
@@ -365,23 +376,23 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
     try:
         data = np.fromfile(path, dtype=np.uint8)
     except PermissionError as exc:
-        raise ImageError("cannot be read (permission denied)") from exc
+        raise ImageError("cannot be read (permission denied)", UNREADABLE) from exc
     except OSError as exc:
-        raise ImageError(f"cannot be read ({exc.strerror or exc})") from exc
+        raise ImageError(f"cannot be read ({exc.strerror or exc})", UNREADABLE) from exc
     if data.size == 0:
-        raise ImageError("empty file")
+        raise ImageError("empty file", UNREADABLE)
 
     view = memoryview(data)
     kind = _sniff(view)
     size = read_image_size(view)
     if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(f"too large: {size[0]} x {size[1]} px")
+        raise ImageError(f"too large: {size[0]} x {size[1]} px", TOO_LARGE)
     if kind == "JPEG" and not _has_tail(data, b"\xff\xd9"):
-        raise ImageError("truncated JPEG")
+        raise ImageError("truncated JPEG", UNREADABLE)
     if kind == "BMP" and _bmp_truncated(view):
-        raise ImageError("truncated BMP")
+        raise ImageError("truncated BMP", UNREADABLE)
     if kind == "PNG" and not _has_tail(data, b"IEND"):
-        raise ImageError("truncated PNG")
+        raise ImageError("truncated PNG", UNREADABLE)
 
     try:
         img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
@@ -389,20 +400,21 @@ def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIX
         img = None
     if img is None or img.size == 0:
         if kind is None:
-            raise ImageError("not an image")
+            raise ImageError("not an image", NOT_AN_IMAGE)
         if kind == "JPEG":
-            raise ImageError("truncated JPEG")
-        raise ImageError(f"damaged or unsupported {kind} file")
+            raise ImageError("truncated JPEG", UNREADABLE)
+        raise ImageError(f"damaged or unsupported {kind} file", UNREADABLE)
 
     height, width = img.shape[:2]
     if width * height > max_pixels:  # header was not understood; still enforce the limit
-        raise ImageError(f"too large: {width} x {height} px")
+        raise ImageError(f"too large: {width} x {height} px", TOO_LARGE)
     if width < MIN_SIDE or height < MIN_SIDE:
-        raise ImageError(f"too small: {width} x {height} px")
+        # Decodable, but too few pixels to hold a cell: no image this tool can analyze.
+        raise ImageError(f"too small: {width} x {height} px", NOT_AN_IMAGE)
     try:
         return _to_rgb8(img)
     except ValueError as exc:
-        raise ImageError(f"unsupported image layout ({exc})") from exc
+        raise ImageError(f"unsupported image layout ({exc})", NOT_AN_IMAGE) from exc
 
 
 def _to_uint8(img: np.ndarray) -> np.ndarray:

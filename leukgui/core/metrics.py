@@ -34,6 +34,7 @@ __all__ = [
     "Z_95",
     "BinaryMetrics",
     "SampleSummary",
+    "TruthSet",
     "binary_metrics",
     "call_label",
     "decided_label",
@@ -42,6 +43,7 @@ __all__ = [
     "roc_auc",
     "sample_summary",
     "thresholded_call",
+    "truth_set",
     "wilson_interval",
 ]
 
@@ -394,3 +396,65 @@ def sample_summary(
         _summary_row(OVERALL, total, sum(errors.values()), sum(reviewed.values()), None, True)
     )
     return rows
+
+
+@dataclass(frozen=True)
+class TruthSet:
+    """The cells of a run with a usable truth, their binary calls and P(ALL), ready for
+    `binary_metrics`; `metrics` computes them.
+
+    `uncertain`: counted cells whose call is the model's UNCERTAIN resolved by the threshold.
+    `reviewed`: counted cells whose call is a reviewer's label. `unclassifiable`: cells with
+    truth a reviewer marked UNCLASSIFIABLE, left out (they have no call). `without_truth`:
+    cells with no usable truth, not in the metrics.
+    """
+
+    truth: list[str]
+    predicted: list[str]
+    p_all: list[float]
+    uncertain: int = 0
+    without_truth: int = 0
+    reviewed: int = 0
+    unclassifiable: int = 0
+
+    @property
+    def any_reviewed(self) -> bool:
+        """Whether a reviewer labelled any cell with truth (counted or UNCLASSIFIABLE)."""
+        return bool(self.reviewed or self.unclassifiable)
+
+    def metrics(self) -> BinaryMetrics:
+        return binary_metrics(self.truth, self.predicted, self.p_all)
+
+
+def truth_set(run: RunResult, review: Reviewed | None = None) -> TruthSet:
+    """Every cell with a known truth and its call, for metrics against the truth.
+
+    Without `review` the call is the model's, UNCERTAIN resolved by the run's decision
+    threshold (see `decided_label`). With it, a reviewed cell counts with the reviewer's label
+    and an unreviewed one with the model's call as above; cells reviewed UNCLASSIFIABLE are
+    left out and counted in `unclassifiable`.
+    """
+    threshold = run.info.threshold
+    truth: list[str] = []
+    predicted: list[str] = []
+    p_all: list[float] = []
+    uncertain = without = reviewed = unclassifiable = 0
+    for cell in run.cells:
+        known = normalize_truth(cell.truth)
+        if known is None:
+            without += 1
+            continue
+        by_reviewer = review is not None and review.is_reviewed(cell)
+        label = review.final_label(cell) if by_reviewer else cell.label
+        if label == UNCLASSIFIABLE:
+            unclassifiable += 1
+            continue
+        truth.append(known)
+        p_all.append(float(cell.p_all))
+        if label in (ALL, HEM):
+            predicted.append(label)
+        else:
+            predicted.append(thresholded_call(cell.p_all, threshold))
+            uncertain += 1
+        reviewed += by_reviewer
+    return TruthSet(truth, predicted, p_all, uncertain, without, reviewed, unclassifiable)

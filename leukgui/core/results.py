@@ -86,7 +86,7 @@ class FileError:
     path: Path
     sample: str
     reason: str
-    kind: str = UNREADABLE
+    kind: str  # required: every place that gives up on an input says why, in code too
 
     def __post_init__(self) -> None:
         if self.kind not in ERROR_KINDS:

@@ -1,56 +1,60 @@
-"""The analysis run as a worker function: core events in, chunks of results out.
+"""The analysis run as a worker function: the core's run events in, Qt-sized reports out.
 
 Runs in a `Worker` thread. TensorFlow is imported here, on first use, so the window is on
-screen before TensorFlow has loaded. Results reach the GUI in growing chunks and progress at
-most ten times a second, so a 10,000-cell run never floods the event loop.
+screen before TensorFlow has loaded. The run itself (walking, batches, provenance, cancel,
+finish time) is `leukgui.core.engine.iter_run`; this adapter only paces its events for the
+GUI thread: results in growing chunks and progress at most ten times a second, so a
+10,000-cell run never floods the event loop.
 """
 
 from __future__ import annotations
 
 import threading
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from leukgui.core.results import Outcome, Progress, RunResult
+from leukgui.core.bundle import LoadedBundle, load_bundle
+from leukgui.core.engine import (
+    AnalysisOptions,
+    Analyzer,
+    Outcomes,
+    RunFinished,
+    RunStarted,
+    iter_run,
+)
+from leukgui.core.results import Progress, RunResult
 from leukgui.gui.workers import ChunkedEmitter, Worker
 
-__all__ = ["AnalysisRequest", "Outcomes", "RunStarted", "run_analysis"]
+# RunStarted, Outcomes and Progress are the events `run_analysis` reports to the window.
+__all__ = [
+    "AnalysisRequest",
+    "Outcomes",
+    "RunStarted",
+    "is_loaded",
+    "loaded_analyzer",
+    "run_analysis",
+    "warm_up",
+]
+
+PROGRESS_INTERVAL = 0.1  # seconds between progress reports (the last one always goes)
 
 
 @dataclass(frozen=True)
 class AnalysisRequest:
+    """What the window asks for: these inputs, this model file, these options."""
+
     paths: list[str]
-    model: str  # bundle path
-    batch_size: int = 32
-    image_kind: str = "auto"
-    detector: dict | None = None  # DetectorSettings overrides from the preferences
+    model: str  # model file path
+    options: AnalysisOptions = field(default_factory=AnalysisOptions)
 
 
-@dataclass(frozen=True)
-class RunStarted:
-    """Sent once the model is loaded and the folders are walked (provenance, totals)."""
-
-    run: RunResult  # info filled, outcomes holding the walk errors so far
-    total: int
-
-
-@dataclass(frozen=True)
-class Outcomes:
-    items: list[Outcome]
-
-
-_loaded: dict[str, Any] = {}  # bundle path -> (LoadedBundle, Analyzer): load once per session
+_loaded: dict[str, tuple[LoadedBundle, Analyzer]] = {}  # by model path: load once per session
 _loading = threading.Lock()  # a warm-up and an analysis may ask at the same time
 
 
-def loaded_analyzer(path: str) -> tuple[Any, Any]:
-    """Load and verify a bundle once per process (a reload takes seconds on a CPU)."""
-    from leukgui.core.bundle import load_bundle
-    from leukgui.core.engine import Analyzer
-
+def loaded_analyzer(path: str) -> tuple[LoadedBundle, Analyzer]:
+    """Load and verify a model file once per process (a reload takes seconds on a CPU)."""
     key = str(Path(path).resolve())
     with _loading:
         if key not in _loaded:
@@ -61,6 +65,7 @@ def loaded_analyzer(path: str) -> tuple[Any, Any]:
 
 
 def is_loaded(path: str) -> bool:
+    """Whether `run_analysis` on this model file would start without loading it."""
     return str(Path(path).resolve()) in _loaded
 
 
@@ -76,41 +81,26 @@ def warm_up(worker: Worker, path: str) -> str:
 
 
 def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
-    """Walk, classify and stream results; returns the finished (or cancelled) run."""
-    from leukgui.core.engine import field_provenance, run_info_for
-    from leukgui.core.fields import DetectorSettings
-    from leukgui.core.imaging import discover
+    """Forward one run's events to the window; returns the finished (or cancelled) run.
 
-    detector = DetectorSettings(**(request.detector or {}))
-
-    bundle, analyzer = loaded_analyzer(request.model)
-    items, walk_errors = discover(request.paths)
-    info = run_info_for(bundle, request.paths)
-    info.extra.update(field_provenance(request.image_kind, detector))
-    info.total_inputs = len(items) + len(walk_errors)
-    run = RunResult(info=info, outcomes=list(walk_errors))
-    worker.report(RunStarted(RunResult(info=info, outcomes=list(walk_errors)), len(items)))
+    `RunStarted` goes on as it is, `Outcomes` are re-chunked by a `ChunkedEmitter`, and
+    `Progress` is passed at most every PROGRESS_INTERVAL seconds (and always when done).
+    """
+    _, analyzer = loaded_analyzer(request.model)
     emitter = ChunkedEmitter(lambda chunk: worker.report(Outcomes(chunk)))
-    last = [0.0]
-
-    def progress(p: Progress) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 0.1 or p.done == p.total:
-            last[0] = now
-            worker.report(p)
-
-    for outcome in analyzer.iter_outcomes(
-        items,
-        batch_size=request.batch_size,
-        progress=progress,
-        cancel=worker.cancel_token,
-        image_kind=request.image_kind,
-        detector=detector,
-    ):
-        run.outcomes.append(outcome)
-        emitter.add(outcome)
-    emitter.flush()
-    done = len(run.outcomes)
-    info.cancelled = worker.cancelled and done < info.total_inputs
-    info.finished = datetime.now().astimezone()
-    return run
+    last_progress = float("-inf")
+    events = iter_run(request.paths, analyzer, request.options, cancel=worker.cancel_token)
+    for event in events:
+        if isinstance(event, Outcomes):
+            emitter.extend(event.items)
+        elif isinstance(event, Progress):
+            now = time.monotonic()
+            if now - last_progress >= PROGRESS_INTERVAL or event.done == event.total:
+                last_progress = now
+                worker.report(event)
+        elif isinstance(event, RunStarted):
+            worker.report(event)
+        elif isinstance(event, RunFinished):
+            emitter.flush()
+            return event.run
+    raise RuntimeError("the analysis stream ended without its RunFinished event")

@@ -284,10 +284,6 @@ class ThumbnailCache(QObject):
     def __len__(self) -> int:
         return len(self._lru)
 
-    @property
-    def byte_count(self) -> int:
-        return self._bytes
-
     def wait_for_done(self, msecs: int = 30_000) -> bool:
         """Block until the worker threads are idle (shutdown and tests)."""
         return self._pool.waitForDone(msecs)
@@ -564,9 +560,6 @@ class CellListModel(QAbstractListModel):
             self._show_heatmaps = show
             self._all_decorations_changed()
 
-    def show_heatmaps(self) -> bool:
-        return self._show_heatmaps
-
     def set_thumb_size(self, px: int, device_pixel_ratio: float = 1.0) -> None:
         """Render thumbnails at `px` logical pixels (the gallery's tile size)."""
         before = self._cache.size()
@@ -709,9 +702,6 @@ class CellFilterProxy(QSortFilterProxyModel):
             self.sort(0, Qt.SortOrder.AscendingOrder)
         elif changed:
             self.invalidate()  # same column, different comparison
-
-    def sort_mode(self) -> str:
-        return self._mode
 
     def lessThan(  # noqa: N802
         self,

@@ -311,9 +311,6 @@ class CellInspector(QWidget):
         """Overlay opacity, 0..1."""
         return self.opacity_slider.value() / 100.0
 
-    def set_opacity(self, percent: int) -> None:
-        self.opacity_slider.setValue(int(percent))
-
     def zoom(self) -> float:
         """Screen pixels per image pixel."""
         return self._zoom

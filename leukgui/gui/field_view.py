@@ -2,7 +2,7 @@
 
 Shown under the cell inspector when the selected cell came from a field: the reviewer sees
 the cell in place, among its neighbours; clicking a box selects that cell. Letters (A, H, ?,
-U) make the labels readable without colour.
+U) make the labels readable without colour; a box's tooltip names its label in full.
 """
 
 from __future__ import annotations
@@ -80,6 +80,7 @@ class FieldView(QGraphicsView):
                 pen.setStyle(Qt.PenStyle.DashLine)
             box.setPen(pen)
             box.setBrush(QBrush(Qt.BrushStyle.NoBrush))
+            box.setToolTip(f"Cell #{cell.cell_index}: {label}")  # the word the letter stands for
             scene.addItem(box)
             self.boxes.append(box)
             tag = QGraphicsSimpleTextItem(f"{cell.cell_index} {LETTERS.get(label, '?')}")

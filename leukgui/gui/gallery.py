@@ -2,7 +2,8 @@
 
 Each tile shows the thumbnail, a label badge that reads without colour (its text and its
 shape differ per label, for colour-blind users and grey-scale printouts), P(ALL), the file
-name, and a check mark once a person has reviewed the cell.
+name, and a check mark once a person has reviewed the cell. The short badges ("?" for
+UNCERTAIN, "U" for UNCLASSIFIABLE) are spelled out in the tile's tooltip.
 """
 
 from __future__ import annotations
@@ -351,7 +352,8 @@ class GalleryView(QListView):
         return index.data(CellRole) if index.isValid() else None
 
     def select_path(self, path: Any) -> bool:
-        """Make the cell at `path` current and visible; False if it is not shown."""
+        """Make the cell at `path` (a path, or a CellResult for a cell of a smear field)
+        current and visible; False if it is not shown."""
         model = self.model()
         src = source_cell_model(model)
         if model is None or src is None:

@@ -2,15 +2,13 @@
 
 Thin by design: the engine, review state, summaries, sessions and reports all live in
 `leukgui.core`; this module wires them to widgets and turns worker events into model
-updates. Dialogs go through small `_ask_*` / `_show_*` methods so tests can answer them.
+updates. The samples panel (`samples_panel`) and the model card (`model_card`) are their
+own modules. Dialogs go through small `_ask_*` / `_show_*` methods so tests can answer them.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import platform
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -18,18 +16,13 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
-    QAbstractItemView,
     QCheckBox,
     QComboBox,
-    QDialog,
-    QDialogButtonBox,
     QFileDialog,
     QFrame,
     QHBoxLayout,
-    QHeaderView,
     QInputDialog,
     QLabel,
-    QListWidget,
     QMainWindow,
     QMessageBox,
     QProgressBar,
@@ -38,18 +31,25 @@ from PySide6.QtWidgets import (
     QSplitter,
     QStackedWidget,
     QStyle,
-    QTableWidget,
-    QTableWidgetItem,
     QTabWidget,
-    QTextBrowser,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
-from leukgui import APP_NAME, __version__
-from leukgui.core.bundle import BUNDLE_SUFFIX, BundleError, BundleInfo, choose_bundle, find_bundles
-from leukgui.core.paths import samples_dir, user_dir, user_models_dir
+from leukgui import APP_NAME
+from leukgui.core.bundle import (
+    BUNDLE_SUFFIX,
+    CONFLICT,
+    IDENTICAL,
+    BundleError,
+    BundleInfo,
+    InstallOutcome,
+    choose_bundle,
+    find_bundles,
+)
+from leukgui.core.formatting import clock
+from leukgui.core.paths import samples_dir, user_dir
 from leukgui.core.preferences import Preferences, load_preferences, save_preferences
 from leukgui.core.results import (
     ALL,
@@ -62,10 +62,12 @@ from leukgui.core.results import (
     Progress,
     RunResult,
 )
+from leukgui.gui.model_card import about_html, model_card_dialog
 from leukgui.gui.workers import Worker
 
 if TYPE_CHECKING:
-    from leukgui.core.review import ReviewState, SessionStore
+    from leukgui.core.review import ReviewState
+    from leukgui.core.sessions import ReviewSession
 
 # The gallery, the inspector, the review core and the training page pull in numpy, OpenCV and
 # the training module; they are imported by `ensure_content`, right after the window is on
@@ -74,35 +76,6 @@ if TYPE_CHECKING:
 __all__ = ["LAYOUT_VERSION", "MainWindow"]
 
 LAYOUT_VERSION = 1  # bump when the dock/splitter layout changes: stale layouts are dropped
-SESSION_CLOSED = "closed"  # marker file: the session ended cleanly
-_SUMMARY_COLUMNS = (
-    "Sample",
-    "Cells",
-    "ALL",
-    "HEM",
-    "?",
-    "U",
-    "ALL %",
-    "95% CI",
-    "Reviewed",
-    "Signed off",
-)
-
-
-def _pct(value: float) -> str:
-    return "" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
-
-
-def _eta(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    minutes, secs = divmod(seconds, 60)
-    return f"{minutes}:{secs:02d}"
-
-
-def sessions_root() -> Path:
-    return user_dir() / "sessions"
 
 
 class DropArea(QFrame):
@@ -159,8 +132,7 @@ class MainWindow(QMainWindow):
         self.inputs: list[str] = []
         self.run: RunResult | None = None
         self.review: ReviewState | None = None
-        self.store: SessionStore | None = None
-        self._snapshot_count = 0
+        self.session: ReviewSession | None = None  # the autosave of the review, when on
         self.worker: Worker | None = None
         self._workers: set[Worker] = set()
         self.bundles: list[BundleInfo] = []
@@ -243,7 +215,7 @@ class MainWindow(QMainWindow):
             "&Import model…",
             self.choose_import_model,
             None,
-            "Verify a .leukmodel bundle and add it to your models folder",
+            "Verify a model file (.leukmodel) and add it to your models folder",
         )
         self.act_model_card = self._action(
             "Model &card…",
@@ -356,7 +328,7 @@ class MainWindow(QMainWindow):
         self.model_combo = QComboBox()
         self.model_combo.setMinimumContentsLength(28)
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
-        self.model_combo.setToolTip("Model bundle used for the next analysis")
+        self.model_combo.setToolTip("Model used for the next analysis")
         self.model_combo.currentIndexChanged.connect(self._model_chosen)
         toolbar.addWidget(self.model_combo)
         card = QPushButton("Model card")
@@ -412,41 +384,15 @@ class MainWindow(QMainWindow):
         from leukgui.gui.cell_model import CellFilterProxy, CellListModel
         from leukgui.gui.cell_view import CellInspector
         from leukgui.gui.gallery import GalleryView
+        from leukgui.gui.samples_panel import SamplesPanel
         from leukgui.gui.training_page import TrainingPage
 
         self.cells = CellListModel(self)
         self.proxy = CellFilterProxy(self)
         self.proxy.setSourceModel(self.cells)
-        left = QWidget()
-        left_layout = QVBoxLayout(left)
-        left_layout.setContentsMargins(0, 0, 0, 0)
-        self.summary_table = QTableWidget(0, len(_SUMMARY_COLUMNS))
-        self.summary_table.setHorizontalHeaderLabels(list(_SUMMARY_COLUMNS))
-        self.summary_table.verticalHeader().setVisible(False)
-        self.summary_table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.summary_table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
-        self.summary_table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.summary_table.horizontalHeader().setSectionResizeMode(
-            QHeaderView.ResizeMode.ResizeToContents
-        )
-        self.summary_table.itemSelectionChanged.connect(self._sample_selected)
-        self.summary_table.setToolTip(
-            "? = uncertain (not yet reviewed), U = unclassifiable. ALL % = ALL / (ALL + HEM) "
-            "on reviewed labels where reviewed, with a Wilson 95% interval."
-        )
-        self.errors_list = QListWidget()
-        side_tabs = QTabWidget()
-        side_tabs.addTab(self.summary_table, "Samples")
-        side_tabs.addTab(self.errors_list, "Errors")
-        self.side_tabs = side_tabs
-        sign_row = QHBoxLayout()
-        self.sign_button = QPushButton("Sign off sample")
-        self.sign_button.clicked.connect(self.sign_off_current_sample)
-        self.reviewer_label = QLabel()
-        sign_row.addWidget(self.reviewer_label, 1)
-        sign_row.addWidget(self.sign_button)
-        left_layout.addWidget(side_tabs, 1)
-        left_layout.addLayout(sign_row)
+        self.samples = SamplesPanel()
+        self.samples.sample_selected.connect(self.proxy.set_sample)
+        self.samples.sign_off_requested.connect(self.sign_off_current_sample)
 
         middle = QWidget()
         mid_layout = QVBoxLayout(middle)
@@ -457,8 +403,8 @@ class MainWindow(QMainWindow):
             ("All cells", None),
             ("ALL", {ALL}),
             ("HEM", {HEM}),
-            ("Uncertain", {UNCERTAIN}),
-            ("Unclassifiable", {UNCLASSIFIABLE}),
+            (UNCERTAIN, {UNCERTAIN}),
+            (UNCLASSIFIABLE, {UNCLASSIFIABLE}),
         ):
             self.label_filter.addItem(text, labels)
         self.label_filter.addItem("Not reviewed", "unreviewed")
@@ -511,7 +457,7 @@ class MainWindow(QMainWindow):
         right.setStretchFactor(1, 2)
         self.splitter = QSplitter(Qt.Orientation.Horizontal)
         self.splitter.setObjectName("analysisSplitter")
-        self.splitter.addWidget(left)
+        self.splitter.addWidget(self.samples)
         self.splitter.addWidget(middle)
         self.splitter.addWidget(right)
         self.splitter.setStretchFactor(0, 2)
@@ -603,7 +549,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ models
 
     def refresh_models(self, select: str | Path | None = None) -> None:
-        """Fill the picker with every installed bundle; keep or set the selection."""
+        """Fill the picker with every installed model; keep or set the selection."""
         found, broken = find_bundles()
         current = select or (self.current_bundle_path() if self.bundles else None)
         self.bundles = found
@@ -691,20 +637,10 @@ class MainWindow(QMainWindow):
     def show_model_card(self) -> None:
         info = self.current_bundle()
         if info is None:
-            self._show_message("warning", "No model", "No model bundle is installed.")
+            self._show_message("warning", "No model", "No model is installed.")
             return
-        dialog = QDialog(self)
-        dialog.setWindowTitle(f"Model card — {info.name} v{info.version}")
-        layout = QVBoxLayout(dialog)
-        browser = QTextBrowser()
-        browser.setHtml(model_card_html(info))
-        layout.addWidget(browser)
-        buttons = QDialogButtonBox(QDialogButtonBox.StandardButton.Close)
-        buttons.rejected.connect(dialog.reject)
-        layout.addWidget(buttons)
-        dialog.resize(640, 560)
-        self._model_card = dialog
-        dialog.open()
+        self._model_card = model_card_dialog(info, self)
+        self._model_card.open()
 
     def choose_import_model(self) -> None:
         path, _ = QFileDialog.getOpenFileName(
@@ -714,33 +650,26 @@ class MainWindow(QMainWindow):
             self.import_model(Path(path))
 
     def import_model(self, path: Path) -> Worker:
-        """Verify a bundle (hash, safe loading, manifest) in a worker, then copy it in."""
+        """Install a model file in a worker (verified first), with the one conflict rule of
+        `leukgui.core.bundle.install_bundle` that the Training page uses too."""
 
-        def verify(worker: Worker) -> Path:
-            import shutil
+        def install(worker: Worker) -> InstallOutcome:
+            from leukgui.core.bundle import install_bundle
 
-            from leukgui.core.bundle import load_bundle
+            return install_bundle(path)
 
-            bundle = load_bundle(path)
-            target = user_models_dir() / path.name
-            if target.exists():
-                from leukgui.core.bundle import read_manifest
+        def done(outcome: InstallOutcome) -> None:
+            if outcome.status == CONFLICT:
+                self._show_message("warning", "Model not imported", outcome.reason)
+                return
+            self.refresh_models(select=outcome.target)
+            if outcome.status == IDENTICAL:
+                text = f"Model {outcome.target.name} is already installed; selected it"
+            else:
+                text = f"Model {outcome.target.name} added"
+            self.statusBar().showMessage(text, 5000)
 
-                if read_manifest(target)["weights_sha256"] == bundle.sha256:
-                    return target
-                raise BundleError(
-                    f"{target.name} already exists in {target.parent} with different weights; "
-                    "rename the file to import it as another version"
-                )
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
-            return target
-
-        def done(target: Path) -> None:
-            self.refresh_models(select=target)
-            self.statusBar().showMessage(f"Model {target.name} added", 5000)
-
-        return self._start_worker(verify, done, "Model not imported")
+        return self._start_worker(install, done, "Model not imported")
 
     def _bundle_registered(self, path: Any) -> None:
         self.refresh_models(select=Path(path))
@@ -796,6 +725,7 @@ class MainWindow(QMainWindow):
     # ------------------------------------------------------------------ analysis
 
     def start_analysis(self) -> Worker | None:
+        from leukgui.core.engine import AnalysisOptions
         from leukgui.gui.analysis import AnalysisRequest, run_analysis
 
         self.ensure_content()
@@ -804,11 +734,18 @@ class MainWindow(QMainWindow):
             return None
         bundle = self.current_bundle_path()
         if bundle is None:
-            self._show_message("warning", "No model", "Choose or import a model bundle first.")
+            self._show_message("warning", "No model", "Choose or import a model first.")
+            return None
+        try:
+            options = AnalysisOptions(
+                self.prefs.batch_size, self.prefs.image_kind, dict(self.prefs.detector)
+            )
+        except ValueError as exc:  # a hand-edited preferences file
+            self._show_message("warning", "Analysis settings", str(exc))
             return None
         self._close_session()
         self.cells.clear()
-        self.errors_list.clear()
+        self.samples.clear()
         self.run = None
         self.review = None
         self.cells.set_review(None)
@@ -817,13 +754,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.progress_label.setText("Loading the model…")
-        request = AnalysisRequest(
-            list(self.inputs),
-            bundle,
-            self.prefs.batch_size,
-            self.prefs.image_kind,
-            dict(self.prefs.detector),
-        )
+        request = AnalysisRequest(list(self.inputs), bundle, options)
         worker = self._start_worker(
             lambda w: run_analysis(w, request), self._analysis_done, "Analysis failed"
         )
@@ -838,19 +769,16 @@ class MainWindow(QMainWindow):
             self.progress_label.setText("Cancelling after the current batch…")
 
     def _analysis_event(self, event: object) -> None:
-        from leukgui.core.review import ReviewState
         from leukgui.gui.analysis import Outcomes, RunStarted
 
         if isinstance(event, RunStarted):
             self.run = event.run
-            self.review = ReviewState.for_run(self.run, on_change=self._journal)
+            self.review = self._start_session(self.run)
             self.cells.set_threshold(self.run.info.threshold)
             self.cells.set_review(self.review)
-            self._start_session(self.run)
             self.progress.setRange(0, max(event.total, 1))
             self.progress.setValue(0)
-            for error in self.run.errors:
-                self.errors_list.addItem(f"{error.path}: {error.reason}")
+            self.samples.add_errors(self.run.errors)
             self._summary_timer.start()
         elif isinstance(event, Outcomes):
             if self.run is None:
@@ -861,16 +789,14 @@ class MainWindow(QMainWindow):
                 self.cells.append_cells(cells)
                 if self.gallery.currentIndex().row() < 0:
                     self.gallery.setCurrentIndex(self.proxy.index(0, 0))
-            for o in event.items:
-                if isinstance(o, FileError):
-                    self.errors_list.addItem(f"{o.path}: {o.reason}")
+            self.samples.add_errors(o for o in event.items if isinstance(o, FileError))
             self._summary_timer.start()
         elif isinstance(event, Progress):
             self.progress.setRange(0, max(event.total, 1))
             self.progress.setValue(event.done)
             self.progress_label.setText(
                 f"{event.done}/{event.total} images · {event.rate:.1f} img/s · "
-                f"ETA {_eta(event.eta_s)}"
+                f"ETA {clock(event.eta_s)}"
             )
 
     def _analysis_done(self, run: RunResult) -> None:
@@ -884,10 +810,7 @@ class MainWindow(QMainWindow):
         cells = len(run.cells)
         state = "Cancelled" if run.info.cancelled else "Finished"
         self.progress_label.setText(f"{state}: {cells} cells, {len(run.errors)} errors")
-        if self.store is not None:
-            self._save_snapshot()
-        self.errors_list.setToolTip(f"{len(run.errors)} inputs could not be analyzed")
-        self.side_tabs.setTabText(1, f"Errors ({len(run.errors)})")
+        self._save_snapshot()
         self.refresh_summary()
         self.worker = None
         self._update_actions()
@@ -895,60 +818,53 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ sessions
 
-    def _start_session(self, run: RunResult) -> None:
-        from leukgui.core.review import SessionStore
+    def _start_session(self, run: RunResult) -> ReviewState:
+        """The review of a new run, autosaved in a new session when the disk allows."""
+        from leukgui.core.review import ReviewState
+        from leukgui.core.sessions import ReviewSession, SessionError, sessions_root
 
-        folder = sessions_root() / datetime.now().strftime("%Y%m%d-%H%M%S-%f")
         try:
-            self.store = SessionStore.create(folder, run)
-            self.store.claim()
-            self._snapshot_count = len(run.outcomes)
-        except Exception as exc:  # noqa: BLE001 - analysis goes on; the user is told
-            self.store = None
+            self.session = ReviewSession.create(sessions_root(), run)
+        except SessionError as exc:  # the review still works; the user is told
+            self.session = None
             self.statusBar().showMessage(f"Review autosave is off: {exc}", 10000)
+            return ReviewState.for_run(run)
+        return self.session.review
 
     def _save_snapshot(self) -> None:
-        if self.store is None or self.run is None:
+        if self.session is None:
             return
+        from leukgui.core.sessions import SessionError
+
         try:
-            self.store.save_run(self.run)
-            self._snapshot_count = len(self.run.outcomes)
-        except Exception as exc:  # noqa: BLE001
+            self.session.snapshot()
+        except SessionError as exc:
             self.statusBar().showMessage(f"Autosave failed: {exc}", 10000)
 
-    def _journal(self, entry: Any) -> None:
-        """Write-ahead: every review change is on disk before the state changes."""
-        if self.store is None:
-            return
-        if self.run is not None and len(self.run.outcomes) > self._snapshot_count:
-            self._save_snapshot()  # the journal must never refer to cells the snapshot lacks
-        self.store.append(entry)
-
     def _close_session(self) -> None:
-        if self.store is not None:
-            folder = Path(self.store.folder)
-            if self.run is not None and len(self.run.outcomes) > self._snapshot_count:
-                self._save_snapshot()
-            self.store.close()
-            (folder / SESSION_CLOSED).write_text(datetime.now().isoformat(), encoding="utf-8")
-            self.store = None
+        session, self.session = self.session, None
+        if session is None:
+            return
+        from leukgui.core.sessions import SessionError
 
-    def unfinished_sessions(self) -> list[Path]:
-        root = sessions_root()
-        if not root.is_dir():
-            return []
-        from leukgui.core.review import SessionStore
-
-        # A session another LeukGUI window is working on is not unfinished, only busy.
-        found = [
-            p
-            for p in root.iterdir()
-            if p.is_dir() and not (p / SESSION_CLOSED).exists() and not SessionStore.in_use(p)
-        ]
-        return sorted(found, reverse=True)
+        try:
+            session.close()
+        except SessionError as exc:
+            self.statusBar().showMessage(f"Autosave failed: {exc}", 10000)
 
     def check_unfinished_session(self) -> None:
-        sessions = self.unfinished_sessions()
+        """Offer the newest session a crash left behind; declined or damaged ones are marked
+        so they are not offered again."""
+        from leukgui.core.sessions import (
+            SessionError,
+            SessionInUseError,
+            decline,
+            mark_damaged,
+            sessions_root,
+            unfinished_sessions,
+        )
+
+        sessions = unfinished_sessions(sessions_root())
         if not sessions:
             return
         latest = sessions[0]
@@ -957,44 +873,38 @@ class MainWindow(QMainWindow):
             "LeukGUI was not closed properly last time. Restore the results and review work "
             f"of that session?\n\n{latest}",
         )
-        if answer:
-            from leukgui.core.review import SessionError, SessionInUseError
-
+        try:
+            if not answer:
+                decline(latest)
+                return
             try:
                 self.restore_session(latest)
             except SessionInUseError as exc:  # another window opened it meanwhile
                 self._show_message("warning", "Cannot restore the review", str(exc))
             except SessionError as exc:  # damaged: say so once, not at every start
                 self._show_message("warning", "Cannot restore the review", str(exc))
-                (latest / SESSION_CLOSED).write_text(f"damaged: {exc}", encoding="utf-8")
-        else:
-            (latest / SESSION_CLOSED).write_text("declined", encoding="utf-8")
+                mark_damaged(latest, str(exc))
+        except SessionError as exc:  # the marker itself could not be written
+            self.statusBar().showMessage(str(exc), 10000)
 
     def restore_session(self, folder: Path) -> None:
         """Reopen a session: the analyzed cells and every review change come back."""
-        from leukgui.core.review import SessionStore
+        from leukgui.core.sessions import ReviewSession
 
         self.ensure_content()
-        store = SessionStore(folder)
-        store.claim()  # SessionInUseError when another window has it open
-        try:
-            run, review = store.load()
-        except Exception:
-            store.close()
-            raise
+        session = ReviewSession.restore(folder)  # SessionInUseError, SessionError
         self._close_session()
-        self.store = store
-        self._snapshot_count = len(run.outcomes)
+        self.session = session
+        run, review = session.run, session.review
         self.run = run
         self.review = review
         self.inputs = list(run.info.inputs)
         self.cells.clear()
-        self.errors_list.clear()
+        self.samples.clear()
         self.cells.set_threshold(run.info.threshold)
         self.cells.set_review(review)
         self.cells.append_cells(run.cells)
-        for error in run.errors:
-            self.errors_list.addItem(f"{error.path}: {error.reason}")
+        self.samples.add_errors(run.errors)
         self._show_content()
         if run.cells:
             self.gallery.setCurrentIndex(self.proxy.index(0, 0))
@@ -1031,13 +941,12 @@ class MainWindow(QMainWindow):
             self._update_reviewer_label()
 
     def _update_reviewer_label(self) -> None:
-        if not self._content_built:
-            return
-        who = self.prefs.reviewer or "not set (asked at the first review)"
-        self.reviewer_label.setText(f"Reviewer: {who}")
+        if self._content_built:
+            self.samples.set_reviewer(self.prefs.reviewer)
 
     def _apply_review(self, change: Any) -> None:
         from leukgui.core.review import ReviewError
+        from leukgui.core.sessions import SessionError
 
         cell = self.current_cell()
         if cell is None or self.review is None:
@@ -1049,6 +958,9 @@ class MainWindow(QMainWindow):
             change(cell, reviewer)
         except ReviewError as exc:
             self._show_message("warning", "Review", str(exc))
+            return
+        except SessionError as exc:  # not on disk, so not applied either (write-ahead)
+            self._show_message("critical", "Review not saved", str(exc))
             return
         self.cells.cell_changed(cell.key)
         self._cell_selected(cell)
@@ -1083,20 +995,19 @@ class MainWindow(QMainWindow):
         self.gallery.setCurrentIndex(self.proxy.index(row, 0))
 
     def current_sample(self) -> str | None:
+        """The sample selected in the samples panel, else the current cell's."""
         if not self._content_built:
             return None
-        rows = self.summary_table.selectionModel().selectedRows()
-        if rows:
-            item = self.summary_table.item(rows[0].row(), 0)
-            sample = item.data(Qt.ItemDataRole.UserRole) if item else None
-            if sample:
-                return str(sample)
+        sample = self.samples.selected_sample()
+        if sample is not None:
+            return sample
         cell = self.current_cell()
         return cell.sample if cell is not None else None
 
     def _sample_action(self, action: str) -> None:
         """Sign off or reopen the selected sample under the reviewer's name."""
         from leukgui.core.review import ReviewError
+        from leukgui.core.sessions import SessionError
 
         sample = self.current_sample()
         if sample is None or self.review is None:
@@ -1112,6 +1023,9 @@ class MainWindow(QMainWindow):
                 "warning", "Sign-off" if action == "sign-off" else "Reopen", str(exc)
             )
             return
+        except SessionError as exc:
+            self._show_message("critical", "Review not saved", str(exc))
+            return
         self.refresh_summary()
 
     def sign_off_current_sample(self) -> None:
@@ -1122,60 +1036,8 @@ class MainWindow(QMainWindow):
 
     def refresh_summary(self) -> None:
         """Per-sample counts on final labels, with the ALL % interval (live)."""
-        from leukgui.core.metrics import sample_summary
-        from leukgui.core.review import ReviewState
-
-        if not self._content_built:
-            return
-        if self.run is None:
-            self.summary_table.setRowCount(0)
-            return
-        review = self.review or ReviewState.for_run(self.run)
-        rows = sample_summary(self.run, review)
-        selected = self.current_sample()
-        table = self.summary_table
-        table.blockSignals(True)
-        table.setRowCount(len(rows))
-        for r, s in enumerate(rows):
-            name = "All samples" if s.is_overall else s.sample
-            ci = "" if math.isnan(s.ci_low) else f"{100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}"
-            signed = f"{s.signed_off.reviewer}" if s.signed_off else ""
-            values = (
-                name,
-                s.cells,
-                s.n_all,
-                s.n_hem,
-                s.n_uncertain,
-                s.n_unclassifiable,
-                _pct(s.all_fraction),
-                ci,
-                f"{s.reviewed}/{s.cells}",
-                signed,
-            )
-            for c, value in enumerate(values):
-                item = QTableWidgetItem(str(value))
-                if c == 0:
-                    item.setData(Qt.ItemDataRole.UserRole, None if s.is_overall else s.sample)
-                if c > 0:
-                    item.setTextAlignment(
-                        Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
-                    )
-                if s.is_overall:
-                    font = item.font()
-                    font.setBold(True)
-                    item.setFont(font)
-                table.setItem(r, c, item)
-            if selected is not None and s.sample == selected and not s.is_overall:
-                table.selectRow(r)
-        table.blockSignals(False)
-
-    def _sample_selected(self) -> None:
-        rows = self.summary_table.selectionModel().selectedRows()
-        sample = None
-        if rows:
-            item = self.summary_table.item(rows[0].row(), 0)
-            sample = item.data(Qt.ItemDataRole.UserRole) if item else None
-        self.proxy.set_sample(sample)
+        if self._content_built:
+            self.samples.refresh(self.run, self.review)
 
     def _filter_changed(self) -> None:
         data = self.label_filter.currentData()
@@ -1245,16 +1107,12 @@ class MainWindow(QMainWindow):
 
     def select_cell(self, cell: CellResult) -> None:
         """Select a cell in the gallery (clearing filters that would hide it)."""
-        row = self.cells.row_of(cell.key)
-        if row is None:
+        if self.cells.row_of(cell.key) is None or self.gallery.select_path(cell):
             return
-        index = self.proxy.mapFromSource(self.cells.index(row, 0))
-        if not index.isValid():
-            self.label_filter.setCurrentIndex(0)
-            self.summary_table.clearSelection()
-            self.proxy.set_sample(None)
-            index = self.proxy.mapFromSource(self.cells.index(row, 0))
-        self.gallery.setCurrentIndex(index)
+        self.label_filter.setCurrentIndex(0)
+        self.samples.clear_selection()
+        self.proxy.set_sample(None)
+        self.gallery.select_path(cell)
 
     # ------------------------------------------------------------------ export
 
@@ -1281,9 +1139,11 @@ class MainWindow(QMainWindow):
         run, review = self.run, self.review
 
         def write(worker: Worker) -> Path:
-            from leukgui.core import report
+            from leukgui.core import exports, report
 
-            getattr(report, writer)(run, path, review=review)
+            # Looked up at call time, so tests can replace a writer to simulate a failure.
+            module = report if writer == "write_excel" else exports
+            getattr(module, writer)(run, path, review=review)
             return path
 
         return self._start_worker(
@@ -1375,83 +1235,3 @@ class MainWindow(QMainWindow):
             box.setDetailedText(details)
         box.open()
         self._message_box = box
-
-
-def model_card_html(info: BundleInfo) -> str:
-    """The manifest as a readable card (training data, held-out scores, SHA-256)."""
-    import html
-    import json
-
-    m = info.manifest
-    rows = [
-        ("Name", f"{info.name} v{info.version}"),
-        ("Backbone", f"{info.backbone}, {m.get('input_size')} px"),
-        ("Created", m.get("created", "")),
-        ("Decision threshold", f"{info.threshold:.3f}"),
-        ("Uncertainty band", f"{info.uncertainty_band[0]:.3f} – {info.uncertainty_band[1]:.3f}"),
-        ("File", str(info.path)),
-        ("Weights SHA-256", info.sha256),
-        ("Description", m.get("description", "")),
-    ]
-    out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]
-    if info.demo:
-        out.append(f"<p style='color:#b45309'><b>{html.escape(DEMO_NOTICE)}</b></p>")
-    out.append("<table cellspacing=4>")
-    for key, value in rows:
-        out.append(f"<tr><td><b>{html.escape(key)}</b></td><td>{html.escape(str(value))}</td></tr>")
-    out.append("</table>")
-    metrics = m.get("metrics") or {}
-    if metrics:
-        out.append("<h3>Held-out scores</h3><table cellspacing=4>")
-        for key in (
-            "evaluated_on",
-            "n",
-            "accuracy",
-            "precision",
-            "recall",
-            "specificity",
-            "f1",
-            "balanced_accuracy",
-            "roc_auc",
-            "expected_calibration_error",
-        ):
-            if key in metrics and metrics[key] is not None:
-                value = metrics[key]
-                text = f"{value:.4f}" if isinstance(value, float) else str(value)
-                out.append(f"<tr><td>{html.escape(key)}</td><td>{html.escape(text)}</td></tr>")
-        out.append("</table>")
-    data = m.get("training_data") or {}
-    if data:
-        shown = {k: v for k, v in data.items() if k not in ("settings",)}
-        out.append("<h3>Training data</h3><pre>")
-        out.append(html.escape(json.dumps(shown, indent=1, ensure_ascii=False)[:6000]))
-        out.append("</pre>")
-    return "".join(out)
-
-
-def about_html(info: BundleInfo | None) -> str:
-    """Versions, and the not-for-diagnosis note when a demo model is active."""
-    import PySide6
-    from PySide6.QtCore import qVersion
-
-    tf = sys.modules.get("tensorflow")
-    tf_text = getattr(tf, "__version__", "not loaded yet (loads with the first analysis)")
-    parts = [
-        f"<h2>{APP_NAME} {__version__}</h2>",
-        "<p>Classifies white blood cells as ALL (leukemic blast) or HEM (normal) with Grad-CAM "
-        "heatmaps, for review by trained staff.</p>",
-        "<p><b>Not a medical device.</b> Results must be reviewed and signed by a qualified "
-        "person.</p>",
-    ]
-    if info is not None and info.demo:
-        parts.append(f"<p style='color:#b45309'><b>{DEMO_NOTICE}</b></p>")
-    if info is not None:
-        parts.append(
-            f"<p>Model: {info.name} v{info.version} ({info.backbone}), SHA-256 "
-            f"{info.sha256[:16]}…</p>"
-        )
-    parts.append(
-        f"<p>Python {platform.python_version()} · Qt {qVersion()} · PySide6 "
-        f"{PySide6.__version__} · TensorFlow {tf_text}</p>"
-    )
-    return "".join(parts)

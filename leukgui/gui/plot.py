@@ -152,9 +152,6 @@ class LinePlot(QWidget):
         self._marker = None
         self.update()
 
-    def series_names(self) -> list[str]:
-        return list(self._series)
-
     def points(self, name: str) -> list[tuple[float, float]]:
         series = self._series.get(name)
         return list(zip(series.xs, series.ys, strict=True)) if series else []
@@ -174,15 +171,9 @@ class LinePlot(QWidget):
         self.setAccessibleName(title or "line plot")
         self.update()
 
-    def title(self) -> str:
-        return self._title
-
     def set_log_y(self, on: bool) -> None:
         self._log_y = bool(on)
         self.update()
-
-    def log_y(self) -> bool:
-        return self._log_y
 
     def set_x_range(self, lo: float | None, hi: float | None = None) -> None:
         """Fix the x axis (e.g. 1..planned epochs) so it does not jump as points arrive."""
@@ -197,10 +188,6 @@ class LinePlot(QWidget):
     def set_marker(self, x: float, label: str = "") -> None:
         """A labelled vertical line, e.g. where fine-tuning starts."""
         self._marker = (float(x), label)
-        self.update()
-
-    def clear_marker(self) -> None:
-        self._marker = None
         self.update()
 
     def marker(self) -> tuple[float, str] | None:

@@ -3,21 +3,23 @@
 Like Orange's task state and superqt's thread workers: the function itself knows nothing
 about Qt; it gets a `Worker` it can report to (`worker.report(value)`) and whose
 `cancel_token` it passes on to the core. Every exception raised inside reaches the window
-through `failed` with a plain message: a worker never stops silently.
+through `failed` with a plain message: a worker never stops silently. A `WorkerGroup` keeps
+the threads one widget started, so it can stop and wait for them all before it closes (Qt
+aborts when a running QThread is destroyed).
 """
 
 from __future__ import annotations
 
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QThread, Signal
+from PySide6.QtCore import QObject, QThread, Signal, Slot
 
 from leukgui.core.results import CancelToken
 
-__all__ = ["ChunkedEmitter", "Worker"]
+__all__ = ["ChunkedEmitter", "Worker", "WorkerGroup"]
 
 
 class Worker(QThread):
@@ -76,8 +78,9 @@ class ChunkedEmitter:
         self._items: list[Any] = []
         self._last = 0.0
 
-    def add(self, item: Any) -> None:
-        self._items.append(item)
+    def extend(self, items: Iterable[Any]) -> None:
+        """Collect `items`; hand on a chunk when enough have gathered and time has passed."""
+        self._items.extend(items)
         now = time.monotonic()
         if len(self._items) >= self._size and now - self._last >= self._interval:
             self.flush()
@@ -88,3 +91,33 @@ class ChunkedEmitter:
             self._emit(items)
             self._last = time.monotonic()
             self._size = min(self._size * 2, self._largest)
+
+
+class WorkerGroup(QObject):
+    """Starts workers, forgets each one when its thread ends, and waits for the rest."""
+
+    def __init__(self, parent: QObject | None = None) -> None:
+        super().__init__(parent)
+        self._running: set[Worker] = set()
+
+    def start(self, worker: Worker) -> Worker:
+        """Run `worker`; it is deleted (later, on the GUI thread) once its thread has ended."""
+        self._running.add(worker)
+        worker.finished.connect(self._on_finished)
+        worker.start()
+        return worker
+
+    def cancel_all(self) -> None:
+        for worker in list(self._running):
+            worker.cancel()
+
+    def wait(self, wait_ms: int) -> bool:
+        """Wait up to `wait_ms` for each thread; True when none is left running."""
+        return all(worker.wait(wait_ms) for worker in list(self._running))
+
+    @Slot()
+    def _on_finished(self) -> None:
+        worker = self.sender()
+        if isinstance(worker, Worker):
+            self._running.discard(worker)
+            worker.deleteLater()

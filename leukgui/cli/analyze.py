@@ -1,4 +1,4 @@
-"""Command line: `leukgui analyze`, `leukgui models`, `leukgui train`, `leukgui evaluate`.
+"""`leukgui analyze`, `leukgui models` and `leukgui --self-test`: using models.
 
 TensorFlow is imported only when a command needs the network, so `leukgui models` and
 `--help` answer at once.
@@ -8,26 +8,29 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import sys
 import time
-from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from leukgui import __version__
+from leukgui.cli.console import (
+    EXIT_INTERRUPTED,
+    EXIT_MODEL,
+    EXIT_NO_IMAGES,
+    EXIT_OK,
+    EXIT_REPORT,
+    EXIT_SOME_ERRORS,
+    EXIT_USAGE,
+    ProgressPrinter,
+    ctrl_c_cancels,
+    load_model,
+)
+from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths
+from leukgui.core.formatting import percent
 from leukgui.core.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
-from leukgui.core.results import ALL, DEMO_NOTICE, HEM, UNCERTAIN, CancelToken, Progress
+from leukgui.core.results import DEMO_NOTICE, CancelToken
 
-EXIT_OK = 0
-EXIT_SOME_ERRORS = 1
-EXIT_USAGE = 2
-EXIT_NO_IMAGES = 3
-EXIT_MODEL = 4
-EXIT_REPORT = 5
-EXIT_INTERRUPTED = 130
+__all__ = ["add_parsers", "cmd_analyze", "cmd_models", "cmd_self_test"]
 
 EXIT_CODES_HELP = f"""\
 exit codes:
@@ -35,7 +38,7 @@ exit codes:
   {EXIT_SOME_ERRORS}    finished, but some inputs could not be analyzed (listed in the report)
   {EXIT_USAGE}    the command line was wrong
   {EXIT_NO_IMAGES}    no images were found in the inputs
-  {EXIT_MODEL}    the model bundle could not be found or failed its checks
+  {EXIT_MODEL}    the model could not be found or failed its checks
   {EXIT_REPORT}    the report could not be written (an older report is left intact)
   {EXIT_INTERRUPTED}  interrupted with Ctrl-C; the cells finished so far are still reported
 """
@@ -48,86 +51,22 @@ examples:
 """
 
 
-def _fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return "--:--"
-    seconds = int(round(seconds))
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
-
-
-class ProgressPrinter:
-    """A one-line progress bar on a terminal; occasional plain lines when piped to a file."""
-
-    def __init__(self, stream: TextIO, enabled: bool = True) -> None:
-        self.stream = stream
-        self.enabled = enabled
-        self.tty = hasattr(stream, "isatty") and stream.isatty()
-        self._last_decile = -1
-        self._drawn = False
-
-    def __call__(self, p: Progress) -> None:
-        if not self.enabled:
-            return
-        text = (
-            f"{p.done}/{p.total} images  {p.fraction:4.0%}  {p.rate:6.1f} img/s  "
-            f"ETA {_fmt_duration(p.eta_s)}"
-        )
-        if self.tty:
-            width = 28
-            filled = int(round(width * p.fraction))
-            bar = "#" * filled + "-" * (width - filled)
-            self.stream.write(f"\r[{bar}] {text}")
-            self.stream.flush()
-            self._drawn = True
-        else:
-            decile = int(p.fraction * 10)
-            if decile != self._last_decile:
-                self._last_decile = decile
-                self.stream.write(text + "\n")
-                self.stream.flush()
-
-    def close(self) -> None:
-        if self._drawn:
-            self.stream.write("\n")
-            self.stream.flush()
-            self._drawn = False
-
-
 def _default_report_name() -> Path:
     return Path(f"leukgui-report-{datetime.now():%Y%m%d-%H%M%S}.xlsx")
 
 
-def _install_interrupt(
-    cancel: CancelToken,
-    err: TextIO,
-    message: str = "Cancelling after the current batch (Ctrl-C again to abort)...",
-) -> Any:
-    """First Ctrl-C cancels between batches (keeping finished work); a second one aborts."""
-
-    def handler(signum: int, frame: Any) -> None:
-        if cancel.cancelled:
-            raise KeyboardInterrupt
-        cancel.cancel()
-        err.write(f"\n{message}\n")
-        err.flush()
-
-    try:
-        return signal.signal(signal.SIGINT, handler)
-    except ValueError:  # not the main thread (e.g. called from a test runner thread)
-        return None
-
-
 def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """Classify the inputs with one model, write the report(s), print a one-line summary."""
     from leukgui.core.atomic import ReportWriteError
-    from leukgui.core.bundle import BundleError, choose_bundle, load_bundle
     from leukgui.core.imaging import discover
 
     report_path = Path(args.out) if args.out else _default_report_name()
     if report_path.suffix.lower() != ".xlsx":
         err.write(f"leukgui: error: --out must name an .xlsx file, not {report_path}\n")
         return EXIT_USAGE
+    options = AnalysisOptions(
+        batch_size=args.batch_size, image_kind=args.image_kind, max_pixels=args.max_pixels
+    )
 
     items, walk_errors = discover(args.inputs)
     if not items:
@@ -137,45 +76,33 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"leukgui: no images found in {', '.join(args.inputs)} (looked for {kinds})\n")
         return EXIT_NO_IMAGES
 
-    try:
-        info = choose_bundle(args.model)
-        if not args.quiet:
-            err.write(f"Loading model {info.name} v{info.version} ({info.backbone}) ...\n")
-        bundle = load_bundle(info.path, source=info.source)
-    except (BundleError, ValueError) as exc:
-        err.write(f"leukgui: model error: {exc}\n")
+    bundle = load_model(args.model, err, "leukgui", announce=not args.quiet)
+    if bundle is None:
         return EXIT_MODEL
-    if bundle.demo:
-        err.write(f"*** {DEMO_NOTICE} ***\n")
-
-    from leukgui.core.engine import analyze_paths
 
     cancel = CancelToken()
-    previous = _install_interrupt(cancel, err)
-    printer = ProgressPrinter(err, enabled=not args.quiet and not args.no_progress)
     started = time.perf_counter()
     try:
-        run = analyze_paths(
-            args.inputs,
-            bundle,
-            batch_size=args.batch_size,
-            progress=printer,
-            cancel=cancel,
-            max_pixels=args.max_pixels,
-            image_kind=args.image_kind,
-            discovered=(items, walk_errors),
-        )
+        with (
+            ctrl_c_cancels(cancel, err),
+            ProgressPrinter(err, enabled=not args.quiet and not args.no_progress) as printer,
+        ):
+            run = analyze_paths(
+                args.inputs,
+                bundle,
+                options,
+                progress=printer,
+                cancel=cancel,
+                discovered=(items, walk_errors),
+            )
     except KeyboardInterrupt:
-        printer.close()
         err.write("leukgui: aborted; no report written\n")
         return EXIT_INTERRUPTED
-    finally:
-        printer.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
     elapsed = time.perf_counter() - started
 
-    from leukgui.core.report import write_csv, write_excel, write_heatmaps
+    from leukgui.core.exports import write_csv, write_heatmaps
+    from leukgui.core.metrics import sample_summary
+    from leukgui.core.report import write_excel
 
     images = {"auto": None, "yes": True, "no": False}[args.images]
     try:
@@ -194,17 +121,12 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if not args.quiet:
             err.write(f"Wrote {len(heatmap_paths)} heatmap overlays to {args.heatmaps}\n")
 
-    cells = run.cells
-    n_all = sum(c.label == ALL for c in cells)
-    n_hem = sum(c.label == HEM for c in cells)
-    n_unc = sum(c.label == UNCERTAIN for c in cells)
-    decided = n_all + n_hem
-    pct = f"{100 * n_all / decided:.1f}%" if decided else "n/a"
+    every = sample_summary(run)[-1]  # the "All samples" row
     state = "CANCELLED: " if run.info.cancelled else ""
     out.write(
-        f"{state}{len(cells)} cells: ALL {n_all} ({pct} of ALL+HEM), HEM {n_hem}, "
-        f"uncertain {n_unc}; {len(run.errors)} errors; {elapsed:.1f} s; "
-        f"report {report_path}\n"
+        f"{state}{every.cells} cells: ALL {every.n_all} ({percent(every.all_fraction)} of "
+        f"ALL+HEM), HEM {every.n_hem}, uncertain {every.n_uncertain}; {every.errors} errors; "
+        f"{elapsed:.1f} s; report {report_path}\n"
     )
     if run.errors and not args.quiet:
         for e in run.errors[:10]:
@@ -217,6 +139,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """List the installed models (a table, or JSON with --json)."""
     from leukgui.core.bundle import find_bundles
     from leukgui.core.paths import bundled_models_dir, user_models_dir
 
@@ -237,7 +160,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         ]
         out.write(json.dumps(rows, indent=2) + "\n")
     elif not found:
-        out.write(f"No model bundles in {bundled_models_dir()} or {user_models_dir()}\n")
+        out.write(f"No models in {bundled_models_dir()} or {user_models_dir()}\n")
     else:
         header = ("NAME", "VERSION", "BACKBONE", "INPUT", "SOURCE", "SHA-256")
         rows = [
@@ -258,28 +181,25 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if any(b.demo for b in found):
             out.write(f"\n[DEMO] {DEMO_NOTICE}\n")
     for path, reason in broken:
-        err.write(f"unreadable bundle {path}: {reason}\n")
+        err.write(f"unreadable model file {path}: {reason}\n")
     return EXIT_OK
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="leukgui",
-        description=(
-            "LeukGUI classifies white blood cells in microscopy images as ALL (leukemic blast) "
-            "or HEM (normal), shows why with Grad-CAM heatmaps, and writes Excel reports."
-        ),
-        epilog="Run 'leukgui COMMAND --help' for the options of a command.",
-    )
-    parser.add_argument("--version", action="version", version=f"LeukGUI {__version__}")
+def cmd_self_test(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """The installation check: the window, offscreen, analyzes the bundled samples."""
+    from leukgui.gui.app import self_test  # the entry point dispatches up to the GUI
+
+    return self_test(out)
+
+
+def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
+    """Register `--self-test` on the main parser and `analyze` / `models` on its commands."""
     parser.add_argument(
         "--self-test",
         action="store_true",
         help="open the window offscreen, analyze the bundled samples, export and check a "
         "report; exit 0 when all worked",
     )
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-
     analyze = sub.add_parser(
         "analyze",
         help="classify the cells in image files or folders and write an Excel report",
@@ -297,7 +217,7 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument(
         "--model",
         metavar="NAME|FILE",
-        help="model bundle name (see 'leukgui models') or a .leukmodel file; "
+        help="model name (see 'leukgui models') or a .leukmodel file; "
         "default: the newest non-demo model, else the demo model",
     )
     analyze.add_argument(
@@ -337,7 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--image-kind",
         "--fields",  # its first name, kept so existing scripts still run
         dest="image_kind",
-        choices=("auto", "cells", "fields"),
+        choices=IMAGE_KINDS,
         default="auto",
         help="auto: decide per image whether it is a single-cell crop on black or a whole "
         "smear field whose white cells are found and cropped; cells / fields: treat every "
@@ -351,44 +271,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser(
         "models",
-        help="list the installed model bundles",
-        description="List model bundles in the bundled models folder and your own models "
+        help="list the installed models",
+        description="List the models in the bundled models folder and your own models "
         "folder, with name, version, backbone, input size and the SHA-256 of the weights.",
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
     models.set_defaults(func=cmd_models)
-
-    from leukgui.cli_training import add_parsers
-
-    add_parsers(sub)
-    return parser
-
-
-_COMMANDS = ("analyze", "models", "train", "evaluate")
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `leukgui` command."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
-    if not argv or (argv[0] not in _COMMANDS and not argv[0].startswith("-")):
-        # No command: the desktop app (folders given on the command line are opened).
-        from leukgui.gui.app import main as gui_main
-
-        return gui_main(argv)
-    args = parser.parse_args(argv)
-    if args.self_test:
-        from leukgui.gui.app import self_test
-
-        return self_test()
-    if args.command is None:
-        parser.print_help()
-        return EXIT_USAGE
-    if getattr(args, "batch_size", 1) < 1:
-        parser.error("--batch-size must be at least 1")
-    return int(args.func(args, sys.stdout, sys.stderr))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

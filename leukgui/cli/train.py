@@ -1,26 +1,28 @@
-"""Command line: `leukgui train` and `leukgui evaluate` (the training module's front end)."""
+"""`leukgui train` and `leukgui evaluate`: the training module's front end."""
 
 from __future__ import annotations
 
 import argparse
-import math
-import signal
 import time
 from pathlib import Path
 from typing import Any, TextIO
 
-from leukgui.cli import (
+from leukgui.cli.console import (
     EXIT_INTERRUPTED,
     EXIT_MODEL,
+    EXIT_NO_DATA,
     EXIT_OK,
     EXIT_REPORT,
     EXIT_SOME_ERRORS,
     EXIT_USAGE,
-    _install_interrupt,
+    ProgressPrinter,
+    ctrl_c_cancels,
+    load_model,
 )
-from leukgui.core.results import DEMO_NOTICE, CancelToken
+from leukgui.core.formatting import percent
+from leukgui.core.results import CancelToken
 
-EXIT_NO_DATA = 3  # the same code as "no images" in `leukgui analyze`
+__all__ = ["TrainingPrinter", "add_parsers", "cmd_evaluate", "cmd_train"]
 
 TRAIN_EXAMPLES = """\
 examples:
@@ -39,6 +41,11 @@ exit codes:
   2    bad command line       5  a report could not be written
   130  cancelled with Ctrl-C (the best epoch so far is still saved, marked CANCELLED)
 """
+
+TRAIN_CANCEL_MESSAGE = (
+    "Cancelling after the current batch; the best epoch so far will be saved "
+    "(Ctrl-C again to abort without saving)..."
+)
 
 EVALUATE_EXAMPLES = """\
 examples:
@@ -65,10 +72,6 @@ def _class_map(text: str | None) -> dict[str, str] | None:
 
 def _folds(text: str | None) -> tuple[str, ...]:
     return tuple(f.strip() for f in text.split(",") if f.strip()) if text else ()
-
-
-def _pct(value: float) -> str:
-    return "n/a" if value is None or math.isnan(value) else f"{100 * value:.1f}%"
 
 
 class TrainingPrinter:
@@ -160,28 +163,23 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_NO_DATA
     out_dir = Path(args.out) if args.out else user_models_dir()
     cancel = CancelToken()
-    previous = _install_interrupt(
-        cancel,
-        err,
-        "Cancelling after the current batch; the best epoch so far will be saved "
-        "(Ctrl-C again to abort without saving)...",
-    )
     started = time.perf_counter()
     say = (lambda msg: None) if args.quiet else (lambda msg: err.write(msg + "\n"))
     try:
-        session = train_session(
-            scan,
-            backbones,
-            config,
-            out_dir,
-            split_options=options,
-            test_data=args.test_data,
-            class_map=class_map,
-            progress=TrainingPrinter(err, quiet=args.quiet),
-            cancel=cancel,
-            log=say,
-            source=str(Path(args.data).absolute()),
-        )
+        with ctrl_c_cancels(cancel, err, TRAIN_CANCEL_MESSAGE):
+            session = train_session(
+                scan,
+                backbones,
+                config,
+                out_dir,
+                split_options=options,
+                test_data=args.test_data,
+                class_map=class_map,
+                progress=TrainingPrinter(err, quiet=args.quiet),
+                cancel=cancel,
+                log=say,
+                source=str(Path(args.data).absolute()),
+            )
     except KeyboardInterrupt:
         err.write("leukgui train: aborted; nothing saved\n")
         return EXIT_INTERRUPTED
@@ -197,9 +195,6 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except ValueError as exc:
         err.write(f"leukgui train: {exc}\n")
         return EXIT_USAGE
-    finally:
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
     for backbone, reason in session.failures:
         err.write(f"leukgui train: {backbone}: {reason}\n")
     for run in session.runs:
@@ -208,8 +203,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         state = "CANCELLED, best epoch so far: " if run.cancelled else ""
         out.write(
             f"{state}{run.bundle_path}: {where} n={ev.metrics.n} balanced accuracy "
-            f"{_pct(ev.metrics.balanced_accuracy)}, sensitivity {_pct(ev.metrics.recall)}, "
-            f"specificity {_pct(ev.metrics.specificity)}, AUC {ev.metrics.roc_auc:.3f}; "
+            f"{percent(ev.metrics.balanced_accuracy)}, sensitivity {percent(ev.metrics.recall)}, "
+            f"specificity {percent(ev.metrics.specificity)}, AUC {ev.metrics.roc_auc:.3f}; "
             f"threshold {ev.threshold:.3f}, uncertainty band "
             f"{ev.uncertainty_band[0]:.3f}-{ev.uncertainty_band[1]:.3f}; "
             f"report {run.report_xlsx}\n"
@@ -223,9 +218,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
-    from leukgui.cli import ProgressPrinter
     from leukgui.core.atomic import ReportWriteError
-    from leukgui.core.bundle import BundleError, choose_bundle, load_bundle
     from training.datasets import read_dataset
     from training.evaluate import evaluate_bundle
     from training.reports import write_evaluation_report
@@ -243,33 +236,26 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not scan.records:
         err.write(f"leukgui evaluate: no labelled cells in {args.data}\n")
         return EXIT_NO_DATA
-    try:
-        info = choose_bundle(args.model)
-        bundle = load_bundle(info.path, source=info.source)
-    except (BundleError, ValueError) as exc:
-        err.write(f"leukgui evaluate: model error: {exc}\n")
+    bundle = load_model(args.model, err, "leukgui evaluate")
+    if bundle is None:
         return EXIT_MODEL
-    if bundle.demo:
-        err.write(f"*** {DEMO_NOTICE} ***\n")
     cancel = CancelToken()
-    previous = _install_interrupt(cancel, err)
-    printer = ProgressPrinter(err, enabled=not args.quiet)
     try:
-        result = evaluate_bundle(
-            bundle,
-            scan,
-            part=Path(args.data).name,
-            batch_size=args.batch_size,
-            progress=printer,
-            cancel=cancel,
-        )
+        with (
+            ctrl_c_cancels(cancel, err),
+            ProgressPrinter(err, enabled=not args.quiet) as printer,
+        ):
+            result = evaluate_bundle(
+                bundle,
+                scan,
+                part=Path(args.data).name,
+                batch_size=args.batch_size,
+                progress=printer,
+                cancel=cancel,
+            )
     except KeyboardInterrupt:
         err.write("leukgui evaluate: aborted; no report written\n")
         return EXIT_INTERRUPTED
-    finally:
-        printer.close()
-        if previous is not None:
-            signal.signal(signal.SIGINT, previous)
     model = dict(bundle.manifest, path=str(bundle.path.absolute()))
     try:
         write_evaluation_report(
@@ -287,8 +273,8 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     state = "CANCELLED: " if result.cancelled else ""
     out.write(
         f"{state}{m.n} cells of {len(result.evaluation.subjects)} subjects: "
-        f"accuracy {_pct(m.accuracy)}, balanced accuracy {_pct(m.balanced_accuracy)}, "
-        f"sensitivity {_pct(m.recall)}, specificity {_pct(m.specificity)}, "
+        f"accuracy {percent(m.accuracy)}, balanced accuracy {percent(m.balanced_accuracy)}, "
+        f"sensitivity {percent(m.recall)}, specificity {percent(m.specificity)}, "
         f"AUC {m.roc_auc:.3f}; {len(result.unreadable)} unreadable; report {report}\n"
     )
     if result.cancelled:
@@ -302,12 +288,12 @@ def add_parsers(sub: Any) -> None:
 
     train = sub.add_parser(
         "train",
-        help="fine-tune a model on your labelled cells and save it as a new model bundle",
+        help="fine-tune a model on your labelled cells and save it as a new model file",
         description=(
             "Train a classifier on labelled cells: split by subject, train the head on a "
             "frozen ImageNet backbone, fine-tune the top block, choose the threshold on the "
             "validation subjects and score on the test subjects. Writes a versioned .leukmodel "
-            "bundle, a CSV log, curves and a training report; with several backbones also a "
+            "model file, a CSV log, curves and a training report; with several backbones also a "
             "comparison table (.xlsx and .md)."
         ),
         epilog=TRAIN_EXAMPLES,
@@ -331,7 +317,7 @@ def add_parsers(sub: Any) -> None:
         "downloaded), from scratch (none), or from a no-top weights file (default imagenet)",
     )
     train.add_argument("--out", metavar="DIR", help="where to write (default: your models folder)")
-    train.add_argument("--name", help="model name in the bundle (default: the backbone)")
+    train.add_argument("--name", help="name of the new model (default: the backbone)")
     train.add_argument("--epochs", type=int, default=30, help="most epochs in all (default 30)")
     train.add_argument(
         "--head-epochs", type=int, default=5, help="most epochs of the head phase (default 5)"
@@ -395,16 +381,16 @@ def add_parsers(sub: Any) -> None:
 
     evaluate = sub.add_parser(
         "evaluate",
-        help="score a model bundle on a labelled folder and write an evaluation report",
+        help="score a model on a labelled folder and write an evaluation report",
         description=(
             "Run the cells of a labelled folder or CSV through the analysis engine with the "
-            "bundle's own threshold and uncertainty band, and report accuracy, sensitivity, "
+            "model's own threshold and uncertainty band, and report accuracy, sensitivity, "
             "specificity, F1, balanced accuracy, ROC AUC, calibration and per-subject results."
         ),
         epilog=EVALUATE_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    evaluate.add_argument("model", metavar="MODEL", help="bundle name or .leukmodel file")
+    evaluate.add_argument("model", metavar="MODEL", help="model name or .leukmodel file")
     evaluate.add_argument("data", metavar="DATA", help="labelled folder or CSV")
     evaluate.add_argument("--out", required=True, metavar="EVAL.xlsx", help="report to write")
     evaluate.add_argument("--class-map", metavar="FOLDER=ALL,...", help="class folder names")

@@ -1,0 +1,226 @@
+"""The plain exports of a run: one CSV row per input and one Grad-CAM PNG per cell, plus the
+file helpers the Excel report shares with them (display names, re-reading a cell's image).
+
+Text from files and folders is untrusted: `csv_safe` keeps a file named `=HYPERLINK(...).png`
+from running as a formula when the CSV is opened in a spreadsheet. Every file is written
+atomically (see `atomic.py`) or, for heatmaps, removed again when its write fails.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import re
+from collections.abc import Sequence
+from pathlib import Path, PurePath
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from leukgui.core.atomic import ReportWriteError, atomic_write
+from leukgui.core.imaging import ImageError, decode_image
+from leukgui.core.overlay import overlay
+from leukgui.core.results import CellResult, RunResult
+
+if TYPE_CHECKING:
+    from leukgui.core.review import ReviewState
+
+__all__ = [
+    "DisplayNames",
+    "HeatmapPaths",
+    "csv_safe",
+    "full_path",
+    "png_bytes",
+    "reread_cell",
+    "write_csv",
+    "write_heatmaps",
+]
+
+_CSV_RISKY_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value: object) -> str:
+    """OWASP CSV-injection rule: prefix texts a spreadsheet would run as a formula with '."""
+    if value is None:
+        return ""
+    text = str(value)
+    if text.startswith(_CSV_RISKY_PREFIXES):
+        return "'" + text
+    return text
+
+
+def full_path(path: str | Path) -> str:
+    """The absolute path, so a signed report still locates its image from any folder."""
+    return str(Path(path).absolute())
+
+
+class DisplayNames:
+    """File names as the user thinks of them: relative to the input folder they came from."""
+
+    def __init__(self, inputs: Sequence[str]) -> None:
+        roots = [PurePath(str(i)) for i in inputs if str(i)]
+        # Deepest first, so a nested input folder wins over its parent.
+        self._roots = sorted(roots, key=lambda p: len(p.parts), reverse=True)
+
+    def __call__(self, path: Path) -> str:
+        p = PurePath(str(path))
+        for root in self._roots:
+            if p == root:
+                return p.name
+            try:
+                rel = p.relative_to(root)
+            except ValueError:
+                continue
+            return rel.as_posix()
+        return p.name
+
+
+def reread_cell(cell: CellResult) -> np.ndarray:
+    """Re-read the image the model saw for `cell` (the crop, for a cell of a smear field);
+    raises ImageError if the file is not the image that was analyzed."""
+    rgb = decode_image(cell.path)
+    h, w = rgb.shape[:2]
+    if cell.width and cell.height and (w, h) != (cell.width, cell.height):
+        raise ImageError(
+            f"file changed since analysis (was {cell.width}x{cell.height}, now {w}x{h})"
+        )
+    if cell.in_field:  # the crop the model saw, cut from the field again
+        from leukgui.core.cells import cell_image
+
+        return cell_image(cell)
+    return rgb
+
+
+def png_bytes(rgb: np.ndarray) -> bytes:
+    """An RGB image as PNG file bytes."""
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise ValueError("PNG encoding failed")
+    return buf.tobytes()
+
+
+# --------------------------------------------------------------------------- CSV
+
+_CSV_COLUMNS = ("file", "sample", "subject", "status", "label", "p_all", "truth", "reason", "path")
+_CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
+
+
+def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> None:
+    """One row per input in input order, UTF-8 with BOM so Excel shows accents correctly.
+
+    Errors are rows too (status "error" with the reason), so nothing silently disappears.
+    With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
+    the model's `label` (empty for unreviewed cells and errors); without one the columns are
+    exactly the plain export's.
+    """
+    path = Path(path)
+    names = DisplayNames(run.info.inputs)
+    columns = list(_CSV_COLUMNS)
+    at = _CSV_COLUMNS.index("label") + 1
+    if review is not None:
+        columns[at:at] = _CSV_REVIEW_COLUMNS
+
+    def reviewed(o: object) -> list[str]:
+        done = review.review_of(o) if review is not None and isinstance(o, CellResult) else None
+        if done is None:
+            return ["", "", ""]
+        return [done.label, done.reviewer, done.time]
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", encoding="utf-8-sig", newline="") as fh:
+            out = csv.writer(fh)
+            out.writerow(columns)
+            for o in run.outcomes:
+                if isinstance(o, CellResult):
+                    p = float(o.p_all)
+                    row = [
+                        names(o.path),
+                        o.sample,
+                        o.subject,
+                        "ok",
+                        o.label,
+                        f"{p:.6f}" if math.isfinite(p) else "",
+                        o.truth,
+                        "",
+                        full_path(o.path),
+                    ]
+                else:
+                    row = [names(o.path), o.sample, "", "error", "", "", "", o.reason]
+                    row.append(full_path(o.path))
+                if review is not None:
+                    row[at:at] = reviewed(o)
+                out.writerow([csv_safe(v) for v in row])
+
+    atomic_write(path, write)
+
+
+# --------------------------------------------------------------------------- heatmap PNGs
+
+
+class HeatmapPaths(list):
+    """The PNG paths written by `write_heatmaps` (a plain list of Path), plus `skipped`:
+    (image path, reason) for every cell whose image could not be re-read or rendered.
+
+    Skipping is reported, not raised, so one moved file does not cost the other heatmaps;
+    callers should show `skipped` to the user.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.skipped: list[tuple[Path, str]] = []
+
+
+_UNSAFE_NAME = re.compile(r'[<>:"/\\|?*\x00-\x1f]')
+_RESERVED_NAMES = {"CON", "PRN", "AUX", "NUL"} | {
+    f"{device}{i}" for device in ("COM", "LPT") for i in range(1, 10)
+}
+
+
+def _safe_part(name: str, fallback: str) -> str:
+    """A folder/file name component valid on Windows, macOS and Linux."""
+    cleaned = _UNSAFE_NAME.sub("_", name).strip().rstrip(". ")
+    if not cleaned or cleaned in (".", ".."):
+        return fallback
+    if cleaned.split(".")[0].upper() in _RESERVED_NAMES:
+        cleaned = "_" + cleaned
+    return cleaned[:150]
+
+
+def write_heatmaps(run: RunResult, folder: Path) -> HeatmapPaths:
+    """Write one Grad-CAM overlay PNG per cell at the image's own resolution.
+
+    Files go to `folder/<sample>/<file stem>_gradcam.png`; a second file with the same stem
+    in the same sample gets `_2`, `_3`... (compared case-insensitively, for Windows/macOS).
+    Unreadable images are skipped and listed in the result's `skipped`; a failure to write
+    (read-only folder, full disk) raises `ReportWriteError` after removing the partial file.
+    """
+    folder = Path(folder)
+    written = HeatmapPaths()
+    taken: set[tuple[str, str]] = set()
+    for cell in run.cells:
+        try:
+            png = png_bytes(overlay(reread_cell(cell), cell.heatmap))
+        except (ImageError, OSError, ValueError) as exc:
+            written.skipped.append((cell.path, str(exc)))
+            continue
+        sample_dir = _safe_part(cell.sample, "sample")
+        stem = _safe_part(Path(cell.path).stem, "image")
+        name = f"{stem}_gradcam.png"
+        n = 1
+        while (sample_dir.lower(), name.lower()) in taken:
+            n += 1
+            name = f"{stem}_{n}_gradcam.png"
+        taken.add((sample_dir.lower(), name.lower()))
+        target = folder / sample_dir / name
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(png)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                target.unlink()
+            reason = exc.strerror or str(exc)
+            raise ReportWriteError(f"cannot write heatmap to {target}: {reason}") from exc
+        written.append(target)
+    return written
