@@ -270,3 +270,16 @@ def test_ctrl_c_cancels_first_and_aborts_second() -> None:
         assert cancel.cancelled and "stopping soon" in err.getvalue()
         signal.raise_signal(signal.SIGINT)
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_image_kind_option_and_its_old_name(capsys) -> None:
+    parse = cli.build_parser().parse_args
+    assert parse(["analyze", "x"]).image_kind == "auto"
+    assert parse(["analyze", "x", "--image-kind", "fields"]).image_kind == "fields"
+    assert parse(["analyze", "x", "--fields", "cells"]).image_kind == "cells"  # old scripts
+    with pytest.raises(SystemExit):
+        parse(["analyze", "x", "--image-kind", "smears"])
+    with pytest.raises(SystemExit):
+        parse(["analyze", "--help"])
+    text = capsys.readouterr().out
+    assert "--image-kind" in text and "--fields" not in text  # one name in the help

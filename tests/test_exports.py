@@ -82,7 +82,7 @@ def test_csv_escapes_formula_like_text(hostile_run: RunResult, tmp_path: Path) -
     rows = list(csv.reader(out.read_text(encoding="utf-8-sig").splitlines()))
     assert [r[0] for r in rows[1:]] == ["'" + n for n in HOSTILE] + ["'=2.png"]
     assert {r[1] for r in rows[1:]} == {"'=1+1"}
-    assert rows[-1][7] == "'=cmd|' /C calc'!A0"
+    assert rows[-1][8] == "'=cmd|' /C calc'!A0"
 
 
 # ------------------------------------------------------------------------------ CSV
@@ -102,6 +102,7 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "label",
         "p_all",
         "truth",
+        "kind",
         "reason",
         "path",
     ]
@@ -126,10 +127,11 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "0.900000",
         ALL,
         "",
+        "",
         str(run.cells[0].path),
     ]
     assert body[5][6] == ""  # unknown truth is blank
-    assert body[-1][3:8] == ["error", "", "", "", "truncated PNG"]
+    assert body[-1][3:9] == ["error", "", "", "", "unreadable", "truncated PNG"]
 
 
 # ------------------------------------------------------------------------------ heatmap PNGs

@@ -92,6 +92,7 @@ def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells
     assert window.cells.rowCount() == 12
     errors = window.samples.errors
     assert errors.count() == 1 and "broken.png" in errors.item(0).text()
+    assert errors.item(0).text().endswith(f"({run.errors[0].kind_text})")
     assert window.samples.tabs.tabText(1) == "Errors (1)"
     table = window.samples.table
     samples = [table.item(r, 0).text() for r in range(table.rowCount())]

@@ -103,7 +103,7 @@ def test_preview_shows_counts_subjects_and_unreadable_files(qtbot, page, tmp_pat
     assert page.errors == []
 
 
-def test_unrecognised_folder_says_so(qtbot, page, tmp_path) -> None:
+def test_unrecognized_folder_says_so(qtbot, page, tmp_path) -> None:
     folder = tmp_path / "holiday-photos"
     folder.mkdir()
     (folder / "notes.txt").write_text("not cells")
@@ -113,7 +113,7 @@ def test_unrecognised_folder_says_so(qtbot, page, tmp_path) -> None:
 
     assert outcome.error is not None
     text = page.form.dataset.preview_label.text()
-    assert "not a labelled data set" in text and "layout not recognised" in text
+    assert "not a labelled data set" in text and "layout not recognized" in text
     assert not page.form.dataset.subject_table.isVisible()
     assert not page.run_control.start_button.isEnabled()
     assert page.errors == []

@@ -52,3 +52,12 @@ def test_recent_folders_most_recent_first_without_duplicates() -> None:
     assert len(prefs.recent_folders) == MAX_RECENT
     assert prefs.recent_folders[0].endswith("5")
     assert len(set(prefs.recent_folders)) == MAX_RECENT
+
+
+def test_the_old_field_mode_setting_is_kept_as_image_kind(tmp_path: Path) -> None:
+    path = tmp_path / "settings.json"
+    path.write_text(json.dumps({"field_mode": "fields"}), encoding="utf-8")
+    prefs, notes = load_preferences(path)
+    assert prefs.image_kind == "fields" and notes == []
+    path.write_text(json.dumps({"field_mode": "cells", "image_kind": "auto"}), encoding="utf-8")
+    assert load_preferences(path)[0].image_kind == "auto"  # the new name wins

@@ -100,7 +100,7 @@ def test_summary_counts_and_all_percent(run: RunResult, tmp_path: Path) -> None:
     text = " ".join(str(v) for r in rows for v in r if isinstance(v, str))
     assert "ALL % = ALL / (ALL + HEM)" in text and "excluded" in text
     assert "Wilson" in text
-    assert f"SHA-256 {samples.SHA[:12]}" in text and "cnmc-mobilenet 2.1" in text
+    assert f"SHA-256 {samples.SHA[:12]}" in text and "cnmc-mobilenet v2.1" in text
     assert DEMO_NOTICE not in text and "cancelled" not in text.lower()
     assert "not included" in text  # images=False is stated
 

@@ -366,6 +366,7 @@ def test_csv_gets_review_columns(run: RunResult, review: ReviewState, tmp_path: 
         "reviewed_at",
         "p_all",
         "truth",
+        "kind",
         "reason",
         "path",
     ]
@@ -384,7 +385,7 @@ def test_csv_gets_review_columns(run: RunResult, review: ReviewState, tmp_path: 
     assert by_file["S2/e.png"][5] == UNCLASSIFIABLE
     assert by_file["S2/f.png"][5:8] == ["", "", ""]  # undone: not reviewed
     assert by_file["S2/bad.png"][3:8] == ["error", "", "", "", ""]
-    assert by_file["S2/bad.png"][10] == "truncated PNG"
+    assert by_file["S2/bad.png"][10:12] == ["unreadable", "truncated PNG"]
 
 
 def test_without_review_the_csv_is_unchanged(run: RunResult, tmp_path: Path) -> None:
@@ -393,4 +394,4 @@ def test_without_review_the_csv_is_unchanged(run: RunResult, tmp_path: Path) -> 
     plain = (tmp_path / "plain.csv").read_bytes()
     assert plain == (tmp_path / "none.csv").read_bytes()
     header = plain.decode("utf-8-sig").splitlines()[0]
-    assert header == "file,sample,subject,status,label,p_all,truth,reason,path"
+    assert header == "file,sample,subject,status,label,p_all,truth,kind,reason,path"

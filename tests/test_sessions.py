@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from review_samples import T0, review_run
+from review_samples import cell as _cell
 from review_samples import info as _info
 
 from leukgui.core.metrics import sample_summary
@@ -581,3 +582,19 @@ def test_restore_refuses_a_session_in_use_and_a_damaged_one(run: RunResult, tmp_
     assert not SessionStore.in_use(damaged)  # the failed restore let go of it
     with pytest.raises(SessionError, match="not a LeukGUI session folder"):
         ReviewSession.restore(tmp_path / "empty")
+
+
+def test_a_file_name_that_is_not_utf8_round_trips(run: RunResult, tmp_path: Path) -> None:
+    """Latin-1 bytes in a name (a shared drive, a USB stick) must neither block reviewing nor
+    change the name: the session stores it exactly and reopens the same file."""
+    raw = os.fsencode(tmp_path) + b"/images/S9/Patient_M\xfcller.bmp"
+    odd = Path(os.fsdecode(raw))  # holds a lone surrogate, as os.listdir gives it
+    run.outcomes.append(_cell(odd, "S9", 0.8, ALL, None, 9))
+    session = ReviewSession.create(tmp_path / "sessions", run)
+    session.review.set_label(run.cells[-1], HEM, "Ann")  # journaled: must not raise
+    folder = session.folder
+    session.close()
+    restored = ReviewSession.restore(folder)
+    assert os.fsencode(restored.run.cells[-1].path) == raw
+    assert restored.review.final_label(restored.run.cells[-1]) == HEM
+    restored.close()

@@ -304,7 +304,7 @@ def test_auto_detection(cnmc_tree: Path, imagefolder: Path, csv_list: Path) -> N
 
 def test_auto_detection_refuses_unknown_layouts(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("hello", encoding="utf-8")
-    with pytest.raises(ValueError, match="layout not recognised"):
+    with pytest.raises(ValueError, match="layout not recognized"):
         read_dataset(tmp_path)
     with pytest.raises(ValueError, match="not a CSV"):
         read_dataset(tmp_path / "notes.txt")
@@ -390,7 +390,7 @@ def test_preview_stops_when_cancelled(cells: Path) -> None:
 def test_preview_of_an_unknown_layout_is_an_outcome(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("not cells", encoding="utf-8")
     preview = preview_dataset(tmp_path)
-    assert preview.scan is None and "layout not recognised" in preview.error
+    assert preview.scan is None and "layout not recognized" in preview.error
     assert preview.problem() == "The data folder holds no usable labelled cells."
     assert preview.layout == "" and preview.warnings() == []
 

@@ -49,7 +49,7 @@ __all__ = [
 
 CNMC_PRELIM_FOLDER = "C-NMC_test_prelim_phase_data"
 CNMC_PRELIM_LABELS = "C-NMC_test_prelim_phase_data_labels.csv"
-LAYOUT_NAMES = {  # DatasetScan.source, in words a user recognises
+LAYOUT_NAMES = {  # DatasetScan.source, in words a user recognizes
     "cnmc": "C-NMC 2019 training data (fold_N/all, fold_N/hem)",
     "cnmc-prelim": "C-NMC preliminary test set with its labels CSV",
     "imagefolder": "class folders all/ and hem/",
@@ -493,7 +493,7 @@ def read_dataset(
     if len(lists) == 1:
         return read_csv_list(lists[0], check_images=check_images)
     raise ValueError(
-        f"{path}: layout not recognised (expected C-NMC training_data/fold_N, all/hem class "
+        f"{path}: layout not recognized (expected C-NMC training_data/fold_N, all/hem class "
         "folders, ALL-IDB2 ImNNN_L files, or a path,label CSV)"
     )
 
@@ -525,13 +525,13 @@ class DatasetPreview:
 
     path: Path
     scan: DatasetScan | None = None
-    error: str | None = None  # the layout was not recognised (read_dataset's ValueError)
+    error: str | None = None  # the layout was not recognized (read_dataset's ValueError)
     subjects: list[tuple[str, str, int]] = field(default_factory=list)  # subject_rows
     checked: bool = False  # every image decoded; undecodable ones moved to scan.unreadable
 
     @property
     def layout(self) -> str:
-        """The recognised layout in words ("" when none was)."""
+        """The recognized layout in words ("" when none was)."""
         source = self.scan.source if self.scan is not None else ""
         return LAYOUT_NAMES.get(source, source)
 

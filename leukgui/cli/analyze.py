@@ -255,7 +255,6 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
     )
     analyze.add_argument(
         "--image-kind",
-        "--fields",  # its first name, kept so existing scripts still run
         dest="image_kind",
         choices=IMAGE_KINDS,
         default="auto",
@@ -263,6 +262,8 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         "smear field whose white cells are found and cropped; cells / fields: treat every "
         "image as one (default auto)",
     )
+    # The option's first name, kept (out of --help) so existing scripts still run.
+    analyze.add_argument("--fields", dest="image_kind", choices=IMAGE_KINDS, help=argparse.SUPPRESS)
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
     analyze.add_argument(
         "-q", "--quiet", action="store_true", help="print only the one-line summary and errors"

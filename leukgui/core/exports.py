@@ -103,14 +103,25 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 # --------------------------------------------------------------------------- CSV
 
-_CSV_COLUMNS = ("file", "sample", "subject", "status", "label", "p_all", "truth", "reason", "path")
+_CSV_COLUMNS = (
+    "file",
+    "sample",
+    "subject",
+    "status",
+    "label",
+    "p_all",
+    "truth",
+    "kind",
+    "reason",
+    "path",
+)
 _CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
 
 
 def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> None:
     """One row per input in input order, UTF-8 with BOM so Excel shows accents correctly.
 
-    Errors are rows too (status "error" with the reason), so nothing silently disappears.
+    Errors are rows too (status "error" with their kind and reason), so nothing silently disappears.
     With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
     the model's `label` (empty for unreviewed cells and errors); without one the columns are
     exactly the plain export's.
@@ -144,10 +155,11 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
                         f"{p:.6f}" if math.isfinite(p) else "",
                         o.truth,
                         "",
+                        "",
                         full_path(o.path),
                     ]
                 else:
-                    row = [names(o.path), o.sample, "", "error", "", "", "", o.reason]
+                    row = [names(o.path), o.sample, "", "error", "", "", "", o.kind_text, o.reason]
                     row.append(full_path(o.path))
                 if review is not None:
                     row[at:at] = reviewed(o)

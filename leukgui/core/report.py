@@ -54,13 +54,8 @@ from leukgui.core.results import (
     ALL,
     DEMO_NOTICE,
     HEM,
-    MODEL_FAILURE,
     NO_WHITE_CELL,
-    NOT_AN_IMAGE,
-    TOO_LARGE,
     UNCERTAIN,
-    UNEXPECTED,
-    UNREADABLE,
     CellResult,
     FileError,
     RunResult,
@@ -96,14 +91,6 @@ IMAGE_LIMIT = 2000  # above this many cells, images=None leaves thumbnails out (
 
 _ALL_SAMPLES_FILL = PatternFill("solid", fgColor="F2F2F2")
 _IMG_PAD_PX = 3
-_KIND_WORDS = {  # FileError.kind in plain words, for the Errors sheet
-    UNREADABLE: "unreadable",
-    NOT_AN_IMAGE: "not an image",
-    TOO_LARGE: "too large",
-    NO_WHITE_CELL: "no white cell",
-    MODEL_FAILURE: "model failure",
-    UNEXPECTED: "unexpected error",
-}
 
 
 def _run_duration(started: datetime, finished: datetime | None) -> str:
@@ -226,7 +213,7 @@ def _summary_sheet(
         total = info.total_inputs or done
         banner_row(ws, row, f"Run cancelled — {done} of {total} inputs analyzed", last_col)
         row += 1
-    model = f"{info.model_name} {info.model_version}".strip()
+    model = f"{info.model_name} v{info.model_version}"  # as the window and CLI name it
     text_cell(ws, row, 1, "Model")
     text_cell(ws, row, 2, f"{model} (SHA-256 {_short_sha(info.model_sha256)})")
     row += 1
@@ -639,7 +626,7 @@ def _errors_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
     paths: list[str] = []
     for row, err in enumerate(errors, 2):
         name = names(err.path)
-        kind = _KIND_WORDS[err.kind]
+        kind = err.kind_text
         file_names.append(name)
         kinds.append(kind)
         paths.append(full_path(err.path))

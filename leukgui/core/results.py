@@ -76,6 +76,14 @@ NO_WHITE_CELL = "no_white_cell"  # a smear field in which the detector found no 
 MODEL_FAILURE = "model_failure"  # the network returned non-finite values for this input
 UNEXPECTED = "unexpected"  # a bug: an exception nobody anticipated
 ERROR_KINDS = (UNREADABLE, NOT_AN_IMAGE, TOO_LARGE, NO_WHITE_CELL, MODEL_FAILURE, UNEXPECTED)
+ERROR_KIND_TEXT = {  # each kind in the words the window, the CSV and the report all use
+    UNREADABLE: "unreadable",
+    NOT_AN_IMAGE: "not an image",
+    TOO_LARGE: "too large",
+    NO_WHITE_CELL: "no white cell",
+    MODEL_FAILURE: "model failure",
+    UNEXPECTED: "unexpected error",
+}
 
 
 @dataclass
@@ -91,6 +99,11 @@ class FileError:
     def __post_init__(self) -> None:
         if self.kind not in ERROR_KINDS:
             raise ValueError(f"unknown error kind {self.kind!r}; expected one of {ERROR_KINDS}")
+
+    @property
+    def kind_text(self) -> str:
+        """The kind in plain words ("not an image"), as every view and report shows it."""
+        return ERROR_KIND_TEXT[self.kind]
 
 
 Outcome = CellResult | FileError

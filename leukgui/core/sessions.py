@@ -430,7 +430,9 @@ class SessionStore:
         When this returns, the entry survives a killed process or a power cut (as far as the
         disk honours fsync). Raises `SessionError` when it cannot be written.
         """
-        line = (json.dumps(entry.to_json(), ensure_ascii=False) + "\n").encode("utf-8")
+        # ASCII with \u escapes: a path whose name is not valid UTF-8 (Latin-1 bytes from a USB
+        # stick) round-trips exactly instead of failing to encode.
+        line = (json.dumps(entry.to_json(), ensure_ascii=True) + "\n").encode("ascii")
         start: int | None = None
         try:
             if self._fd is None:
@@ -550,7 +552,7 @@ def _write_snapshot(folder: Path, run: RunResult, generation: int) -> None:
         "info": _info_to_json(run.info),
         "outcomes": outcomes,
     }
-    text = json.dumps(data, ensure_ascii=False, indent=1)
+    text = json.dumps(data, ensure_ascii=True, indent=1)  # any file name round-trips
     atomic_write(folder / RUN_FILE, lambda tmp: tmp.write_text(text, encoding="utf-8"))
     for old in _stale_heatmaps(folder, keep=heat_name):
         with contextlib.suppress(OSError):
@@ -705,6 +707,6 @@ def mark_damaged(folder: Path | str, reason: str) -> None:
 
 def _mark(folder: Path, text: str) -> None:
     try:
-        (folder / CLOSED_MARKER).write_text(text, encoding="utf-8")
+        (folder / CLOSED_MARKER).write_text(text, encoding="utf-8", errors="backslashreplace")
     except OSError as exc:
         raise SessionError(f"cannot mark the session in {folder} as closed: {exc}") from exc

@@ -233,7 +233,7 @@ class DatasetBox(QGroupBox):
             if preview is not None:
                 self.preview_label.setStyleSheet(ERROR_STYLE)
                 self.preview_label.setText(
-                    "<b>This is not a labelled data set LeukGUI recognises.</b><br>"
+                    "<b>This is not a labelled data set LeukGUI recognizes.</b><br>"
                     + html.escape(preview.error)
                 )
             table.setVisible(False)

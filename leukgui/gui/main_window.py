@@ -738,7 +738,9 @@ class MainWindow(QMainWindow):
             return None
         try:
             options = AnalysisOptions(
-                self.prefs.batch_size, self.prefs.image_kind, dict(self.prefs.detector)
+                batch_size=self.prefs.batch_size,
+                image_kind=self.prefs.image_kind,
+                detector=dict(self.prefs.detector),
             )
         except ValueError as exc:  # a hand-edited preferences file
             self._show_message("warning", "Analysis settings", str(exc))

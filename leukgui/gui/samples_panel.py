@@ -157,9 +157,9 @@ class SamplesPanel(QWidget):
         self._count_errors()
 
     def add_errors(self, errors: Iterable[FileError]) -> None:
-        """List inputs that could not be analyzed (one line each: path and reason)."""
+        """List inputs that could not be analyzed (one line each: path, reason and kind)."""
         for error in errors:
-            self.errors.addItem(f"{error.path}: {error.reason}")
+            self.errors.addItem(f"{error.path}: {error.reason} ({error.kind_text})")
         self._count_errors()
 
     def _count_errors(self) -> None:
