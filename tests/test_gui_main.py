@@ -130,6 +130,29 @@ def test_cancel_keeps_the_finished_cells(qtbot, window, tmp_path: Path) -> None:
     assert "Cancelled" in window.progress_label.text()
 
 
+def test_a_file_name_that_is_not_utf8_can_be_reviewed_and_restored(
+    qtbot, window, cells_folder
+) -> None:
+    """Latin-1 bytes in a name (a USB stick, a shared drive) must not block reviewing."""
+    raw = os.fsencode(cells_folder / "all") + b"/Patient_M\xfcller.png"
+    shutil.copyfile(next((cells_folder / "all").glob("*.png")), os.fsdecode(raw))
+    run = _analyze(qtbot, window, [cells_folder])
+    odd = next(c for c in run.cells if os.fsencode(c.path) == raw)
+    window.select_cell(odd)
+    window.gallery.setFocus()
+    window.activateWindow()
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)
+    assert window.review.final_label(odd) == HEM
+    folder = window.session.folder
+    window._close_session()
+    from leukgui.core.sessions import ReviewSession
+
+    restored = ReviewSession.restore(folder)
+    again = next(c for c in restored.run.cells if os.fsencode(c.path) == raw)
+    assert restored.review.final_label(again) == HEM
+    restored.close()
+
+
 def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder) -> None:
     run = _analyze(qtbot, window, [cells_folder])
     window.gallery.setFocus()
