@@ -176,10 +176,90 @@ def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder
     audit = window.review.audit
     assert [e.after for e in audit] == [HEM, ALL, UNCLASSIFIABLE]
     assert {e.reviewer for e in audit} == {"Dr. Test"}
-    # Undo goes back to the model's label.
+    # Undo takes back the newest change (the third cell's), wherever the selection is.
     window.gallery.setCurrentIndex(window.proxy.index(0, 0))
     window.act_undo.trigger()
-    assert not window.review.is_reviewed(first)
+    assert not window.review.is_reviewed(third) and window.current_cell() is third
+    assert window.review.final_label(first) == HEM
+
+
+def _focus_gallery(qtbot, window, row: int = 0):
+    window.activateWindow()
+    window.tabs.setCurrentIndex(0)
+    window.gallery.setFocus()
+    window.gallery.setCurrentIndex(window.proxy.index(row, 0))
+    qtbot.waitUntil(window.gallery.hasFocus, timeout=5000)
+    return window.current_cell()
+
+
+def test_keys_in_training_fields_never_touch_a_review(qtbot, window, cells_folder) -> None:
+    """Bug: Enter in the Training tab's folder field or Seed box confirmed the hidden current
+    cell on the Analysis tab. Review keys now belong to the gallery and the inspector."""
+    _analyze(qtbot, window, [cells_folder])
+    cell = _focus_gallery(qtbot, window)
+    page = window.training_page
+    window.tabs.setCurrentWidget(page)
+    folder_edit = page.form.dataset.folder_edit
+    folder_edit.setFocus()
+    qtbot.waitUntil(folder_edit.hasFocus, timeout=5000)
+    folder_edit.setText(str(cells_folder))
+    with qtbot.waitSignal(page.scan_finished, timeout=60_000):  # the field's own action
+        qtbot.keyClick(folder_edit, Qt.Key.Key_Return)
+    seed = page.form.seed_spin
+    seed.setFocus()
+    qtbot.waitUntil(seed.hasFocus, timeout=5000)
+    for key in (Qt.Key.Key_Return, Qt.Key.Key_Enter, Qt.Key.Key_Backspace):
+        qtbot.keyClick(seed, key)
+    qtbot.keyClick(seed, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.review.audit == [] and window.current_cell() is cell
+    # A menu click while the Analysis tab is hidden changes nothing either.
+    window.act_hem.trigger()
+    window.act_confirm.trigger()
+    assert window.review.audit == []
+    assert "Analysis tab" in window.statusBar().currentMessage()
+    # On the Analysis tab, a combo box with the focus keeps its letters and Enter too.
+    window.tabs.setCurrentIndex(0)
+    window.label_filter.setFocus()
+    qtbot.waitUntil(window.label_filter.hasFocus, timeout=5000)
+    for key in (Qt.Key.Key_A, Qt.Key.Key_H, Qt.Key.Key_U, Qt.Key.Key_Return):
+        qtbot.keyClick(window.label_filter, key)
+    assert window.review.audit == []
+    # The same keys in the gallery do review.
+    window.label_filter.setCurrentIndex(0)  # the letters above searched the filter list
+    _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Return)
+    assert [e.action for e in window.review.audit] == ["confirm"]
+
+
+def test_ctrl_z_undoes_the_last_mark_and_ctrl_shift_z_redoes(qtbot, window, cells_folder) -> None:
+    """Bug: each mark moves to the next cell, so Backspace right after a wrong key undid
+    nothing. Undo now acts on the newest change and goes back to its cell."""
+    _analyze(qtbot, window, [cells_folder])
+    first = _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_A)  # first -> ALL, then on to the second
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)  # second -> HEM, then on to the third
+    assert window.current_cell() is not first
+    second = window.review.audit[-1]
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.current_cell().key == second.path  # back on the cell that was changed
+    assert not window.review.is_reviewed(window.current_cell())
+    assert "Undid" in window.statusBar().currentMessage()
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Backspace)  # Backspace undoes too
+    assert not window.review.is_reviewed(first) and window.current_cell() is first
+    qtbot.keyClick(
+        window.gallery,
+        Qt.Key.Key_Z,
+        Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.ShiftModifier,
+    )
+    assert window.review.final_label(first) == ALL
+    assert "Redid" in window.statusBar().currentMessage()
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Backspace)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Backspace)
+    assert "Nothing to undo" in window.statusBar().currentMessage()
+    assert [e.action for e in window.review.audit] == ["label", "label"] + ["undo"] * 2 + [
+        "label",
+        "undo",
+    ]
 
 
 def test_sign_off_locks_a_sample(qtbot, window, cells_folder, monkeypatch) -> None:

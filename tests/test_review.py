@@ -31,6 +31,7 @@ from leukgui.core.review import (
     ReviewState,
     SampleLockedError,
     SignOff,
+    cell_key,
 )
 
 
@@ -256,3 +257,67 @@ def test_summary_all_unclassifiable_has_no_all_percent(tmp_path: Path) -> None:
     row = sample_summary(run, state)[0]
     assert (row.cells, row.n_unclassifiable, row.decided) == (3, 3, 0)
     assert math.isnan(row.all_fraction) and math.isnan(row.ci_low)
+
+
+# ------------------------------------------------------------------------------ undo / redo
+
+
+def test_undo_last_goes_back_to_the_label_before_wherever_the_cell_is(
+    run: RunResult, state: ReviewState
+) -> None:
+    c = _cells(run)
+    state.set_label(c["a"], HEM, "Ann")
+    state.set_label(c["a"], UNCLASSIFIABLE, "Ann")  # a second change to the same cell
+    state.confirm(c["b"], "Ann")  # then another cell
+    assert state.can_undo and not state.can_redo
+    first = state.undo_last("Bo")  # the newest change, on b, although b is not "current"
+    assert (first.path, first.action, first.before, first.after) == (
+        cell_key(c["b"]),
+        "undo",
+        HEM,
+        None,
+    )
+    assert not state.is_reviewed(c["b"])
+    second = state.undo_last("Bo")  # then a goes back to HEM, not to the model's label
+    assert (second.before, second.after) == (UNCLASSIFIABLE, HEM)
+    assert state.final_label(c["a"]) == HEM
+    assert state.undo_last("Bo").after is None and not state.is_reviewed(c["a"])
+    assert state.undo_last("Bo") is None and not state.can_undo
+    # Redo replays them in order, recorded as the original actions.
+    assert [state.redo("Cy").action for _ in range(3)] == ["label", "label", "confirm"]
+    assert state.final_label(c["a"]) == UNCLASSIFIABLE and state.final_label(c["b"]) == HEM
+    assert state.redo("Cy") is None
+    # The audit trail keeps every change, its undo and its redo.
+    assert [e.action for e in state.audit] == ["label"] * 2 + ["confirm"] + ["undo"] * 3 + [
+        "label",
+        "label",
+        "confirm",
+    ]
+
+
+def test_a_new_change_clears_redo_and_a_lock_stops_undo(run: RunResult, state: ReviewState) -> None:
+    c = _cells(run)
+    state.set_label(c["a"], HEM, "Ann")
+    state.undo_last("Ann")
+    state.set_label(c["b"], ALL, "Ann")
+    assert not state.can_redo  # the undone change cannot come back over a newer one
+    state.sign_off("S1", "Dr Cy")
+    before = state.audit
+    with pytest.raises(SampleLockedError):
+        state.undo_last("Ann")
+    assert state.audit == before and state.can_undo  # nothing changed, still undoable
+    state.reopen("S1", "Dr Cy")
+    assert state.undo_last("Ann").after is None
+
+
+def test_undo_and_redo_replay_from_the_journal(run: RunResult, state: ReviewState) -> None:
+    c = _cells(run)
+    state.set_label(c["a"], HEM, "Ann")
+    state.set_label(c["a"], ALL, "Ann")
+    state.undo_last("Ann")
+    state.redo("Ann")
+    state.undo_last("Ann")
+    replayed = ReviewState(threshold=0.5)
+    for entry in state.audit:
+        replayed.apply(entry)
+    assert replayed.reviews == state.reviews and replayed.final_label(c["a"]) == HEM

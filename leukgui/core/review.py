@@ -103,7 +103,8 @@ class AuditEntry:
 
     Cell actions ("label", "confirm", "undo") name the cell by absolute `path`; sample actions
     ("sign-off", "reopen") have `path` and `model_label` empty and `before`/`after` None.
-    `after` is None when a review is undone (the cell falls back to the model's label).
+    `after` is None when a cell's review is cleared (it falls back to the model's label); an
+    "undo" of the last change sets `after` to the label the cell had before that change.
     """
 
     path: str
@@ -182,6 +183,10 @@ class ReviewState:
         self._reviews: dict[str, CellReview] = {}
         self._signoffs: dict[str, SignOff] = {}
         self._audit: list[AuditEntry] = []
+        # This session's cell changes, newest last, for Undo and Redo (not kept across restores:
+        # the audit trail is the record; these only say what Ctrl+Z / Ctrl+Shift+Z act on).
+        self._undoable: list[AuditEntry] = []
+        self._redoable: list[AuditEntry] = []
 
     @classmethod
     def for_run(
@@ -259,6 +264,58 @@ class ReviewState:
         """
         return self._change(cell, None, reviewer, UNDO)
 
+    @property
+    def can_undo(self) -> bool:
+        return bool(self._undoable)
+
+    @property
+    def can_redo(self) -> bool:
+        return bool(self._redoable)
+
+    def undo_last(self, reviewer: str) -> AuditEntry | None:
+        """Undo the newest label or confirmation made in this session, wherever its cell is:
+        the cell goes back to the label it had before (None: the model's call).
+
+        Recorded as an "undo" entry, so the audit trail keeps both the change and its undo.
+        Returns the entry (its `path` names the cell), or None when there is nothing to undo.
+        A signed-off sample is not changed: SampleLockedError, and the history stays as it was.
+        """
+        reviewer = _check_reviewer(reviewer)
+        if not self._undoable:
+            return None
+        done = self._undoable[-1]
+        entry = self._cell_entry(done, done.before, reviewer, UNDO)
+        self._record(entry)
+        self._redoable.append(self._undoable.pop())
+        return entry
+
+    def redo(self, reviewer: str) -> AuditEntry | None:
+        """Make the newest undone change again (recorded as that change's action)."""
+        reviewer = _check_reviewer(reviewer)
+        if not self._redoable:
+            return None
+        undone = self._redoable[-1]
+        entry = self._cell_entry(undone, undone.after, reviewer, undone.action)
+        self._record(entry)
+        self._undoable.append(self._redoable.pop())
+        return entry
+
+    def _cell_entry(
+        self, like: AuditEntry, after: str | None, reviewer: str, action: str
+    ) -> AuditEntry:
+        """A change to the cell `like` names, refused while its sample is signed off."""
+        signed = self._signoffs.get(like.sample)
+        if signed is not None:
+            raise SampleLockedError(
+                f"sample {like.sample!r} was signed off by {signed.reviewer} at {signed.time}; "
+                "reopen it before changing its cells"
+            )
+        current = self._reviews.get(like.path)
+        before = current.label if current is not None else None
+        return AuditEntry(
+            like.path, like.sample, like.model_label, before, after, reviewer, self._now(), action
+        )
+
     def sign_off(self, sample: str, reviewer: str) -> AuditEntry:
         """Sign a sample off; its cells are locked until `reopen`."""
         reviewer = _check_reviewer(reviewer)
@@ -318,7 +375,11 @@ class ReviewState:
         entry = AuditEntry(
             key, cell.sample, cell.label, before, after, reviewer, self._now(), action
         )
-        return self._record(entry)
+        self._record(entry)
+        if action in (LABEL, CONFIRM):  # a new change: what was undone can no longer be redone
+            self._undoable.append(entry)
+            self._redoable.clear()
+        return entry
 
     def _record(self, entry: AuditEntry) -> AuditEntry:
         if self.on_change is not None:

@@ -138,6 +138,7 @@ class MainWindow(QMainWindow):
         self.bundles: list[BundleInfo] = []
 
         self._content_built = False
+        self._review_actions: list[QAction] = []  # keys scoped to the gallery and inspector
         self._warming: Worker | None = None
         self._closing = False
         self._pending_splitter = None
@@ -155,7 +156,10 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ construction
 
-    def _action(self, text: str, slot: Any, shortcut: Any = None, tip: str = "") -> QAction:
+    def _action(
+        self, text: str, slot: Any, shortcut: Any = None, tip: str = "", *, review: bool = False
+    ) -> QAction:
+        """A window action; `review` ones answer their keys only where cells are reviewed."""
         action = QAction(text, self)
         if shortcut is not None:
             action.setShortcut(QKeySequence(shortcut))
@@ -163,7 +167,14 @@ class MainWindow(QMainWindow):
             action.setToolTip(tip)
             action.setStatusTip(tip)
         action.triggered.connect(slot)
-        self.addAction(action)
+        if review:
+            # Keys like Enter, A or Backspace belong to whatever widget has the focus: a review
+            # key acts only while the gallery or the inspector has it (they are added there in
+            # `ensure_content`), never from a text field, spin box or another tab.
+            action.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+            self._review_actions.append(action)
+        else:
+            self.addAction(action)
         return action
 
     def _build_actions(self) -> None:
@@ -233,24 +244,45 @@ class MainWindow(QMainWindow):
         self.act_dark = self._action("&Dark theme", self._toggle_theme)
         self.act_dark.setCheckable(True)
         self.act_dark.setChecked(self.prefs.theme == "dark")
-        # Review keys work wherever the focus is, except in text fields (they claim letters).
-        self.act_all = self._action("Mark &ALL", lambda: self.review_current(ALL), "A")
-        self.act_hem = self._action("Mark &HEM", lambda: self.review_current(HEM), "H")
+        self.act_all = self._action("Mark &ALL", lambda: self.review_current(ALL), "A", review=True)
+        self.act_hem = self._action("Mark &HEM", lambda: self.review_current(HEM), "H", review=True)
         self.act_unclassifiable = self._action(
-            "Mark &unclassifiable", lambda: self.review_current(UNCLASSIFIABLE), "U"
+            "Mark &UNCLASSIFIABLE", lambda: self.review_current(UNCLASSIFIABLE), "U", review=True
         )
         self.act_confirm = self._action(
             "&Confirm suggestion",
             self.confirm_current,
             QKeySequence(Qt.Key.Key_Return),
-            "Accept the model's call (an uncertain cell takes the side of the threshold)",
+            "Accept the model's call (an UNCERTAIN cell takes the side of the threshold)",
+            review=True,
         )
         self.act_confirm.setShortcuts(
             [QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)]
         )
-        self.act_undo = self._action("Undo &review", self.undo_current, "Backspace")
-        self.act_next = self._action("&Next cell", lambda: self.move_selection(1), "Right")
-        self.act_previous = self._action("&Previous cell", lambda: self.move_selection(-1), "Left")
+        self.act_undo = self._action(
+            "&Undo last review",
+            self.undo_last_review,
+            QKeySequence.StandardKey.Undo,
+            "Undo the newest label or confirmation, wherever its cell is",
+            review=True,
+        )
+        self.act_undo.setShortcuts(
+            [QKeySequence(QKeySequence.StandardKey.Undo), QKeySequence(Qt.Key.Key_Backspace)]
+        )
+        self.act_redo = self._action(
+            "&Redo review",
+            self.redo_review,
+            QKeySequence("Ctrl+Shift+Z"),
+            "Make the undone review change again",
+            review=True,
+        )
+        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+        self.act_next = self._action(
+            "&Next cell", lambda: self.move_selection(1), "Right", review=True
+        )
+        self.act_previous = self._action(
+            "&Previous cell", lambda: self.move_selection(-1), "Left", review=True
+        )
         self.act_sign_off = self._action(
             "&Sign off sample",
             self.sign_off_current_sample,
@@ -302,6 +334,7 @@ class MainWindow(QMainWindow):
             self.act_unclassifiable,
             self.act_confirm,
             self.act_undo,
+            self.act_redo,
         ):
             review_menu.addAction(action)
         review_menu.addSeparator()
@@ -472,6 +505,8 @@ class MainWindow(QMainWindow):
             with contextlib.suppress(Exception):  # stale training preferences: not worth a crash
                 self.training_page.restore_state(self.prefs.training)
         self.tabs.addTab(self.training_page, "Training")
+        for view in (self.gallery, self.inspector, self.field_view):
+            view.addActions(self._review_actions)
         self._update_reviewer_label()
         if self.prefs.preload_model:
             QTimer.singleShot(200, self.warm_up)
@@ -946,45 +981,107 @@ class MainWindow(QMainWindow):
         if self._content_built:
             self.samples.set_reviewer(self.prefs.reviewer)
 
-    def _apply_review(self, change: Any) -> None:
+    def reviewing(self) -> bool:
+        """Whether the person can see the cells a review key would change: the Analysis tab
+        with its gallery showing (a menu click from elsewhere must not change a hidden cell)."""
+        return (
+            self._content_built
+            and self.review is not None
+            and self.tabs.currentIndex() == 0
+            and self.stack.currentWidget() is self.splitter
+        )
+
+    def _review_refused(self) -> bool:
+        if self.reviewing():
+            return False
+        if self.review is not None:
+            self.statusBar().showMessage("Review cells on the Analysis tab", 5000)
+        return True
+
+    def _apply_review(self, change: Any) -> bool:
+        """Apply `change(cell, reviewer)` to the current cell; False when nothing changed."""
         from leukgui.core.review import ReviewError
         from leukgui.core.sessions import SessionError
 
+        if self._review_refused():
+            return False
         cell = self.current_cell()
         if cell is None or self.review is None:
-            return
+            return False
         reviewer = self.reviewer()
         if reviewer is None:
-            return
+            return False
         try:
             change(cell, reviewer)
         except ReviewError as exc:
             self._show_message("warning", "Review", str(exc))
-            return
+            return False
         except SessionError as exc:  # not on disk, so not applied either (write-ahead)
             self._show_message("critical", "Review not saved", str(exc))
-            return
+            return False
         self.cells.cell_changed(cell.key)
         self._cell_selected(cell)
         self._summary_timer.start()
+        return True
 
     def review_current(self, label: str) -> None:
         """A / H / U: set the reviewed label and move on to the next cell."""
         if self.review is None:
             return
-        self._apply_review(lambda cell, who: self.review.set_label(cell, label, who))
-        self.move_selection(1)
+        if self._apply_review(lambda cell, who: self.review.set_label(cell, label, who)):
+            self.move_selection(1)
 
     def confirm_current(self) -> None:
         if self.review is None:
             return
-        self._apply_review(lambda cell, who: self.review.confirm(cell, who))
-        self.move_selection(1)
+        if self._apply_review(lambda cell, who: self.review.confirm(cell, who)):
+            self.move_selection(1)
 
-    def undo_current(self) -> None:
-        if self.review is None:
+    def undo_last_review(self) -> None:
+        """Ctrl+Z / Backspace: undo the newest review change, wherever its cell is, go back to
+        that cell and say what was undone."""
+        self._history_step(undo=True)
+
+    def redo_review(self) -> None:
+        """Ctrl+Shift+Z: make the undone change again."""
+        self._history_step(undo=False)
+
+    def _history_step(self, *, undo: bool) -> None:
+        from leukgui.core.review import ReviewError
+        from leukgui.core.sessions import SessionError
+
+        if self._review_refused() or self.review is None:
             return
-        self._apply_review(lambda cell, who: self.review.undo(cell, who))
+        if not (self.review.can_undo if undo else self.review.can_redo):
+            self.statusBar().showMessage("Nothing to undo" if undo else "Nothing to redo", 5000)
+            return
+        reviewer = self.reviewer()
+        if reviewer is None:
+            return
+        try:
+            entry = self.review.undo_last(reviewer) if undo else self.review.redo(reviewer)
+        except ReviewError as exc:
+            self._show_message("warning", "Undo" if undo else "Redo", str(exc))
+            return
+        except SessionError as exc:
+            self._show_message("critical", "Review not saved", str(exc))
+            return
+        cell = self._cell_by_key(entry.path)
+        if cell is not None:
+            self.cells.cell_changed(cell.key)
+            self.select_cell(cell)
+            self._cell_selected(cell)
+        self._summary_timer.start()
+        name = Path(entry.path).name
+        before = entry.before or f"model's {entry.model_label}"
+        after = entry.after or f"model's {entry.model_label}"
+        verb = "Undid" if undo else "Redid"
+        self.statusBar().showMessage(f"{verb}: {name} {before} → {after}", 8000)
+
+    def _cell_by_key(self, key: str) -> CellResult | None:
+        if self.run is None:
+            return None
+        return next((c for c in self.run.cells if c.key == key), None)
 
     def move_selection(self, step: int) -> None:
         if not self._content_built:
