@@ -17,6 +17,29 @@ DEMO_BUNDLE = REPO / "resources" / "models" / "efficientnetb0-demo.leukmodel"
 
 
 @pytest.fixture(autouse=True)
+def _answered_window_dialogs(request: pytest.FixtureRequest, monkeypatch) -> dict:
+    """The window's modal questions, answered so a test never blocks on one: review work is
+    discarded when a test window closes, and a sign-off is confirmed. A test that is about
+    a dialog sets the answers (and reads the questions) through this fixture's dict."""
+    answers: dict = {"unsaved": "discard", "sign_off": True, "asked": []}
+    if "qtbot" not in request.fixturenames:
+        return answers
+    from leukgui.gui.main_window import MainWindow
+
+    def unsaved(self, action: str, what: str) -> str:
+        answers["asked"].append(("unsaved", action, what))
+        return answers["unsaved"]
+
+    def sign_off(self, sample: str, text: str) -> bool:
+        answers["asked"].append(("sign_off", sample, text))
+        return answers["sign_off"]
+
+    monkeypatch.setattr(MainWindow, "_ask_unsaved", unsaved)
+    monkeypatch.setattr(MainWindow, "_confirm_sign_off", sign_off)
+    return answers
+
+
+@pytest.fixture(autouse=True)
 def _isolated_user_dirs(tmp_path_factory: pytest.TempPathFactory, monkeypatch) -> None:
     """Point the per-user folder and the Keras home at empty temporary folders."""
     monkeypatch.setenv("LEUKGUI_USER_DIR", str(tmp_path_factory.mktemp("user")))

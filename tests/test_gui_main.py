@@ -593,3 +593,64 @@ def test_the_model_preloads_in_the_background(qtbot, installed_tiny) -> None:
     assert blocker.args[0] == str(installed_tiny)
     assert analysis.is_loaded(str(installed_tiny))
     assert win.warm_up() is None  # already loaded: nothing more to do
+
+
+def test_review_work_is_never_dropped_without_asking(
+    qtbot, window, cells_folder, tmp_path, _answered_window_dialogs
+) -> None:
+    """Bug: Ctrl+Q and a new analysis discarded unexported review changes without a word."""
+    answers = _answered_window_dialogs
+    _analyze(qtbot, window, [cells_folder])
+    assert window.unsaved_review() == ""  # nothing reviewed yet: closing would not ask
+    cell = _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)
+    answers["unsaved"] = "cancel"
+    window.close()
+    assert window.isVisible()  # Cancel keeps the window and the work
+    kind, action, what = answers["asked"][-1]
+    assert action == "quit" and "1 review change not yet exported" in what
+    assert cell.sample in what  # reviewed, not signed off
+    assert window.start_analysis() is None  # F5 asks too, and Cancel keeps the results
+    assert answers["asked"][-1][1] == "analyze new images"
+    assert window.review.final_label(cell) == HEM and window.run is not None
+    # "Export report..." starts the export and stops the action.
+    exported = []
+    window.choose_export_excel = lambda: exported.append(True)
+    answers["unsaved"] = "export"
+    window.close()
+    assert exported == [True] and window.isVisible()
+    # Once signed off and exported (the report carries the sign-off), closing asks nothing.
+    window.select_cell(cell)
+    window.samples.clear_selection()
+    window.sign_off_current_sample()
+    assert window.unsaved_review() == "2 review changes not yet exported"  # mark + sign-off
+    with qtbot.waitSignal(window.export_finished, timeout=120_000):
+        window.export_excel(tmp_path / "r.xlsx")
+    asked = len(answers["asked"])
+    assert window.unsaved_review() == ""
+    window.close()
+    assert not window.isVisible() and len(answers["asked"]) == asked
+
+
+def test_sign_off_names_the_sample_and_what_is_unreviewed(
+    qtbot, window, cells_folder, _answered_window_dialogs
+) -> None:
+    answers = _answered_window_dialogs
+    run = _analyze(qtbot, window, [cells_folder])
+    cell = _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_A)
+    sample = cell.sample
+    cells = sum(1 for c in run.cells if c.sample == sample)
+    window.samples.clear_selection()
+    window.select_cell(cell)
+    answers["sign_off"] = False
+    window.act_sign_off.trigger()
+    kind, asked_sample, text = answers["asked"][-1]
+    assert (kind, asked_sample) == ("sign_off", sample)
+    assert f"Reviewed: 1 of {cells} cells." in text
+    assert f"Warning: {cells - 1} cells not reviewed" in text
+    assert not window.review.is_locked(sample)  # declined: nothing locked
+    answers["sign_off"] = True
+    window.act_sign_off.trigger()
+    assert window.review.is_locked(sample)
+    assert window.statusBar().currentMessage() == f"Signed off {sample} under Dr. Test"

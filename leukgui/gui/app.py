@@ -160,7 +160,7 @@ def self_test(out: object = None) -> int:
             say(f"FAILED: report sheets are {sorted(sheets)}")
             return 1
         say(f"report {report.name}: sheets {', '.join(sorted(sheets))}; {rows} rows on Cells")
-        window.close()
+        window.close_discarding_review()
         app.processEvents()
     say("OK")
     return 0

@@ -139,6 +139,8 @@ class MainWindow(QMainWindow):
 
         self._content_built = False
         self._review_actions: list[QAction] = []  # keys scoped to the gallery and inspector
+        self._exported_changes = 0  # review changes the last export of this run included
+        self._discard_ok = False  # close_discarding_review: the caller already decided
         self._warming: Worker | None = None
         self._closing = False
         self._pending_splitter = None
@@ -567,6 +569,9 @@ class MainWindow(QMainWindow):
             self.statusBar().showMessage(f"Preferences not saved: {exc}", 5000)
 
     def closeEvent(self, event: Any) -> None:  # noqa: N802 - Qt override
+        if not self._closing and not self._discard_ok and not self.may_discard_review("quit"):
+            event.ignore()
+            return
         if self.worker is not None and self.worker.isRunning():
             self.worker.cancel()
             self.worker.wait(10000)
@@ -780,7 +785,10 @@ class MainWindow(QMainWindow):
         except ValueError as exc:  # a hand-edited preferences file
             self._show_message("warning", "Analysis settings", str(exc))
             return None
+        if not self.may_discard_review("analyze new images"):
+            return None
         self._close_session()
+        self._exported_changes = 0
         self.cells.clear()
         self.samples.clear()
         self.run = None
@@ -935,6 +943,7 @@ class MainWindow(QMainWindow):
         run, review = session.run, session.review
         self.run = run
         self.review = review
+        self._exported_changes = 0  # nothing says the restored changes were ever exported
         self.inputs = list(run.info.inputs)
         self.cells.clear()
         self.samples.clear()
@@ -1127,8 +1136,103 @@ class MainWindow(QMainWindow):
             return
         self.refresh_summary()
 
+    def close_discarding_review(self) -> None:
+        """Close without asking about review work (the self-test; the session stays on disk)."""
+        self._discard_ok = True
+        self.close()
+
+    def unsaved_review(self) -> str:
+        """What would be lost by replacing or closing these results, in words ("" if nothing):
+        review changes made since the last export, and reviewed samples not signed off."""
+        if self.review is None or self.run is None or not self.review.audit:
+            return ""
+        parts = []
+        changes = len(self.review.audit) - self._exported_changes
+        if changes > 0:
+            parts.append(f"{changes} review change{'s' * (changes != 1)} not yet exported")
+        reviewed = {c.sample for c in self.run.cells if self.review.is_reviewed(c)}
+        open_samples = sorted(s for s in reviewed if self.review.signed_off(s) is None)
+        if open_samples:
+            parts.append("reviewed samples not signed off: " + ", ".join(open_samples))
+        return "; ".join(parts)
+
+    def may_discard_review(self, action: str) -> bool:
+        """Ask before `action` replaces or closes results holding review work. Export starts
+        the export and stops the action (do it again once the report is written)."""
+        what = self.unsaved_review()
+        if not what:
+            return True
+        answer = self._ask_unsaved(action, what)
+        if answer == "export":
+            self.choose_export_excel()
+            return False
+        return answer == "discard"
+
+    def _ask_unsaved(self, action: str, what: str) -> str:
+        """ "export", "discard" or "cancel": the one dialog that guards review work."""
+        box = QMessageBox(
+            QMessageBox.Icon.Warning,
+            "Review work not saved",
+            f"Before you {action}: {what}.\n\nThe review stays in the session folder, but the "
+            "report you sign has not been written.",
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        export = box.addButton("Export report…", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
+        box.setDefaultButton(cancel)
+        box.exec()
+        clicked = box.clickedButton()
+        return "export" if clicked is export else "discard" if clicked is discard else "cancel"
+
+    def _confirm_sign_off(self, sample: str, text: str) -> bool:
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Sign off sample",
+            text,
+            QMessageBox.StandardButton.Cancel,
+            self,
+        )
+        sign = box.addButton("Sign off", QMessageBox.ButtonRole.AcceptRole)
+        box.setDefaultButton(sign)
+        box.exec()
+        return box.clickedButton() is sign
+
+    def sign_off_text(self, sample: str) -> str:
+        """What the sign-off dialog says: the sample, how much of it was reviewed, and what is
+        still open (unreviewed or UNCERTAIN cells)."""
+        from leukgui.core.metrics import sample_summary
+
+        row = next(r for r in sample_summary(self.run, self.review) if r.sample == sample)
+        lines = [f"Sign off sample {sample!r} under the name {self.prefs.reviewer!r}?"]
+        lines.append(f"Reviewed: {row.reviewed} of {row.cells} cells.")
+        unreviewed = row.cells - row.reviewed
+        if unreviewed:
+            lines.append(
+                f"Warning: {unreviewed} cell{'s' * (unreviewed != 1)} not reviewed"
+                + (f", {row.n_uncertain} of them UNCERTAIN" if row.n_uncertain else "")
+                + "."
+            )
+        lines.append("Its cells are locked until the sample is reopened.")
+        return "\n".join(lines)
+
     def sign_off_current_sample(self) -> None:
+        """Sign off the sample the person sees selected, after saying which and how far its
+        review got."""
+        sample = self.current_sample()
+        if sample is None or self.review is None or self.run is None:
+            return
+        if self.review.signed_off(sample) is None:
+            if self.reviewer() is None:
+                return
+            if not self._confirm_sign_off(sample, self.sign_off_text(sample)):
+                return
         self._sample_action("sign-off")
+        if self.review.signed_off(sample) is not None:
+            self.statusBar().showMessage(
+                f"Signed off {sample} under {self.review.signed_off(sample).reviewer}", 8000
+            )
 
     def reopen_current_sample(self) -> None:
         self._sample_action("reopen")
@@ -1236,6 +1340,12 @@ class MainWindow(QMainWindow):
         if self.run is None:
             return None
         run, review = self.run, self.review
+        changes = len(review.audit) if review is not None else 0
+
+        def written(done: Path) -> None:
+            if self.run is run:  # the results shown are the ones exported
+                self._exported_changes = max(self._exported_changes, changes)
+            self._exported(done)
 
         def write(worker: Worker) -> Path:
             from leukgui.core import exports, report
@@ -1245,9 +1355,7 @@ class MainWindow(QMainWindow):
             getattr(module, writer)(run, path, review=review)
             return path
 
-        return self._start_worker(
-            write, self._exported, "Export failed", on_fail=self._export_failed
-        )
+        return self._start_worker(write, written, "Export failed", on_fail=self._export_failed)
 
     def _exported(self, path: Path) -> None:
         self.statusBar().showMessage(f"Wrote {path}", 8000)
