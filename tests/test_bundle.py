@@ -17,6 +17,7 @@ from leukgui.core.bundle import (
     MANIFEST_MEMBER,
     MODEL_MEMBER,
     BundleError,
+    BundleInfo,
     choose_bundle,
     find_bundles,
     install_bundle,
@@ -266,3 +267,17 @@ def test_install_rejects_a_damaged_file_and_leaves_nothing(
     with pytest.raises(BundleError):
         install_bundle(bad, models)
     assert not models.exists() or not any(models.iterdir())
+
+
+def test_score_warning_flags_models_without_good_held_out_scores() -> None:
+    def info(metrics: object) -> BundleInfo:
+        return BundleInfo(Path("m.leukmodel"), {"metrics": metrics}, "user")
+
+    assert "no held-out scores" in info({}).score_warning
+    assert "no held-out scores" in info(None).score_warning
+    assert "no held-out scores" in info({"balanced_accuracy": None}).score_warning
+    weak = info({"evaluated_on": "test", "balanced_accuracy": 0.5}).score_warning
+    assert "50.0%" in weak and "80%" in weak
+    validation = {"evaluated_on": "validation", "balanced_accuracy": 0.95}
+    assert "validation" in info(validation).score_warning
+    assert info({"evaluated_on": "test", "balanced_accuracy": 0.91}).score_warning == ""

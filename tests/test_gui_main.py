@@ -654,3 +654,39 @@ def test_sign_off_names_the_sample_and_what_is_unreviewed(
     window.act_sign_off.trigger()
     assert window.review.is_locked(sample)
     assert window.statusBar().currentMessage() == f"Signed off {sample} under Dr. Test"
+
+
+def test_a_new_model_never_takes_over_the_shown_results(
+    qtbot, window, cells_folder, installed_tiny, monkeypatch
+) -> None:
+    """Bug: a model trained on the Training page became the picker's choice by itself."""
+    from leukgui.core.backbones import build_classifier
+    from leukgui.core.bundle import make_manifest, save_bundle
+
+    messages, questions = [], []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    monkeypatch.setattr(window, "_ask_yes_no", lambda *a: questions.append(a) or False)
+    run = _analyze(qtbot, window, [cells_folder])
+    model = build_classifier("efficientnetb0", weights=None, input_size=64, seed=11)
+    manifest = make_manifest(
+        name="lab-model", version="2", backbone="efficientnetb0", input_size=64
+    )
+    new = save_bundle(model, manifest, user_models_dir())
+    window.training_page.bundle_registered.emit(str(new))  # what "Add to model list" sends
+    assert window.current_bundle_path() == str(installed_tiny)  # the picker did not move
+    assert "added to the model list" in window.statusBar().currentMessage()
+    index = window.model_combo.findData(str(new))
+    assert "weak scores" in window.model_combo.itemText(index)  # no held-out scores
+    # The person chooses it: a warning, and an offer to analyze again (declined here).
+    window.model_combo.setCurrentIndex(index)
+    window.model_combo.activated.emit(index)
+    assert messages[-1][1] == "Model with weak scores" and "no held-out scores" in messages[-1][2]
+    assert questions[-1][0] == "Analyze again?" and "tiny-test" in questions[-1][1]
+    assert window.run.info.model_sha256 == run.info.model_sha256  # declined: results stay
+    assert window.worker is None
+    # The banner describes the results on screen, not the picker: the demo model chosen
+    # while the tiny model's results are shown does not make them look like a demo's.
+    demo = window.model_combo.findText("DEMO", Qt.MatchFlag.MatchContains)
+    window.model_combo.setCurrentIndex(demo)
+    window.model_combo.activated.emit(demo)
+    assert not run.info.demo and window.demo_banner.isHidden()

@@ -50,6 +50,11 @@ class BundleError(RuntimeError):
     """A bundle that cannot be trusted or read; the message says why in plain words."""
 
 
+# Below this held-out balanced accuracy a model is marked in the picker and choosing it warns:
+# 0.5 is chance on two classes; a model a lab relies on should be far from it.
+MIN_BALANCED_ACCURACY = 0.8
+
+
 @dataclass
 class BundleInfo:
     """A bundle found on disk, described by its manifest only (cheap: no TensorFlow)."""
@@ -86,6 +91,26 @@ class BundleInfo:
     def uncertainty_band(self) -> tuple[float, float]:
         low, high = self.manifest["uncertainty_band"]
         return float(low), float(high)
+
+    @property
+    def score_warning(self) -> str:
+        """Why this model's own scores do not support using it ("" when they do): no scores
+        on held-out cells, or a held-out balanced accuracy below MIN_BALANCED_ACCURACY."""
+        metrics = self.manifest.get("metrics")
+        if not isinstance(metrics, dict):
+            return "it has no held-out scores"
+        value = metrics.get("balanced_accuracy")
+        part = str(metrics.get("evaluated_on", ""))
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return "it has no held-out scores"
+        if part.strip().lower() == "validation":
+            return "its scores are from validation cells, not held-out ones"
+        if value < MIN_BALANCED_ACCURACY:
+            return (
+                f"its held-out balanced accuracy is {100 * value:.1f}%, below "
+                f"{100 * MIN_BALANCED_ACCURACY:.0f}%"
+            )
+        return ""
 
     def label(self, p_all: float) -> str:
         """This model's call for P(ALL), by the one label policy (`metrics.call_label`)."""

@@ -365,6 +365,7 @@ class MainWindow(QMainWindow):
         self.model_combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToContents)
         self.model_combo.setToolTip("Model used for the next analysis")
         self.model_combo.currentIndexChanged.connect(self._model_chosen)
+        self.model_combo.activated.connect(self._model_picked)  # only a person's choice
         toolbar.addWidget(self.model_combo)
         card = QPushButton("Model card")
         card.clicked.connect(self.show_model_card)
@@ -596,13 +597,15 @@ class MainWindow(QMainWindow):
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         for info in found:
+            warning = "" if info.demo else info.score_warning
             text = f"{info.name} v{info.version} · {info.backbone}" + (
-                " · DEMO" if info.demo else ""
+                " · DEMO" if info.demo else " · ⚠ weak scores" if warning else ""
             )
             self.model_combo.addItem(text, str(info.path))
             self.model_combo.setItemData(
                 self.model_combo.count() - 1,
-                f"{info.path}\nSHA-256 {info.sha256}",
+                f"{info.path}\nSHA-256 {info.sha256}"
+                + (f"\nCaution: {warning}" if warning else ""),
                 Qt.ItemDataRole.ToolTipRole,
             )
         index = -1
@@ -665,9 +668,41 @@ class MainWindow(QMainWindow):
         worker.start()
         return worker
 
+    def _update_banner(self) -> None:
+        """The DEMO banner describes the results on screen, else the model that would run."""
+        if self.run is not None:
+            demo = self.run.info.demo
+        else:
+            info = self.current_bundle()
+            demo = bool(info and info.demo)
+        self.demo_banner.setVisible(demo)
+
+    def _model_picked(self, *_: Any) -> None:
+        """The person chose a model in the picker: warn about weak scores, and offer to
+        analyze the shown images again when they were analyzed with another model."""
+        info = self.current_bundle()
+        if info is None:
+            return
+        if not info.demo and info.score_warning:
+            self._show_message(
+                "warning",
+                "Model with weak scores",
+                f"{info.name} v{info.version}: {info.score_warning}. Its calls may be wrong "
+                "more often than the model card suggests; see Model > Model card.",
+            )
+        shown = self.run.info if self.run is not None else None
+        if shown is not None and shown.model_sha256 != info.sha256:
+            busy = self.worker is not None and self.worker.isRunning()
+            if not busy and self._ask_yes_no(
+                "Analyze again?",
+                f"The results shown were made by {shown.model_name} v{shown.model_version}. "
+                f"Analyze the same images again with {info.name} v{info.version}?",
+            ):
+                self.start_analysis()
+
     def _model_chosen(self, *_: Any) -> None:
         info = self.current_bundle()
-        self.demo_banner.setVisible(bool(info and info.demo))
+        self._update_banner()
         if info is not None:
             self.prefs.model = str(info.path)
         self._update_actions()
@@ -712,7 +747,12 @@ class MainWindow(QMainWindow):
         return self._start_worker(install, done, "Model not imported")
 
     def _bundle_registered(self, path: Any) -> None:
-        self.refresh_models(select=Path(path))
+        """A model trained here joins the picker; it is never chosen for the person."""
+        self.refresh_models()
+        self.statusBar().showMessage(
+            f"Model {Path(path).name} added to the model list; choose it in the picker to use it",
+            10000,
+        )
 
     # ------------------------------------------------------------------ inputs
 
@@ -818,6 +858,7 @@ class MainWindow(QMainWindow):
 
         if isinstance(event, RunStarted):
             self.run = event.run
+            self._update_banner()
             self.review = self._start_session(self.run)
             self.cells.set_threshold(self.run.info.threshold)
             self.cells.set_review(self.review)
@@ -944,6 +985,7 @@ class MainWindow(QMainWindow):
         self.run = run
         self.review = review
         self._exported_changes = 0  # nothing says the restored changes were ever exported
+        self._update_banner()
         self.inputs = list(run.info.inputs)
         self.cells.clear()
         self.samples.clear()

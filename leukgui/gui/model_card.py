@@ -48,6 +48,10 @@ def model_card_html(info: BundleInfo) -> str:
     out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]
     if info.demo:
         out.append(f"<p style='color:#b45309'><b>{html.escape(DEMO_NOTICE)}</b></p>")
+    elif info.score_warning:
+        out.append(
+            f"<p style='color:#b45309'><b>Caution: {html.escape(info.score_warning)}.</b></p>"
+        )
     out.append("<table cellspacing=4>")
     for key, value in rows:
         out.append(f"<tr><td><b>{html.escape(key)}</b></td><td>{html.escape(str(value))}</td></tr>")
