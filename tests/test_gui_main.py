@@ -690,3 +690,24 @@ def test_a_new_model_never_takes_over_the_shown_results(
     window.model_combo.setCurrentIndex(demo)
     window.model_combo.activated.emit(demo)
     assert not run.info.demo and window.demo_banner.isHidden()
+
+
+def test_a_past_session_reopens_from_the_file_menu(
+    qtbot, window, cells_folder, _answered_window_dialogs
+) -> None:
+    """Bug: nothing in the window reopened a session once it was replaced or closed."""
+    _analyze(qtbot, window, [cells_folder])
+    cell = _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_U)
+    first = window.session.folder
+    _analyze(qtbot, window, [cells_folder / "hem"])  # replaces it ("discard", answered)
+    assert window.session.folder != first and window.review.audit == []
+    window.sessions_menu.aboutToShow.emit()
+    actions = window.sessions_menu.actions()
+    assert "(shown now)" in actions[0].text() and not actions[0].isEnabled()
+    older = next(a for a in actions if a.toolTip() == str(first))
+    assert "1 review change" in older.text() and older.isEnabled()
+    older.trigger()
+    assert window.session.folder == first
+    restored = next(c for c in window.run.cells if c.key == cell.key)
+    assert window.review.final_label(restored) == UNCLASSIFIABLE

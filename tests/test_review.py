@@ -158,7 +158,10 @@ def test_sign_off_locks_the_sample_until_reopened(run: RunResult, state: ReviewS
         lambda: state.undo(cells["a"], "Ann"),
         lambda: state.set_label(cells["a"], HEM, "Ann"),  # even a no-op is refused
     ):
-        with pytest.raises(SampleLockedError, match=r"signed off by Dr Bo .*reopen it"):
+        with pytest.raises(
+            SampleLockedError,
+            match=r"signed off by Dr Bo on \d{4}-\d\d-\d\d \d\d:\d\d\. Reopen the sample",
+        ):
             change()
     assert state.final_label(cells["a"]) == HEM and not state.is_reviewed(cells["b"])
     assert state.set_label(cells["e"], ALL, "Ann") is not None  # other samples stay open

@@ -598,3 +598,27 @@ def test_a_file_name_that_is_not_utf8_round_trips(run: RunResult, tmp_path: Path
     assert os.fsencode(restored.run.cells[-1].path) == raw
     assert restored.review.final_label(restored.run.cells[-1]) == HEM
     restored.close()
+
+
+def test_recent_sessions_lists_closed_and_open_ones_newest_first(
+    run: RunResult, tmp_path: Path
+) -> None:
+    from leukgui.core.sessions import recent_sessions
+
+    root = tmp_path / "sessions"
+    older = ReviewSession.create(root, run)
+    _review_some(older)
+    older.close()
+    newer = ReviewSession.create(root, run)
+    (root / "20000101-000000-000000").mkdir()  # not a session: left out
+    damaged = root / "20000102-000000-000000"
+    damaged.mkdir()
+    mark_damaged(damaged, "torn")
+    found = recent_sessions(root)
+    assert [s.folder for s in found] == [newer.folder, older.folder]
+    assert [s.in_use for s in found] == [True, False]
+    assert (found[1].cells, found[1].errors, found[1].changes) == (6, 2, 4)
+    text = found[1].describe()
+    assert "6 cells" in text and "4 review changes" in text and "cnmc v2.1" in text
+    assert recent_sessions(root, limit=1) == found[:1]
+    newer.close()

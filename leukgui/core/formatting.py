@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-__all__ = ["clock", "duration", "local_time", "percent", "utc_time"]
+__all__ = ["clock", "duration", "local_minute", "local_time", "percent", "utc_time"]
 
 
 def percent(fraction: float | None, digits: int = 1, missing: str = "n/a") -> str:
@@ -59,3 +59,15 @@ def utc_time(iso: str) -> str:
     if offset is not None and offset.total_seconds() == 0:
         return moment.strftime("%Y-%m-%d %H:%M:%S")
     return iso
+
+
+def local_minute(iso: str) -> str:
+    """An ISO 8601 time (an audit entry's UTC time) in this computer's time zone, to the
+    minute: '2026-11-30 13:03'. What a person reads in a message; unparsable text as is."""
+    try:
+        moment = datetime.fromisoformat(iso)
+    except (TypeError, ValueError):
+        return str(iso)
+    if moment.tzinfo is not None:
+        moment = moment.astimezone()
+    return moment.strftime("%Y-%m-%d %H:%M")

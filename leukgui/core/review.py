@@ -19,6 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from leukgui.core.formatting import local_minute
 from leukgui.core.metrics import thresholded_call
 from leukgui.core.results import (
     ALL,
@@ -156,6 +157,14 @@ class SignOff:
 
     reviewer: str
     time: str
+
+
+def _locked(sample: str, signed: SignOff) -> SampleLockedError:
+    """The plain message a person sees when a change hits a signed-off sample."""
+    return SampleLockedError(
+        f"Sample {sample} was signed off by {signed.reviewer} on {local_minute(signed.time)}. "
+        "Reopen the sample (Review > Reopen sample) before changing its cells."
+    )
 
 
 class ReviewState:
@@ -306,10 +315,7 @@ class ReviewState:
         """A change to the cell `like` names, refused while its sample is signed off."""
         signed = self._signoffs.get(like.sample)
         if signed is not None:
-            raise SampleLockedError(
-                f"sample {like.sample!r} was signed off by {signed.reviewer} at {signed.time}; "
-                "reopen it before changing its cells"
-            )
+            raise _locked(like.sample, signed)
         current = self._reviews.get(like.path)
         before = current.label if current is not None else None
         return AuditEntry(
@@ -322,7 +328,8 @@ class ReviewState:
         current = self._signoffs.get(sample)
         if current is not None:
             raise ReviewError(
-                f"sample {sample!r} is already signed off by {current.reviewer} at {current.time}"
+                f"Sample {sample} is already signed off by {current.reviewer} on "
+                f"{local_minute(current.time)}."
             )
         return self._record(AuditEntry("", sample, "", None, None, reviewer, self._now(), SIGN_OFF))
 
@@ -363,10 +370,7 @@ class ReviewState:
         reviewer = _check_reviewer(reviewer)
         signed = self._signoffs.get(cell.sample)
         if signed is not None:
-            raise SampleLockedError(
-                f"sample {cell.sample!r} was signed off by {signed.reviewer} at {signed.time}; "
-                "reopen it before changing its cells"
-            )
+            raise _locked(cell.sample, signed)
         key = cell_key(cell)
         current = self._reviews.get(key)
         before = current.label if current is not None else None

@@ -31,7 +31,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable
-from dataclasses import fields
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -676,6 +676,69 @@ class ReviewSession:
             problem = problem or exc
         if problem is not None:
             raise problem
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    """One past session as File > Recent sessions lists it (read without loading it)."""
+
+    folder: Path
+    started: datetime | None
+    inputs: list[str]
+    model: str
+    cells: int
+    errors: int
+    changes: int  # review changes in its journal
+    in_use: bool  # another window has it open
+
+    def describe(self) -> str:
+        """'2026-11-30 12:03 · patient7 · 12 cells · 3 review changes · efficientnetb0-demo v1'"""
+        when = self.started.strftime("%Y-%m-%d %H:%M") if self.started else self.folder.name
+        names = ", ".join(Path(p).name or p for p in self.inputs[:2]) or "(no inputs)"
+        if len(self.inputs) > 2:
+            names += f" +{len(self.inputs) - 2}"
+        changes = f"{self.changes} review change{'s' * (self.changes != 1)}"
+        return f"{when} · {names} · {self.cells} cells · {changes} · {self.model}"
+
+
+def recent_sessions(root: Path | str, limit: int = 10) -> list[SessionSummary]:
+    """The newest readable sessions under `root`, newest first; damaged ones are left out.
+
+    Closed sessions are included: reopening one brings back its results and every review
+    change (the journal is never deleted).
+    """
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    found: list[SessionSummary] = []
+    for folder in sorted((p for p in root.iterdir() if p.is_dir()), reverse=True):
+        if len(found) >= limit:
+            break
+        marker = folder / CLOSED_MARKER
+        try:
+            if marker.is_file() and marker.read_text(errors="replace").startswith("damaged"):
+                continue
+            data = SessionStore(folder)._read_run_json()
+            info = data["info"]
+            outcomes = data["outcomes"]
+            journal = folder / JOURNAL_FILE
+            changes = journal.read_bytes().count(b"\n") if journal.is_file() else 0
+            started = info.get("started")
+            found.append(
+                SessionSummary(
+                    folder=folder,
+                    started=datetime.fromisoformat(started) if started else None,
+                    inputs=[str(p) for p in info.get("inputs", [])],
+                    model=f"{info.get('model_name', '?')} v{info.get('model_version', '?')}",
+                    cells=sum(1 for o in outcomes if o.get("kind") == "cell"),
+                    errors=sum(1 for o in outcomes if o.get("kind") == "error"),
+                    changes=changes,
+                    in_use=SessionStore.in_use(folder),
+                )
+            )
+        except (SessionError, OSError, KeyError, TypeError, ValueError, AttributeError):
+            continue  # not a readable session: nothing to offer
+    return found
 
 
 def unfinished_sessions(root: Path | str) -> list[Path]:

@@ -302,6 +302,9 @@ class MainWindow(QMainWindow):
         file_menu.addAction(self.act_open_files)
         self.recent_menu = file_menu.addMenu("Open &Recent")
         self._fill_recent()
+        self.sessions_menu = file_menu.addMenu("Recent &sessions")
+        self.sessions_menu.setToolTipsVisible(True)
+        self.sessions_menu.aboutToShow.connect(self._fill_sessions)
         file_menu.addSeparator()
         file_menu.addAction(self.act_export)
         file_menu.addAction(self.act_export_csv)
@@ -778,6 +781,44 @@ class MainWindow(QMainWindow):
             action = self.recent_menu.addAction(folder)
             action.triggered.connect(lambda _=False, f=folder: self.open_paths([f]))
         self.recent_menu.setEnabled(bool(self.prefs.recent_folders))
+
+    def _fill_sessions(self) -> None:
+        """Past sessions, newest first: each reopens with its results and every review."""
+        from leukgui.core.sessions import recent_sessions, sessions_root
+
+        self.sessions_menu.clear()
+        current = self.session.folder if self.session is not None else None
+        found = recent_sessions(sessions_root())
+        for summary in found:
+            text = summary.describe()
+            action = self.sessions_menu.addAction(text)
+            action.setToolTip(str(summary.folder))
+            if summary.folder == current:
+                action.setText(text + " (shown now)")
+                action.setEnabled(False)
+            elif summary.in_use:
+                action.setText(text + " (open in another window)")
+                action.setEnabled(False)
+            else:
+                action.triggered.connect(lambda _=False, f=summary.folder: self.open_session(f))
+        if not found:
+            self.sessions_menu.addAction("No sessions yet").setEnabled(False)
+
+    def open_session(self, folder: Path) -> bool:
+        """Reopen a past session (results and reviews), after asking about the shown work."""
+        from leukgui.core.sessions import SessionError
+
+        if self.worker is not None and self.worker.isRunning():
+            self._show_message("information", "Busy", "Wait for the running analysis or cancel it.")
+            return False
+        if not self.may_discard_review("open another session"):
+            return False
+        try:
+            self.restore_session(Path(folder))
+        except SessionError as exc:  # in use elsewhere, or damaged
+            self._show_message("warning", "Cannot open the session", str(exc))
+            return False
+        return True
 
     def open_paths(self, paths: list[str]) -> None:
         """New inputs replace the current ones and are analyzed at once."""
