@@ -711,3 +711,34 @@ def test_a_past_session_reopens_from_the_file_menu(
     assert window.session.folder == first
     restored = next(c for c in window.run.cells if c.key == cell.key)
     assert window.review.final_label(restored) == UNCLASSIFIABLE
+
+
+def test_shortcut_sheet_title_and_export_folder(
+    qtbot, window, cells_folder, tmp_path, monkeypatch
+) -> None:
+    from PySide6.QtWidgets import QFileDialog
+
+    shown = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: shown.append(a))
+    run = _analyze(qtbot, window, [cells_folder])
+    # The title names the results on screen.
+    assert window.windowTitle().startswith(f"patient7 · {len(run.cells)} cells · ")
+    # "?" from the gallery opens the shortcut sheet, made from the actions themselves.
+    _focus_gallery(qtbot, window)
+    qtbot.keyClicks(window.gallery, "?")
+    kind, title, text = shown[-1][:3]
+    assert title == "Keyboard shortcuts"
+    assert "Ctrl+Z" in text and "Backspace" in text and "Mark ALL" in text and "F5" in text
+    # The save dialog starts in the input's folder, then where the last report went.
+    starts = []
+
+    def save_dialog(parent, caption, start, filters):
+        starts.append(Path(start))
+        return str(tmp_path / "out" / "mine"), filters
+
+    (tmp_path / "out").mkdir()
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", save_dialog)
+    assert window._ask_save_path("Export", "*.xlsx", ".xlsx") == tmp_path / "out" / "mine.xlsx"
+    assert starts[0].parent == cells_folder and starts[0].name.startswith("patient7-report-")
+    window._ask_save_path("Export", "*.xlsx", ".xlsx")
+    assert starts[1].parent == tmp_path / "out"

@@ -33,6 +33,7 @@ class Preferences:
     batch_size: int = 32
     open_report_after_export: bool = True
     preload_model: bool = True  # load TensorFlow and the model in the background at start-up
+    last_export_folder: str = ""  # where the save dialog starts next time
     image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
     detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)

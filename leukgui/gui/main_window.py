@@ -294,6 +294,13 @@ class MainWindow(QMainWindow):
         self.act_reopen = self._action("&Reopen sample", self.reopen_current_sample)
         self.act_reviewer = self._action("Reviewer &name…", self.ask_reviewer)
         self.act_about = self._action("&About LeukGUI", self.show_about)
+        self.act_shortcuts = self._action(
+            "&Keyboard shortcuts", self.show_shortcuts, "F1", "Every key the window answers to"
+        )
+        # "?" is a character a text field may want: it opens the sheet only from the cells.
+        self.act_shortcuts_key = self._action(
+            "Keyboard shortcuts", self.show_shortcuts, "?", review=True
+        )
 
     def _build_menus(self) -> None:
         bar = self.menuBar()
@@ -353,6 +360,7 @@ class MainWindow(QMainWindow):
         view_menu.addAction(self.act_heatmaps)
         view_menu.addAction(self.act_dark)
         help_menu = bar.addMenu("&Help")
+        help_menu.addAction(self.act_shortcuts)
         help_menu.addAction(self.act_about)
 
     def _build_shell(self) -> None:
@@ -671,6 +679,21 @@ class MainWindow(QMainWindow):
         worker.start()
         return worker
 
+    def _update_title(self) -> None:
+        """The title names the results on screen: their folders, cells and start time."""
+        if self.run is None:
+            self.setWindowTitle(APP_NAME)
+            return
+        info = self.run.info
+        names = ", ".join(Path(p).name or p for p in info.inputs[:2])
+        if len(info.inputs) > 2:
+            names += f" +{len(info.inputs) - 2}"
+        cells = len(self.run.cells)
+        self.setWindowTitle(
+            f"{names} · {cells} cell{'s' * (cells != 1)} · {info.started:%Y-%m-%d %H:%M}"
+            f" — {APP_NAME}"
+        )
+
     def _update_banner(self) -> None:
         """The DEMO banner describes the results on screen, else the model that would run."""
         if self.run is not None:
@@ -900,6 +923,7 @@ class MainWindow(QMainWindow):
         if isinstance(event, RunStarted):
             self.run = event.run
             self._update_banner()
+            self._update_title()
             self.review = self._start_session(self.run)
             self.cells.set_threshold(self.run.info.threshold)
             self.cells.set_review(self.review)
@@ -934,6 +958,7 @@ class MainWindow(QMainWindow):
         else:
             self.run = run
         self.progress.setVisible(False)
+        self._update_title()
         cells = len(run.cells)
         state = "Cancelled" if run.info.cancelled else "Finished"
         self.progress_label.setText(f"{state}: {cells} cells, {len(run.errors)} errors")
@@ -1027,6 +1052,7 @@ class MainWindow(QMainWindow):
         self.review = review
         self._exported_changes = 0  # nothing says the restored changes were ever exported
         self._update_banner()
+        self._update_title()
         self.inputs = list(run.info.inputs)
         self.cells.clear()
         self.samples.clear()
@@ -1454,6 +1480,60 @@ class MainWindow(QMainWindow):
 
     # ------------------------------------------------------------------ about
 
+    def shortcuts_html(self) -> str:
+        """The shortcut sheet, made from the actions themselves so it can never be stale."""
+        import html
+
+        groups = [
+            (
+                "Review (the gallery or the inspector has the focus)",
+                [
+                    self.act_all,
+                    self.act_hem,
+                    self.act_unclassifiable,
+                    self.act_confirm,
+                    self.act_undo,
+                    self.act_redo,
+                    self.act_next,
+                    self.act_previous,
+                ],
+            ),
+            ("Samples", [self.act_sign_off]),
+            (
+                "Files and analysis",
+                [
+                    self.act_open_folder,
+                    self.act_open_files,
+                    self.act_analyze,
+                    self.act_cancel,
+                    self.act_export,
+                    self.act_export_csv,
+                    self.act_quit,
+                ],
+            ),
+            ("View and models", [self.act_heatmaps, self.act_model_card, self.act_shortcuts]),
+        ]
+        out = []
+        for title, actions in groups:
+            out.append(f"<h3>{html.escape(title)}</h3><table cellspacing=3>")
+            for action in actions:
+                keys = " or ".join(
+                    k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()
+                )
+                name = action.text().replace("&", "").rstrip("…")
+                out.append(
+                    f"<tr><td><b>{html.escape(keys)}</b></td><td>{html.escape(name)}</td></tr>"
+                )
+            out.append("</table>")
+        out.append(
+            "<p>Review keys never act while a text field, spin box or list has the "
+            "focus, nor on another tab.</p>"
+        )
+        return "".join(out)
+
+    def show_shortcuts(self) -> None:
+        self._show_message("information", "Keyboard shortcuts", self.shortcuts_html())
+
     def show_about(self) -> None:
         self._show_message("about", f"About {APP_NAME}", about_html(self.current_bundle()))
 
@@ -1500,12 +1580,27 @@ class MainWindow(QMainWindow):
         ):
             action.setEnabled(has_run)
 
+    def export_start_path(self, suffix: str) -> Path:
+        """Where the save dialog starts: the last export folder, else the first input's
+        folder, else home; the name says what was analyzed and when."""
+        folder = Path(self.prefs.last_export_folder) if self.prefs.last_export_folder else None
+        first = Path(self.inputs[0]) if self.inputs else None
+        if folder is None or not folder.is_dir():
+            folder = None
+            if first is not None:
+                folder = first if first.is_dir() else first.parent
+            if folder is None or not folder.is_dir():
+                folder = Path.home()
+        stem = first.stem if first is not None and first.stem else "leukgui"
+        return folder / f"{stem}-report-{datetime.now():%Y%m%d-%H%M}{suffix}"
+
     def _ask_save_path(self, title: str, filters: str, suffix: str) -> Path | None:
-        start = str(Path.home() / f"leukgui-report-{datetime.now():%Y%m%d-%H%M}{suffix}")
+        start = str(self.export_start_path(suffix))
         path, _ = QFileDialog.getSaveFileName(self, title, start, filters)
         if not path:
             return None
         path = Path(path)
+        self.prefs.last_export_folder = str(path.parent)
         return path if path.suffix.lower() == suffix else path.with_suffix(suffix)
 
     def _ask_yes_no(self, title: str, text: str) -> bool:
