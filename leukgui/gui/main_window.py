@@ -1191,8 +1191,8 @@ class MainWindow(QMainWindow):
             self._cell_selected(cell)
         self._summary_timer.start()
         name = Path(entry.path).name
-        before = entry.before or f"model's {entry.model_label}"
-        after = entry.after or f"model's {entry.model_label}"
+        unreviewed = f"not reviewed (model: {entry.model_label})"
+        before, after = entry.before or unreviewed, entry.after or unreviewed
         verb = "Undid" if undo else "Redid"
         self.statusBar().showMessage(f"{verb}: {name} {before} → {after}", 8000)
 
