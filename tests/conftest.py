@@ -21,7 +21,7 @@ def _answered_window_dialogs(request: pytest.FixtureRequest, monkeypatch) -> dic
     """The window's modal questions, answered so a test never blocks on one: review work is
     discarded when a test window closes, and a sign-off is confirmed. A test that is about
     a dialog sets the answers (and reads the questions) through this fixture's dict."""
-    answers: dict = {"unsaved": "discard", "sign_off": True, "asked": []}
+    answers: dict = {"unsaved": "discard", "sign_off": True, "restore": "later", "asked": []}
     if "qtbot" not in request.fixturenames:
         return answers
     from leukgui.gui.main_window import MainWindow
@@ -34,7 +34,12 @@ def _answered_window_dialogs(request: pytest.FixtureRequest, monkeypatch) -> dic
         answers["asked"].append(("sign_off", sample, text))
         return answers["sign_off"]
 
+    def restore(self, text: str) -> str:
+        answers["asked"].append(("restore", text))
+        return answers["restore"]
+
     monkeypatch.setattr(MainWindow, "_ask_unsaved", unsaved)
+    monkeypatch.setattr(MainWindow, "_ask_restore", restore)
     monkeypatch.setattr(MainWindow, "_confirm_sign_off", sign_off)
     return answers
 

@@ -376,7 +376,7 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
     second = MainWindow(Preferences(reviewer="Second window"), restore_check=False)
     qtbot.addWidget(second)
     asked = []
-    second._ask_yes_no = lambda title, text: asked.append(text) or True
+    second._ask_restore = lambda text: asked.append(text) or "restore"
     second.check_unfinished_session()
     assert unfinished_sessions(sessions_root()) == [] and asked == [] and second.run is None
     second.close()
@@ -390,9 +390,11 @@ def test_review_survives_a_killed_process(qtbot, installed_tiny, cells_folder, t
     sessions = unfinished_sessions(sessions_root())
     assert len(sessions) == 1
     answers = []
-    win._ask_yes_no = lambda title, text: answers.append(text) or True
+    win._ask_restore = lambda text: answers.append(text) or "restore"
     win.check_unfinished_session()
-    assert answers and str(sessions[0]) in answers[0]
+    # The offer says what comes back (folders, cells, changes, who), not a path.
+    assert answers and str(sessions[0]) not in answers[0]
+    assert "12 cells" in answers[0] and "5 review changes by Night shift" in answers[0]
     assert len(win.run.cells) == 12
     audit = win.review.audit
     assert [e.after for e in audit] == [ALL, HEM, ALL, HEM, ALL]
@@ -470,7 +472,7 @@ def test_a_damaged_session_is_reported_once_not_at_every_start(qtbot, window, mo
     (folder / "run.json").write_text("{ this is not json", encoding="utf-8")
     messages = []
     monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
-    window._ask_yes_no = lambda title, text: True
+    window._ask_restore = lambda text: "restore"
     assert unfinished_sessions(sessions_root()) == [folder]
     window.check_unfinished_session()
     assert messages and messages[-1][1] == "Cannot restore the review"
@@ -483,12 +485,17 @@ def test_a_declined_session_is_not_offered_again(qtbot, window) -> None:
     folder = sessions_root() / "20240101-000000-000000"
     folder.mkdir(parents=True)
     asked = []
-    window._ask_yes_no = lambda title, text: asked.append(text) or False
+    answer = ["later"]
+    window._ask_restore = lambda text: asked.append(text) or answer[0]
+    window.check_unfinished_session()  # Later: nothing marked, offered again
+    assert asked and "could not be read" in asked[0] and window.run is None
+    assert not (folder / CLOSED_MARKER).exists()
+    answer[0] = "discard"
     window.check_unfinished_session()
-    assert asked and str(folder) in asked[0] and window.run is None
+    assert len(asked) == 2
     assert (folder / CLOSED_MARKER).read_text(encoding="utf-8") == "declined"
     window.check_unfinished_session()
-    assert len(asked) == 1
+    assert len(asked) == 2
 
 
 def test_double_clicked_model_file_is_imported(qtbot, tiny_bundle_path, tmp_path) -> None:

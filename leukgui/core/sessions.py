@@ -690,6 +690,7 @@ class SessionSummary:
     errors: int
     changes: int  # review changes in its journal
     in_use: bool  # another window has it open
+    reviewers: tuple[str, ...] = ()  # who changed its review, in order of first change
 
     def describe(self) -> str:
         """'2026-11-30 12:03 · patient7 · 12 cells · 3 review changes · efficientnetb0-demo v1'"""
@@ -699,6 +700,37 @@ class SessionSummary:
             names += f" +{len(self.inputs) - 2}"
         changes = f"{self.changes} review change{'s' * (self.changes != 1)}"
         return f"{when} · {names} · {self.cells} cells · {changes} · {self.model}"
+
+
+def session_summary(folder: Path | str) -> SessionSummary | None:
+    """What a session folder holds, read without loading it; None when it is unreadable."""
+    folder = Path(folder)
+    try:
+        data = SessionStore(folder)._read_run_json()
+        info = data["info"]
+        outcomes = data["outcomes"]
+        journal = folder / JOURNAL_FILE
+        raw = journal.read_bytes() if journal.is_file() else b""
+        reviewers: list[str] = []
+        for line in raw.splitlines():
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                name = json.loads(line).get("reviewer")
+                if isinstance(name, str) and name not in reviewers:
+                    reviewers.append(name)
+        started = info.get("started")
+        return SessionSummary(
+            folder=folder,
+            started=datetime.fromisoformat(started) if started else None,
+            inputs=[str(p) for p in info.get("inputs", [])],
+            model=f"{info.get('model_name', '?')} v{info.get('model_version', '?')}",
+            cells=sum(1 for o in outcomes if o.get("kind") == "cell"),
+            errors=sum(1 for o in outcomes if o.get("kind") == "error"),
+            changes=raw.count(b"\n"),
+            in_use=SessionStore.in_use(folder),
+            reviewers=tuple(reviewers),
+        )
+    except (SessionError, OSError, KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def recent_sessions(root: Path | str, limit: int = 10) -> list[SessionSummary]:
@@ -715,29 +747,12 @@ def recent_sessions(root: Path | str, limit: int = 10) -> list[SessionSummary]:
         if len(found) >= limit:
             break
         marker = folder / CLOSED_MARKER
-        try:
+        with contextlib.suppress(OSError):
             if marker.is_file() and marker.read_text(errors="replace").startswith("damaged"):
                 continue
-            data = SessionStore(folder)._read_run_json()
-            info = data["info"]
-            outcomes = data["outcomes"]
-            journal = folder / JOURNAL_FILE
-            changes = journal.read_bytes().count(b"\n") if journal.is_file() else 0
-            started = info.get("started")
-            found.append(
-                SessionSummary(
-                    folder=folder,
-                    started=datetime.fromisoformat(started) if started else None,
-                    inputs=[str(p) for p in info.get("inputs", [])],
-                    model=f"{info.get('model_name', '?')} v{info.get('model_version', '?')}",
-                    cells=sum(1 for o in outcomes if o.get("kind") == "cell"),
-                    errors=sum(1 for o in outcomes if o.get("kind") == "error"),
-                    changes=changes,
-                    in_use=SessionStore.in_use(folder),
-                )
-            )
-        except (SessionError, OSError, KeyError, TypeError, ValueError, AttributeError):
-            continue  # not a readable session: nothing to offer
+        summary = session_summary(folder)
+        if summary is not None:
+            found.append(summary)
     return found
 
 

@@ -1012,6 +1012,7 @@ class MainWindow(QMainWindow):
             SessionInUseError,
             decline,
             mark_damaged,
+            session_summary,
             sessions_root,
             unfinished_sessions,
         )
@@ -1020,13 +1021,11 @@ class MainWindow(QMainWindow):
         if not sessions:
             return
         latest = sessions[0]
-        answer = self._ask_yes_no(
-            "Restore review?",
-            "LeukGUI was not closed properly last time. Restore the results and review work "
-            f"of that session?\n\n{latest}",
-        )
+        answer = self._ask_restore(restore_offer_text(session_summary(latest)))
         try:
-            if not answer:
+            if answer == "later":  # offered again at the next start
+                return
+            if answer != "restore":
                 decline(latest)
                 return
             try:
@@ -1294,6 +1293,23 @@ class MainWindow(QMainWindow):
         box.exec()
         clicked = box.clickedButton()
         return "export" if clicked is export else "discard" if clicked is discard else "cancel"
+
+    def _ask_restore(self, text: str) -> str:
+        """ "restore", "discard" or "later": what to do with work a crash left behind."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
+            "Restore the last session?",
+            text,
+            QMessageBox.StandardButton.NoButton,
+            self,
+        )
+        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
+        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
+        box.setDefaultButton(restore)
+        box.exec()
+        clicked = box.clickedButton()
+        return "restore" if clicked is restore else "discard" if clicked is discard else "later"
 
     def _confirm_sign_off(self, sample: str, text: str) -> bool:
         box = QMessageBox(
@@ -1620,3 +1636,21 @@ class MainWindow(QMainWindow):
             box.setDetailedText(details)
         box.open()
         self._message_box = box
+
+
+def restore_offer_text(summary: Any) -> str:
+    """What the restore offer says: what comes back, not where it is stored."""
+    head = "LeukGUI was not closed properly last time."
+    if summary is None:
+        return f"{head} Its last session could not be read; Restore will say why."
+    when = f"{summary.started:%Y-%m-%d %H:%M}" if summary.started else "an earlier run"
+    folders = ", ".join(Path(p).name or p for p in summary.inputs) or "(no folders)"
+    who = ", ".join(summary.reviewers) if summary.reviewers else "nobody yet"
+    changes = f"{summary.changes} review change{'s' * (summary.changes != 1)}"
+    return (
+        f"{head}\n\nResults of {when}: {folders}, {summary.cells} cells"
+        f"{f' and {summary.errors} errors' if summary.errors else ''}, analyzed with "
+        f"{summary.model}; {changes} by {who}.\n\nRestore brings back the results and every "
+        "review change. Discard keeps them under File > Recent sessions. Later asks again at "
+        "the next start."
+    )
