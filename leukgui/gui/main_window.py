@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
-from PySide6.QtGui import QAction, QActionGroup, QDesktopServices, QKeySequence
+from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
@@ -30,7 +30,6 @@ from PySide6.QtWidgets import (
     QSlider,
     QSplitter,
     QStackedWidget,
-    QStyle,
     QTabWidget,
     QToolBar,
     QVBoxLayout,
@@ -62,7 +61,9 @@ from leukgui.core.results import (
     Progress,
     RunResult,
 )
+from leukgui.gui import review_dialogs
 from leukgui.gui.model_card import about_html, model_card_dialog
+from leukgui.gui.window_menus import build_actions, build_menus
 from leukgui.gui.workers import Worker
 
 if TYPE_CHECKING:
@@ -147,9 +148,9 @@ class MainWindow(QMainWindow):
         self._summary_timer = QTimer(self, singleShot=True, interval=150)
         self._summary_timer.timeout.connect(self.refresh_summary)
 
-        self._build_actions()
+        build_actions(self)
         self._build_shell()
-        self._build_menus()
+        build_menus(self)
         self.refresh_models()
         self._restore_layout()
         self._update_actions()
@@ -178,190 +179,6 @@ class MainWindow(QMainWindow):
         else:
             self.addAction(action)
         return action
-
-    def _build_actions(self) -> None:
-        style = self.style()
-        self.act_open_folder = self._action(
-            "Open &Folder…",
-            self.choose_folder,
-            QKeySequence.StandardKey.Open,
-            "Analyze every image in a folder (sub-folders become samples)",
-        )
-        self.act_open_folder.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
-        self.act_open_files = self._action(
-            "Open F&iles…", self.choose_files, "Ctrl+Shift+O", "Analyze selected image files"
-        )
-        self.act_analyze = self._action(
-            "&Analyze",
-            self.start_analysis,
-            "F5",
-            "Classify the loaded images with the chosen model",
-        )
-        self.act_analyze.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
-        self.act_cancel = self._action(
-            "&Cancel",
-            self.cancel_analysis,
-            "Esc",
-            "Stop after the current batch; finished cells stay",
-        )
-        self.act_cancel.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop))
-        self.act_export = self._action(
-            "Export &Excel report…",
-            self.choose_export_excel,
-            "Ctrl+E",
-            "Write the report a pathologist signs (reviewed labels and audit trail included)",
-        )
-        self.act_export.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DialogSaveButton))
-        self.act_export_csv = self._action(
-            "Export &CSV…", self.choose_export_csv, "Ctrl+Shift+E", "One row per image"
-        )
-        self.act_open_after = self._action(
-            "Open report after e&xport",
-            self._toggle_open_after,
-            None,
-            "Open each exported report in Excel (or the system's spreadsheet program)",
-        )
-        self.act_open_after.setCheckable(True)
-        self.act_open_after.setChecked(self.prefs.open_report_after_export)
-        self.act_quit = self._action("&Quit", self.close, QKeySequence.StandardKey.Quit)
-        self.act_import_model = self._action(
-            "&Import model…",
-            self.choose_import_model,
-            None,
-            "Verify a model file (.leukmodel) and add it to your models folder",
-        )
-        self.act_model_card = self._action(
-            "Model &card…",
-            self.show_model_card,
-            "Ctrl+I",
-            "Training data, held-out scores and SHA-256 of the chosen model",
-        )
-        self.act_heatmaps = self._action(
-            "&Heatmaps in gallery",
-            self._toggle_heatmaps,
-            "Ctrl+M",
-            "Show Grad-CAM on every thumbnail",
-        )
-        self.act_heatmaps.setCheckable(True)
-        self.act_dark = self._action("&Dark theme", self._toggle_theme)
-        self.act_dark.setCheckable(True)
-        self.act_dark.setChecked(self.prefs.theme == "dark")
-        self.act_all = self._action("Mark &ALL", lambda: self.review_current(ALL), "A", review=True)
-        self.act_hem = self._action("Mark &HEM", lambda: self.review_current(HEM), "H", review=True)
-        self.act_unclassifiable = self._action(
-            "Mark &UNCLASSIFIABLE", lambda: self.review_current(UNCLASSIFIABLE), "U", review=True
-        )
-        self.act_confirm = self._action(
-            "&Confirm suggestion",
-            self.confirm_current,
-            QKeySequence(Qt.Key.Key_Return),
-            "Accept the model's call (an UNCERTAIN cell takes the side of the threshold)",
-            review=True,
-        )
-        self.act_confirm.setShortcuts(
-            [QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)]
-        )
-        self.act_undo = self._action(
-            "&Undo last review",
-            self.undo_last_review,
-            QKeySequence.StandardKey.Undo,
-            "Undo the newest label or confirmation, wherever its cell is",
-            review=True,
-        )
-        self.act_undo.setShortcuts(
-            [QKeySequence(QKeySequence.StandardKey.Undo), QKeySequence(Qt.Key.Key_Backspace)]
-        )
-        self.act_redo = self._action(
-            "&Redo review",
-            self.redo_review,
-            QKeySequence("Ctrl+Shift+Z"),
-            "Make the undone review change again",
-            review=True,
-        )
-        self.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
-        self.act_next = self._action(
-            "&Next cell", lambda: self.move_selection(1), "Right", review=True
-        )
-        self.act_previous = self._action(
-            "&Previous cell", lambda: self.move_selection(-1), "Left", review=True
-        )
-        self.act_sign_off = self._action(
-            "&Sign off sample",
-            self.sign_off_current_sample,
-            "Ctrl+Shift+S",
-            "Lock the selected sample's review under your name",
-        )
-        self.act_reopen = self._action("&Reopen sample", self.reopen_current_sample)
-        self.act_reviewer = self._action("Reviewer &name…", self.ask_reviewer)
-        self.act_about = self._action("&About LeukGUI", self.show_about)
-        self.act_shortcuts = self._action(
-            "&Keyboard shortcuts", self.show_shortcuts, "F1", "Every key the window answers to"
-        )
-        # "?" is a character a text field may want: it opens the sheet only from the cells.
-        self.act_shortcuts_key = self._action(
-            "Keyboard shortcuts", self.show_shortcuts, "?", review=True
-        )
-
-    def _build_menus(self) -> None:
-        bar = self.menuBar()
-        file_menu = bar.addMenu("&File")
-        file_menu.addAction(self.act_open_folder)
-        file_menu.addAction(self.act_open_files)
-        self.recent_menu = file_menu.addMenu("Open &Recent")
-        self._fill_recent()
-        self.sessions_menu = file_menu.addMenu("Recent &sessions")
-        self.sessions_menu.setToolTipsVisible(True)
-        self.sessions_menu.aboutToShow.connect(self._fill_sessions)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_export)
-        file_menu.addAction(self.act_export_csv)
-        file_menu.addAction(self.act_open_after)
-        file_menu.addSeparator()
-        file_menu.addAction(self.act_quit)
-        analysis_menu = bar.addMenu("&Analysis")
-        analysis_menu.addAction(self.act_analyze)
-        analysis_menu.addAction(self.act_cancel)
-        analysis_menu.addSeparator()
-        kinds = analysis_menu.addMenu("Image &kind")
-        group = QActionGroup(self)
-        self.image_kind_actions: dict[str, QAction] = {}
-        for mode, text in (
-            ("auto", "&Decided per image (cell crop or smear field)"),
-            ("cells", "Single-&cell crops"),
-            ("fields", "Smear &fields (find the white cells)"),
-        ):
-            action = kinds.addAction(text)
-            action.setCheckable(True)
-            action.setChecked(self.prefs.image_kind == mode)
-            action.triggered.connect(lambda _=False, m=mode: self.set_image_kind(m))
-            group.addAction(action)
-            self.image_kind_actions[mode] = action
-        model_menu = bar.addMenu("&Model")
-        model_menu.addAction(self.act_model_card)
-        model_menu.addAction(self.act_import_model)
-        review_menu = bar.addMenu("&Review")
-        for action in (
-            self.act_all,
-            self.act_hem,
-            self.act_unclassifiable,
-            self.act_confirm,
-            self.act_undo,
-            self.act_redo,
-        ):
-            review_menu.addAction(action)
-        review_menu.addSeparator()
-        review_menu.addAction(self.act_next)
-        review_menu.addAction(self.act_previous)
-        review_menu.addSeparator()
-        review_menu.addAction(self.act_sign_off)
-        review_menu.addAction(self.act_reopen)
-        review_menu.addAction(self.act_reviewer)
-        view_menu = bar.addMenu("&View")
-        view_menu.addAction(self.act_heatmaps)
-        view_menu.addAction(self.act_dark)
-        help_menu = bar.addMenu("&Help")
-        help_menu.addAction(self.act_shortcuts)
-        help_menu.addAction(self.act_about)
 
     def _build_shell(self) -> None:
         """What the first paint needs: toolbar, banner, drop target, tabs, status bar."""
@@ -1021,7 +838,7 @@ class MainWindow(QMainWindow):
         if not sessions:
             return
         latest = sessions[0]
-        answer = self._ask_restore(restore_offer_text(session_summary(latest)))
+        answer = self._ask_restore(review_dialogs.restore_offer_text(session_summary(latest)))
         try:
             if answer == "later":  # offered again at the next start
                 return
@@ -1277,70 +1094,20 @@ class MainWindow(QMainWindow):
         return answer == "discard"
 
     def _ask_unsaved(self, action: str, what: str) -> str:
-        """ "export", "discard" or "cancel": the one dialog that guards review work."""
-        box = QMessageBox(
-            QMessageBox.Icon.Warning,
-            "Review work not saved",
-            f"Before you {action}: {what}.\n\nThe review stays in the session folder, but the "
-            "report you sign has not been written.",
-            QMessageBox.StandardButton.NoButton,
-            self,
-        )
-        export = box.addButton("Export report…", QMessageBox.ButtonRole.AcceptRole)
-        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
-        cancel = box.addButton(QMessageBox.StandardButton.Cancel)
-        box.setDefaultButton(cancel)
-        box.exec()
-        clicked = box.clickedButton()
-        return "export" if clicked is export else "discard" if clicked is discard else "cancel"
+        return review_dialogs.ask_unsaved(self, action, what)
 
     def _ask_restore(self, text: str) -> str:
-        """ "restore", "discard" or "later": what to do with work a crash left behind."""
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
-            "Restore the last session?",
-            text,
-            QMessageBox.StandardButton.NoButton,
-            self,
-        )
-        restore = box.addButton("Restore", QMessageBox.ButtonRole.AcceptRole)
-        discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
-        box.addButton("Later", QMessageBox.ButtonRole.RejectRole)
-        box.setDefaultButton(restore)
-        box.exec()
-        clicked = box.clickedButton()
-        return "restore" if clicked is restore else "discard" if clicked is discard else "later"
+        return review_dialogs.ask_restore(self, text)
 
     def _confirm_sign_off(self, sample: str, text: str) -> bool:
-        box = QMessageBox(
-            QMessageBox.Icon.Question,
-            "Sign off sample",
-            text,
-            QMessageBox.StandardButton.Cancel,
-            self,
-        )
-        sign = box.addButton("Sign off", QMessageBox.ButtonRole.AcceptRole)
-        box.setDefaultButton(sign)
-        box.exec()
-        return box.clickedButton() is sign
+        return review_dialogs.confirm_sign_off(self, text)
 
     def sign_off_text(self, sample: str) -> str:
-        """What the sign-off dialog says: the sample, how much of it was reviewed, and what is
-        still open (unreviewed or UNCERTAIN cells)."""
+        """What the sign-off dialog says about `sample` (see review_dialogs.sign_off_text)."""
         from leukgui.core.metrics import sample_summary
 
         row = next(r for r in sample_summary(self.run, self.review) if r.sample == sample)
-        lines = [f"Sign off sample {sample!r} under the name {self.prefs.reviewer!r}?"]
-        lines.append(f"Reviewed: {row.reviewed} of {row.cells} cells.")
-        unreviewed = row.cells - row.reviewed
-        if unreviewed:
-            lines.append(
-                f"Warning: {unreviewed} cell{'s' * (unreviewed != 1)} not reviewed"
-                + (f", {row.n_uncertain} of them UNCERTAIN" if row.n_uncertain else "")
-                + "."
-            )
-        lines.append("Its cells are locked until the sample is reopened.")
-        return "\n".join(lines)
+        return review_dialogs.sign_off_text(sample, self.prefs.reviewer, row)
 
     def sign_off_current_sample(self) -> None:
         """Sign off the sample the person sees selected, after saying which and how far its
@@ -1498,8 +1265,6 @@ class MainWindow(QMainWindow):
 
     def shortcuts_html(self) -> str:
         """The shortcut sheet, made from the actions themselves so it can never be stale."""
-        import html
-
         groups = [
             (
                 "Review (the gallery or the inspector has the focus)",
@@ -1529,23 +1294,7 @@ class MainWindow(QMainWindow):
             ),
             ("View and models", [self.act_heatmaps, self.act_model_card, self.act_shortcuts]),
         ]
-        out = []
-        for title, actions in groups:
-            out.append(f"<h3>{html.escape(title)}</h3><table cellspacing=3>")
-            for action in actions:
-                keys = " or ".join(
-                    k.toString(QKeySequence.SequenceFormat.NativeText) for k in action.shortcuts()
-                )
-                name = action.text().replace("&", "").rstrip("…")
-                out.append(
-                    f"<tr><td><b>{html.escape(keys)}</b></td><td>{html.escape(name)}</td></tr>"
-                )
-            out.append("</table>")
-        out.append(
-            "<p>Review keys never act while a text field, spin box or list has the "
-            "focus, nor on another tab.</p>"
-        )
-        return "".join(out)
+        return review_dialogs.shortcuts_html(groups)
 
     def show_shortcuts(self) -> None:
         self._show_message("information", "Keyboard shortcuts", self.shortcuts_html())
@@ -1636,21 +1385,3 @@ class MainWindow(QMainWindow):
             box.setDetailedText(details)
         box.open()
         self._message_box = box
-
-
-def restore_offer_text(summary: Any) -> str:
-    """What the restore offer says: what comes back, not where it is stored."""
-    head = "LeukGUI was not closed properly last time."
-    if summary is None:
-        return f"{head} Its last session could not be read; Restore will say why."
-    when = f"{summary.started:%Y-%m-%d %H:%M}" if summary.started else "an earlier run"
-    folders = ", ".join(Path(p).name or p for p in summary.inputs) or "(no folders)"
-    who = ", ".join(summary.reviewers) if summary.reviewers else "nobody yet"
-    changes = f"{summary.changes} review change{'s' * (summary.changes != 1)}"
-    return (
-        f"{head}\n\nResults of {when}: {folders}, {summary.cells} cells"
-        f"{f' and {summary.errors} errors' if summary.errors else ''}, analyzed with "
-        f"{summary.model}; {changes} by {who}.\n\nRestore brings back the results and every "
-        "review change. Discard keeps them under File > Recent sessions. Later asks again at "
-        "the next start."
-    )

@@ -1,0 +1,199 @@
+"""The window's actions and menus, in one place: what each key and menu item does.
+
+`w` is the `leukgui.gui.main_window.MainWindow` (not imported here: it imports this module).
+
+Review keys (A, H, U, Enter, Ctrl+Z, ...) are created scoped to the cells: `MainWindow._action`
+with `review=True` gives them a widget-with-children context and `ensure_content` attaches
+them to the gallery, the inspector and the field view, so a key typed in a text field or on
+another tab never reaches a review.
+"""
+
+from __future__ import annotations
+
+from PySide6.QtCore import Qt
+from PySide6.QtGui import QAction, QActionGroup, QKeySequence
+from PySide6.QtWidgets import QMainWindow, QStyle
+
+from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE
+
+__all__ = ["build_actions", "build_menus"]
+
+
+def build_actions(w: QMainWindow) -> None:
+    """Every action of the window, review keys scoped to the cells (see `MainWindow._action`)."""
+    style = w.style()
+    w.act_open_folder = w._action(
+        "Open &Folder…",
+        w.choose_folder,
+        QKeySequence.StandardKey.Open,
+        "Analyze every image in a folder (sub-folders become samples)",
+    )
+    w.act_open_folder.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DirOpenIcon))
+    w.act_open_files = w._action(
+        "Open F&iles…", w.choose_files, "Ctrl+Shift+O", "Analyze selected image files"
+    )
+    w.act_analyze = w._action(
+        "&Analyze",
+        w.start_analysis,
+        "F5",
+        "Classify the loaded images with the chosen model",
+    )
+    w.act_analyze.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+    w.act_cancel = w._action(
+        "&Cancel",
+        w.cancel_analysis,
+        "Esc",
+        "Stop after the current batch; finished cells stay",
+    )
+    w.act_cancel.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop))
+    w.act_export = w._action(
+        "Export &Excel report…",
+        w.choose_export_excel,
+        "Ctrl+E",
+        "Write the report a pathologist signs (reviewed labels and audit trail included)",
+    )
+    w.act_export.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_DialogSaveButton))
+    w.act_export_csv = w._action(
+        "Export &CSV…", w.choose_export_csv, "Ctrl+Shift+E", "One row per image"
+    )
+    w.act_open_after = w._action(
+        "Open report after e&xport",
+        w._toggle_open_after,
+        None,
+        "Open each exported report in Excel (or the system's spreadsheet program)",
+    )
+    w.act_open_after.setCheckable(True)
+    w.act_open_after.setChecked(w.prefs.open_report_after_export)
+    w.act_quit = w._action("&Quit", w.close, QKeySequence.StandardKey.Quit)
+    w.act_import_model = w._action(
+        "&Import model…",
+        w.choose_import_model,
+        None,
+        "Verify a model file (.leukmodel) and add it to your models folder",
+    )
+    w.act_model_card = w._action(
+        "Model &card…",
+        w.show_model_card,
+        "Ctrl+I",
+        "Training data, held-out scores and SHA-256 of the chosen model",
+    )
+    w.act_heatmaps = w._action(
+        "&Heatmaps in gallery",
+        w._toggle_heatmaps,
+        "Ctrl+M",
+        "Show Grad-CAM on every thumbnail",
+    )
+    w.act_heatmaps.setCheckable(True)
+    w.act_dark = w._action("&Dark theme", w._toggle_theme)
+    w.act_dark.setCheckable(True)
+    w.act_dark.setChecked(w.prefs.theme == "dark")
+    w.act_all = w._action("Mark &ALL", lambda: w.review_current(ALL), "A", review=True)
+    w.act_hem = w._action("Mark &HEM", lambda: w.review_current(HEM), "H", review=True)
+    w.act_unclassifiable = w._action(
+        "Mark &UNCLASSIFIABLE", lambda: w.review_current(UNCLASSIFIABLE), "U", review=True
+    )
+    w.act_confirm = w._action(
+        "&Confirm suggestion",
+        w.confirm_current,
+        QKeySequence(Qt.Key.Key_Return),
+        "Accept the model's call (an UNCERTAIN cell takes the side of the threshold)",
+        review=True,
+    )
+    w.act_confirm.setShortcuts([QKeySequence(Qt.Key.Key_Return), QKeySequence(Qt.Key.Key_Enter)])
+    w.act_undo = w._action(
+        "&Undo last review",
+        w.undo_last_review,
+        QKeySequence.StandardKey.Undo,
+        "Undo the newest label or confirmation, wherever its cell is",
+        review=True,
+    )
+    w.act_undo.setShortcuts(
+        [QKeySequence(QKeySequence.StandardKey.Undo), QKeySequence(Qt.Key.Key_Backspace)]
+    )
+    w.act_redo = w._action(
+        "&Redo review",
+        w.redo_review,
+        QKeySequence("Ctrl+Shift+Z"),
+        "Make the undone review change again",
+        review=True,
+    )
+    w.act_redo.setShortcuts([QKeySequence("Ctrl+Shift+Z"), QKeySequence("Ctrl+Y")])
+    w.act_next = w._action("&Next cell", lambda: w.move_selection(1), "Right", review=True)
+    w.act_previous = w._action("&Previous cell", lambda: w.move_selection(-1), "Left", review=True)
+    w.act_sign_off = w._action(
+        "&Sign off sample",
+        w.sign_off_current_sample,
+        "Ctrl+Shift+S",
+        "Lock the selected sample's review under your name",
+    )
+    w.act_reopen = w._action("&Reopen sample", w.reopen_current_sample)
+    w.act_reviewer = w._action("Reviewer &name…", w.ask_reviewer)
+    w.act_about = w._action("&About LeukGUI", w.show_about)
+    w.act_shortcuts = w._action(
+        "&Keyboard shortcuts", w.show_shortcuts, "F1", "Every key the window answers to"
+    )
+    # "?" is a character a text field may want: it opens the sheet only from the cells.
+    w.act_shortcuts_key = w._action("Keyboard shortcuts", w.show_shortcuts, "?", review=True)
+
+
+def build_menus(w: QMainWindow) -> None:
+    """The menu bar: File, Analysis, Model, Review, View, Help."""
+    bar = w.menuBar()
+    file_menu = bar.addMenu("&File")
+    file_menu.addAction(w.act_open_folder)
+    file_menu.addAction(w.act_open_files)
+    w.recent_menu = file_menu.addMenu("Open &Recent")
+    w._fill_recent()
+    w.sessions_menu = file_menu.addMenu("Recent &sessions")
+    w.sessions_menu.setToolTipsVisible(True)
+    w.sessions_menu.aboutToShow.connect(w._fill_sessions)
+    file_menu.addSeparator()
+    file_menu.addAction(w.act_export)
+    file_menu.addAction(w.act_export_csv)
+    file_menu.addAction(w.act_open_after)
+    file_menu.addSeparator()
+    file_menu.addAction(w.act_quit)
+    analysis_menu = bar.addMenu("&Analysis")
+    analysis_menu.addAction(w.act_analyze)
+    analysis_menu.addAction(w.act_cancel)
+    analysis_menu.addSeparator()
+    kinds = analysis_menu.addMenu("Image &kind")
+    group = QActionGroup(w)
+    w.image_kind_actions: dict[str, QAction] = {}
+    for mode, text in (
+        ("auto", "&Decided per image (cell crop or smear field)"),
+        ("cells", "Single-&cell crops"),
+        ("fields", "Smear &fields (find the white cells)"),
+    ):
+        action = kinds.addAction(text)
+        action.setCheckable(True)
+        action.setChecked(w.prefs.image_kind == mode)
+        action.triggered.connect(lambda _=False, m=mode: w.set_image_kind(m))
+        group.addAction(action)
+        w.image_kind_actions[mode] = action
+    model_menu = bar.addMenu("&Model")
+    model_menu.addAction(w.act_model_card)
+    model_menu.addAction(w.act_import_model)
+    review_menu = bar.addMenu("&Review")
+    for action in (
+        w.act_all,
+        w.act_hem,
+        w.act_unclassifiable,
+        w.act_confirm,
+        w.act_undo,
+        w.act_redo,
+    ):
+        review_menu.addAction(action)
+    review_menu.addSeparator()
+    review_menu.addAction(w.act_next)
+    review_menu.addAction(w.act_previous)
+    review_menu.addSeparator()
+    review_menu.addAction(w.act_sign_off)
+    review_menu.addAction(w.act_reopen)
+    review_menu.addAction(w.act_reviewer)
+    view_menu = bar.addMenu("&View")
+    view_menu.addAction(w.act_heatmaps)
+    view_menu.addAction(w.act_dark)
+    help_menu = bar.addMenu("&Help")
+    help_menu.addAction(w.act_shortcuts)
+    help_menu.addAction(w.act_about)
