@@ -622,3 +622,19 @@ def test_recent_sessions_lists_closed_and_open_ones_newest_first(
     assert "6 cells" in text and "4 review changes" in text and "cnmc v2.1" in text
     assert recent_sessions(root, limit=1) == found[:1]
     newer.close()
+
+
+def test_a_session_summary_is_read_again_only_when_the_session_changed(
+    run: RunResult, tmp_path: Path, monkeypatch
+) -> None:
+    from leukgui.core import sessions
+
+    session = ReviewSession.create(tmp_path, run)
+    reads = []
+    real = sessions._read_summary
+    monkeypatch.setattr(sessions, "_read_summary", lambda f: reads.append(f) or real(f))
+    first = sessions.session_summary(session.folder)
+    assert sessions.session_summary(session.folder) == first and len(reads) == 1
+    _review_some(session)  # the journal grows: read again
+    assert sessions.session_summary(session.folder).changes == 4 and len(reads) == 2
+    session.close()

@@ -409,6 +409,19 @@ def _same_bytes(a: Path, b: Path) -> bool:
                 return True
 
 
+def _already_there(source: Path, target: Path) -> InstallOutcome:
+    """The outcome when `target` exists: the same file (IDENTICAL) or another (CONFLICT)."""
+    if _same_bytes(source, target):
+        return InstallOutcome(source, target, IDENTICAL)
+    return InstallOutcome(
+        source,
+        target,
+        CONFLICT,
+        f"{target.name} already exists in {target.parent} with other contents; "
+        "rename the file to add it as another model",
+    )
+
+
 def install_bundle(
     path: str | os.PathLike, folder: str | os.PathLike | None = None
 ) -> InstallOutcome:
@@ -426,15 +439,7 @@ def install_bundle(
     folder = Path(folder) if folder is not None else user_models_dir()
     target = folder / source.name
     if target.exists():
-        if _same_bytes(source, target):
-            return InstallOutcome(source, target, IDENTICAL)
-        return InstallOutcome(
-            source,
-            target,
-            CONFLICT,
-            f"{target.name} already exists in {folder} with other contents; "
-            "rename the file to add it as another model",
-        )
+        return _already_there(source, target)
     name, version = str(manifest["name"]), str(manifest["version"])
     for other in folder.glob("*" + BUNDLE_SUFFIX) if folder.is_dir() else ():
         try:
@@ -457,11 +462,11 @@ def install_bundle(
         shutil.copyfile(source, partial)
         try:
             os.link(partial, target)  # fails if the name appeared meanwhile: never overwrite
-        except FileExistsError:
-            return install_bundle(source, folder)
+        except FileExistsError:  # the name appeared meanwhile (another window)
+            return _already_there(source, target)
         except OSError:  # file systems without hard links
             if target.exists():
-                return install_bundle(source, folder)
+                return _already_there(source, target)
             os.replace(partial, target)
     finally:
         partial.unlink(missing_ok=True)

@@ -31,7 +31,7 @@ import os
 import sys
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -702,9 +702,36 @@ class SessionSummary:
         return f"{when} · {names} · {self.cells} cells · {changes} · {self.model}"
 
 
+_summaries: dict[Path, tuple[tuple[int, ...], SessionSummary]] = {}  # by folder, see below
+
+
 def session_summary(folder: Path | str) -> SessionSummary | None:
-    """What a session folder holds, read without loading it; None when it is unreadable."""
+    """What a session folder holds, read without loading it; None when it is unreadable.
+
+    A run.json of a large run is megabytes of JSON: a summary is kept until that file or the
+    journal changes, so opening File > Recent sessions again does not parse ten of them again.
+    """
     folder = Path(folder)
+    try:
+        run_stat = (folder / RUN_FILE).stat()
+        journal_stat = (folder / JOURNAL_FILE).stat() if (folder / JOURNAL_FILE).exists() else None
+        stamp = (
+            run_stat.st_mtime_ns,
+            run_stat.st_size,
+            journal_stat.st_size if journal_stat else -1,
+        )
+    except OSError:
+        return None
+    cached = _summaries.get(folder)
+    if cached is not None and cached[0] == stamp:
+        return replace(cached[1], in_use=SessionStore.in_use(folder))
+    summary = _read_summary(folder)
+    if summary is not None:
+        _summaries[folder] = (stamp, summary)
+    return summary
+
+
+def _read_summary(folder: Path) -> SessionSummary | None:
     try:
         data = SessionStore(folder)._read_run_json()
         info = data["info"]

@@ -1000,7 +1000,8 @@ class MainWindow(QMainWindow):
         except SessionError as exc:
             self._show_message("critical", "Review not saved", str(exc))
             return
-        cell = self._cell_by_key(entry.path)
+        row = self.cells.row_of(entry.path)  # the gallery model's own index of cells by key
+        cell = self.cells.cell(row) if row is not None else None
         if cell is not None:
             self.cells.cell_changed(cell.key)
             self.select_cell(cell)
@@ -1011,11 +1012,6 @@ class MainWindow(QMainWindow):
         before, after = entry.before or unreviewed, entry.after or unreviewed
         verb = "Undid" if undo else "Redid"
         self.statusBar().showMessage(f"{verb}: {name} {before} → {after}", 8000)
-
-    def _cell_by_key(self, key: str) -> CellResult | None:
-        if self.run is None:
-            return None
-        return next((c for c in self.run.cells if c.key == key), None)
 
     def move_selection(self, step: int) -> None:
         if not self._content_built:
