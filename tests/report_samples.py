@@ -97,3 +97,45 @@ def hostile_run(root: Path) -> RunResult:
 def field_error(root: Path) -> FileError:
     """A smear field in which no white cell was found."""
     return FileError(root / "S3" / "blank.png", "S3", "no white cell found", NO_WHITE_CELL)
+
+
+UGLY_FOLDER = "Patient Ä&B — Müller & Søn (ünïcødé 血液) 2026-11-30 smear & cells, a long folder"
+UGLY_MODEL = "R&D cnmc-efficientnet"
+
+
+def print_run(root: Path, folder: str = UGLY_FOLDER, cells: int = 24) -> RunResult:
+    """A run that exercises every printed sheet: `cells` cells in two samples under a folder
+    with an ugly name ('&', non-ASCII, long), smear-field cells with boxes, a field without a
+    white cell, an unreadable file, truth for most cells, long provenance values and a model
+    name with '&'. Pictures are C-NMC-like synthetic cells, so thumbnails look like cells."""
+    from leukgui.core.synthetic import make_cell  # only the print tests need real-looking cells
+
+    base = root / folder
+    rng = np.random.default_rng(7)
+    outcomes: list = []
+    for i in range(cells):
+        sample = "S1 — Ärztin & Co" if i < cells // 2 else "S2"
+        truth = ALL if i % 2 else HEM
+        p = float(rng.uniform(0.6, 1.0) if truth == ALL else rng.uniform(0.0, 0.4))
+        if i % 7 == 3:
+            p = 0.5  # inside the band
+        label = UNCERTAIN if 0.4 < p < 0.6 else (ALL if p >= 0.5 else HEM)
+        path = base / sample / f"cell {i:03d} — {truth.lower()} & ñ.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        rgb = make_cell(truth, np.random.default_rng(i), size=160).image
+        assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        c = CellResult(path, sample, p, label, heat(i), 160, 160, truth, subject=f"P{i % 3}")
+        if i >= cells - 3:  # the last three: white cells found in one smear field
+            c.box = (10 * i, 20, 10 * i + 60, 80)
+            c.cell_index = i - (cells - 3) + 1
+        outcomes.append(c)
+    outcomes.append(field_error(base))
+    outcomes.append(FileError(base / "S2" / "broken & bad.png", "S2", "truncated PNG", UNREADABLE))
+    settings = {f"setting_{k}": ("x" * (k % 5 + 1)) + f" value {k}" for k in range(25)}
+    extra = {
+        "model file": str(base / "models" / "R&D cnmc-efficientnet v3.leukmodel"),
+        "Analysis and detector settings": str(settings),
+    }
+    run_info = info([str(base)], model_name=UGLY_MODEL, model_version="3", extra=extra)
+    run_info.total_inputs = len(outcomes)
+    return RunResult(run_info, outcomes)

@@ -128,12 +128,12 @@ def test_reviews_sessions_and_reports_keep_field_cells_apart(run, tmp_path) -> N
     report = tmp_path / "fields.xlsx"
     write_excel(result, report, review=state)
     wb = openpyxl.load_workbook(report)
-    rows = list(wb["Fields"].iter_rows(min_row=2, values_only=True))
+    rows = list(wb["Fields"].iter_rows(min_row=3, values_only=True))  # after title, header
     by_field = {r[0]: r for r in rows}
     assert any("blank.png" in k and r[2] == 0 for k, r in by_field.items())
     n_field_cells = sum(1 for c in result.cells if c.in_field)
     assert sum(r[2] for r in rows) == n_field_cells
-    names = [r[1] for r in wb["Cells"].iter_rows(min_row=2, values_only=True)]
+    names = [r[1] for r in wb["Cells"].iter_rows(min_row=3, values_only=True)]
     assert sum(" #1 at (" in str(n) for n in names) == 2  # one first cell per field
     assert len(wb["Cells"]._images) == 2 * len(result.cells)  # a picture per cell, crops too
 

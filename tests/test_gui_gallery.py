@@ -26,7 +26,10 @@ from leukgui.gui.cell_model import (
     CellFilterProxy,
     CellListModel,
     CellRole,
+    ChangedRole,
     LabelRole,
+    LockedRole,
+    ModelCallRole,
     ModelLabelRole,
     PAllRole,
     ReviewedRole,
@@ -459,7 +462,7 @@ def test_gallery_view(qtbot, model: CellListModel, cells) -> None:
 
 
 def test_inspector_shows_a_cell(qtbot, cells) -> None:
-    inspector = CellInspector()
+    inspector = CellInspector(layout="side by side")  # two views that zoom and scroll together
     qtbot.addWidget(inspector)
     inspector.resize(800, 600)
     inspector.show()
@@ -529,7 +532,7 @@ def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells, re
     inspector = CellInspector()
     splitter.addWidget(inspector)
     splitter.resize(1000, 600)
-    splitter.setSizes([560, 330])  # narrower than the inspector's minimum width
+    splitter.setSizes([720, 280])  # about the inspector's minimum width
     splitter.show()
     model = "efficientnetb0-demo v1 (SHA-256 8602817fee09…)"
     # A path short enough for one line: then only the model line wraps, the case that was cut.
@@ -544,8 +547,15 @@ def test_inspector_details_are_not_cut_off_in_a_narrow_splitter(qtbot, cells, re
     one_line = label.fontMetrics().lineSpacing()
     assert label.heightForWidth(label.width()) > 1.5 * one_line  # it does wrap here
     assert label.height() >= label.heightForWidth(label.width())
-    bottom = label.mapTo(inspector, label.rect().bottomLeft()).y()
-    assert bottom <= inspector.height(), "the model line is cut off"
+    # The details scroll (the cell keeps most of a short panel): the model line is reachable
+    # in full, and inside the panel once scrolled to.
+    area = inspector._details_area
+    area.ensureWidgetVisible(label)
+    qtbot.wait(20)
+    top = label.mapTo(area.viewport(), label.rect().topLeft()).y()
+    bottom = label.mapTo(area.viewport(), label.rect().bottomLeft()).y()
+    assert top >= 0 and bottom <= area.viewport().height(), "the model line is cut off"
+    assert label.mapTo(inspector, label.rect().bottomLeft()).y() <= inspector.height()
 
 
 def test_inspector_reports_unreadable_images_and_missing_heatmaps(qtbot, cells, tmp_path) -> None:
@@ -629,3 +639,330 @@ def test_ten_thousand_cells_filter_and_sort_fast(qtbot) -> None:
         f"sample+label filter on sorted {t_both * 1000:.0f} ms"
     )
     assert t_filter + t_sort_p + t_sort_u + t_both < 10.0  # generous: CI machines are shared
+
+
+# -------------------------------------------------------------------------------- review marks
+# Re-labelled cells read "HEM → ALL", "Changed by review" lists exactly them (live), signed-off
+# cells carry a padlock, smear-field cells are numbered, and tiles follow the dark theme.
+
+
+def _review_cells(root: Path) -> list[CellResult]:
+    """Model calls of every kind in two samples (S1 single cells, S2 two cells of a field)."""
+    heat = np.zeros((28, 28), np.float32)
+
+    def one(name: str, sample: str, p: float, label: str, **kw) -> CellResult:
+        return CellResult(root / sample / name, sample, p, label, heat, 40, 30, **kw)
+
+    field = root / "S2" / "BloodImage_00010.jpg"
+    return [
+        one("a.png", "S1", 0.9, ALL),
+        one("b.png", "S1", 0.1, HEM),
+        one("c.png", "S1", 0.55, UNCERTAIN),  # the call at threshold 0.5: ALL
+        one("d.png", "S1", 0.45, UNCERTAIN),  # the call: HEM
+        CellResult(field, "S2", 0.8, ALL, heat, 640, 480, box=(10, 10, 90, 90), cell_index=1),
+        CellResult(field, "S2", 0.2, HEM, heat, 640, 480, box=(200, 50, 280, 130), cell_index=2),
+    ]
+
+
+def _reviewed_model(qtbot, tmp_path: Path):
+    from leukgui.core.review import ReviewState
+
+    cells = _review_cells(tmp_path)
+    review = ReviewState(threshold=THRESHOLD)
+    model = CellListModel()
+    model.set_threshold(THRESHOLD)
+    model.set_review(review)
+    model.append_cells(cells)
+    return model, review, cells
+
+
+def _tile(
+    delegate: CellDelegate,
+    index,
+    palette=None,
+    fill: str = "white",
+) -> QImage:
+    option = QStyleOptionViewItem()
+    if palette is not None:
+        option.palette = palette
+    size = delegate.sizeHint(option, index)
+    option.rect = QRect(0, 0, size.width(), size.height())
+    option.state = QStyle.StateFlag.State_Enabled
+    image = QImage(size, QImage.Format.Format_ARGB32)
+    image.fill(QColor(fill))
+    painter = QPainter(image)
+    delegate.paint(painter, option, index)
+    painter.end()
+    return image
+
+
+def _badge_row(delegate: CellDelegate) -> range:
+    top = 7 + delegate.thumb_size() + 3  # _PAD + thumbnail + _GAP
+    return range(top + 3, top + delegate._row_height() - 3)
+
+
+def _first_column_of(image: QImage, rows: range, colour: str, tol: int = 40) -> int | None:
+    """The leftmost x where a pixel in `rows` is within `tol` of `colour` (per channel)."""
+    want = QColor(colour)
+    for x in range(image.width()):
+        for y in rows:
+            c = image.pixelColor(x, y)
+            if (
+                abs(c.red() - want.red()) <= tol
+                and abs(c.green() - want.green()) <= tol
+                and abs(c.blue() - want.blue()) <= tol
+            ):
+                return x
+    return None
+
+
+def test_relabelled_cell_reads_model_then_reviewed(qtbot, tmp_path) -> None:
+    from leukgui.gui.gallery import LABEL_COLORS, badge_text
+
+    model, review, cells = _reviewed_model(qtbot, tmp_path)
+    a, b, c, d = cells[:4]
+    review.set_label(a, ALL, "Dr. A")  # confirmed: unchanged
+    review.set_label(b, ALL, "Dr. A")  # HEM -> ALL
+    review.set_label(c, HEM, "Dr. A")  # UNCERTAIN, called ALL at the threshold -> HEM
+    review.set_label(d, HEM, "Dr. A")  # UNCERTAIN, called HEM -> HEM: the call confirmed
+    model.refresh_review()
+    delegate = CellDelegate(thumb_size=128)
+
+    def idx(cell: CellResult):
+        return model.index(model.row_of(cell.key))
+
+    assert delegate.badge_text(idx(a)) == "ALL"
+    assert delegate.badge_text(idx(b)) == "HEM → ALL"
+    assert delegate.badge_text(idx(c)) == "ALL → HEM"
+    assert delegate.badge_text(idx(d)) == "HEM"
+    assert badge_text(UNCLASSIFIABLE, HEM, True) == "HEM → U"
+    assert [idx(x).data(ChangedRole) for x in (a, b, c, d)] == [False, True, True, False]
+    assert idx(c).data(ModelCallRole) == review.suggestion(c) == ALL
+    assert "Reviewed: ALL (changed from HEM)" in idx(b).data(Qt.ItemDataRole.ToolTipRole)
+    assert idx(a).data(ReviewedRole) and idx(b).data(ReviewedRole)  # both keep the check
+
+    # Painted: the reviewed ALL badge starts right of the struck-through model call.
+    rows = _badge_row(delegate)
+    plain = _first_column_of(_tile(delegate, idx(a)), rows, LABEL_COLORS[ALL])
+    moved = _first_column_of(_tile(delegate, idx(b)), rows, LABEL_COLORS[ALL])
+    assert plain is not None and moved is not None
+    assert moved > plain + 15
+
+    review.undo(b, "Dr. A")
+    model.cell_changed(b.key)
+    assert delegate.badge_text(idx(b)) == "HEM" and not idx(b).data(ChangedRole)
+
+
+def test_changed_by_review_filter_follows_relabels_and_undos(qtbot, tmp_path) -> None:
+    model, review, cells = _reviewed_model(qtbot, tmp_path)
+    a, b, c, d = cells[:4]
+    proxy = CellFilterProxy()
+    proxy.setSourceModel(model)
+    assert proxy.dynamicSortFilter()
+    proxy.set_changed(True)
+    assert proxy.changed() is True and proxy.rowCount() == 0
+
+    review.confirm(a, "Dr. A")
+    model.cell_changed(a.key)
+    review.set_label(b, ALL, "Dr. A")
+    model.cell_changed(b.key)  # live: no filter call in between
+    assert _proxy_paths(proxy) == [b.path]
+    review.set_label(c, HEM, "Dr. A")
+    model.cell_changed(c.key)
+    review.confirm(d, "Dr. A")
+    model.cell_changed(d.key)
+    assert _proxy_paths(proxy) == [b.path, c.path]
+
+    review.undo_last("Dr. A")  # undoes d's confirmation: not listed either way
+    model.cell_changed(d.key)
+    review.undo_last("Dr. A")  # undoes c -> HEM
+    model.cell_changed(c.key)
+    assert _proxy_paths(proxy) == [b.path]
+    review.set_label(b, HEM, "Dr. A")  # back to the model's call: no longer changed
+    model.cell_changed(b.key)
+    assert proxy.rowCount() == 0
+    review.undo_last("Dr. A")
+    model.cell_changed(b.key)
+    assert _proxy_paths(proxy) == [b.path]
+
+    proxy.set_changed(False)
+    assert b.path not in _proxy_paths(proxy) and proxy.rowCount() == len(cells) - 1
+    proxy.set_changed(None)
+    assert proxy.rowCount() == len(cells)
+
+
+def test_signed_off_cells_are_locked_on_their_tiles(qtbot, tmp_path) -> None:
+    model, review, cells = _reviewed_model(qtbot, tmp_path)
+    field_cell = cells[4]
+    index = model.index(model.row_of(field_cell.key))
+    delegate = CellDelegate(thumb_size=96)
+    unlocked = _tile(delegate, index)
+    assert index.data(LockedRole) is False
+    assert "locked" not in index.data(Qt.ItemDataRole.ToolTipRole)
+
+    review.sign_off("S2", "Dr. B")
+    with qtbot.waitSignal(model.dataChanged, timeout=1000) as blocker:
+        model.refresh_review()  # what the window calls after a sign-off or a reopen
+    assert LockedRole in blocker.args[2]
+    assert index.data(LockedRole) is True
+    assert "Signed off by Dr. B — locked" in index.data(Qt.ItemDataRole.ToolTipRole)
+    assert model.index(model.row_of(cells[0].key)).data(LockedRole) is False  # S1 is open
+    locked = _tile(delegate, index)
+    assert locked != unlocked
+    # The padlock sits at the thumbnail's top-left corner, where nothing else is drawn.
+    corner = locked.copy(7, 7, 24, 24)
+    assert corner != unlocked.copy(7, 7, 24, 24)
+
+    review.reopen("S2", "Dr. B")
+    model.refresh_review()
+    assert index.data(LockedRole) is False
+    assert _tile(delegate, index) == unlocked
+
+
+def test_field_cells_are_numbered_like_their_keys_and_the_report(qtbot, tmp_path) -> None:
+    from leukgui.gui.cell_model import display_name
+
+    model, _review, cells = _reviewed_model(qtbot, tmp_path)
+    first, second = cells[4], cells[5]
+    names = [model.index(model.row_of(c.key)).data(Qt.ItemDataRole.DisplayRole) for c in cells]
+    assert names[4:] == ["BloodImage_00010.jpg #1", "BloodImage_00010.jpg #2"]
+    assert names[0] == "a.png"  # a single-cell image has no number
+    for cell in (first, second):  # the same number as the key (and the report's "#n")
+        assert cell.key.endswith(f"#{cell.cell_index}")
+        assert display_name(cell).endswith(f"#{cell.cell_index}")
+    tip = model.index(model.row_of(second.key)).data(Qt.ItemDataRole.ToolTipRole)
+    assert "Cell #2 of this smear field" in tip
+
+
+def test_tiles_follow_the_dark_palette(qtbot, tmp_path) -> None:
+    from PySide6.QtGui import QPalette
+
+    from leukgui.gui.gallery import LABEL_COLORS_DARK, is_dark
+
+    model, review, cells = _reviewed_model(qtbot, tmp_path)
+    hem = model.index(model.row_of(cells[1].key))
+    dark = QPalette()
+    for role, colour in (
+        (QPalette.ColorRole.Base, "#15171b"),
+        (QPalette.ColorRole.Text, "#e6e8eb"),
+        (QPalette.ColorRole.Window, "#1e2126"),
+        (QPalette.ColorRole.Highlight, "#4c8dff"),
+    ):
+        dark.setColor(role, QColor(colour))
+    assert is_dark(dark)
+    delegate = CellDelegate(thumb_size=128)
+    image = _tile(delegate, hem, dark, fill="#15171b")
+    rows = _badge_row(delegate)
+    # No white HEM pill on a dark tile: the badge is filled with the base colour and drawn in
+    # the lighter teal, and the text row is painted in the palette's (light) text colour.
+    whites = sum(
+        image.pixelColor(x, y).lightness() > 235 for x in range(image.width()) for y in rows
+    )
+    assert whites < 10
+    assert _first_column_of(image, rows, LABEL_COLORS_DARK[HEM], tol=30) is not None
+    name_rows = range(rows.stop + 6, image.height() - 8)
+    brightest = max(
+        image.pixelColor(x, y).lightness() for x in range(image.width()) for y in name_rows
+    )
+    assert brightest > 140  # the file name is light on dark, not dark grey on dark
+
+
+# -------------------------------------------------------------------------------- in the window
+
+
+def _window_with_review(qtbot, tmp_path: Path):
+    """The main window showing a restored session (no model or analysis needed)."""
+    from review_samples import info
+
+    from leukgui.core.preferences import Preferences
+    from leukgui.core.results import RunResult
+    from leukgui.core.sessions import ReviewSession
+    from leukgui.gui.main_window import MainWindow
+
+    cells = _review_cells(tmp_path / "images")
+    run = RunResult(info(inputs=[str(tmp_path / "images")]), list(cells))
+    session = ReviewSession.create(tmp_path / "sessions", run)
+    session.close()
+    prefs = Preferences(reviewer="Dr. Test", open_report_after_export=False, preload_model=False)
+    win = MainWindow(prefs, restore_check=False)
+    qtbot.addWidget(win)
+    win.show()
+    win.restore_session(session.folder)
+    return win
+
+
+def _focus_cell(qtbot, win, cell: CellResult) -> None:
+    win.activateWindow()
+    win.tabs.setCurrentIndex(0)
+    win.gallery.setFocus()
+    assert win.gallery.select_path(cell)
+    qtbot.waitUntil(win.gallery.hasFocus, timeout=5000)
+
+
+def _tile_index(win, cell: CellResult):
+    return win.cells.index(win.cells.row_of(cell.key))
+
+
+def test_review_keys_mark_relabelled_cells_and_the_changed_filter_follows(qtbot, tmp_path) -> None:
+    win = _window_with_review(qtbot, tmp_path)
+    delegate = win.gallery.itemDelegate()
+    b = next(c for c in win.run.cells if c.path.name == "b.png")  # the model says HEM
+    assert delegate.badge_text(_tile_index(win, b)) == "HEM"
+    combo = win.label_filter
+    assert combo.findText("Changed by review") >= 0
+
+    _focus_cell(qtbot, win, b)
+    qtbot.keyClick(win.gallery, Qt.Key.Key_A)
+    assert win.review.final_label(b) == ALL
+    assert delegate.badge_text(_tile_index(win, b)) == "HEM → ALL"
+    win.select_cell(b)
+    assert win.inspector._label_chip.text() == "HEM → ALL  ✓"  # the inspector says it too
+
+    combo.setCurrentIndex(combo.findText("Changed by review"))
+    assert [win.proxy.cell(r) for r in range(win.proxy.rowCount())] == [b]
+
+    # Back to the model's call with H: no longer changed, gone from the list at once.
+    _focus_cell(qtbot, win, b)
+    qtbot.keyClick(win.gallery, Qt.Key.Key_H)
+    assert win.review.final_label(b) == HEM and win.proxy.rowCount() == 0
+    assert delegate.badge_text(_tile_index(win, b)) == "HEM"
+    # Undo (Ctrl+Z): ALL again, listed again, and the filter stayed on.
+    win.gallery.setFocus()
+    qtbot.keyClick(win.gallery, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert win.review.final_label(b) == ALL
+    assert combo.currentData() == "changed"
+    assert [win.proxy.cell(r) for r in range(win.proxy.rowCount())] == [b]
+    assert "filters cleared" not in win.statusBar().currentMessage()
+    # Undo again (back to the model's HEM): the cell leaves the filter, so undo clears the
+    # filter to show it, and says so.
+    qtbot.keyClick(win.gallery, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert win.review.final_label(b) == HEM and win.current_cell().key == b.key
+    assert combo.currentData() is None
+    assert win.statusBar().currentMessage().endswith("; filters cleared to show the cell")
+    qtbot.keyClick(win.gallery, Qt.Key.Key_Y, Qt.KeyboardModifier.ControlModifier)  # redo
+    combo.setCurrentIndex(combo.findText("Changed by review"))
+
+    # Other Show choices still work, and leave the changed filter off.
+    combo.setCurrentIndex(combo.findText("HEM"))
+    assert win.proxy.changed() is None and b not in [
+        win.proxy.cell(r) for r in range(win.proxy.rowCount())
+    ]
+    combo.setCurrentIndex(combo.findText("Not reviewed"))
+    assert win.proxy.changed() is None and win.proxy.rowCount() == len(win.run.cells) - 1
+
+
+def test_signing_off_locks_the_tiles_of_that_sample(qtbot, tmp_path) -> None:
+    win = _window_with_review(qtbot, tmp_path)
+    field_cell = next(c for c in win.run.cells if c.cell_index == 2)
+    index = _tile_index(win, field_cell)
+    assert index.data(Qt.ItemDataRole.DisplayRole) == "BloodImage_00010.jpg #2"
+    win.select_cell(field_cell)
+    win.samples.clear_selection()
+    win.sign_off_current_sample()
+    assert win.review.is_locked("S2")
+    assert index.data(LockedRole) is True
+    assert "Signed off by Dr. Test — locked" in index.data(Qt.ItemDataRole.ToolTipRole)
+    other = next(c for c in win.run.cells if c.sample == "S1")
+    assert _tile_index(win, other).data(LockedRole) is False
+    win.reopen_current_sample()
+    assert index.data(LockedRole) is False

@@ -98,14 +98,19 @@ def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells
     samples = [table.item(r, 0).text() for r in range(table.rowCount())]
     assert samples == ["patient7/all", "patient7/hem", "All samples"]
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
-    assert headers == list(COLUMNS) and {"UNCERTAIN", "UNCLASSIFIABLE"} <= set(headers)
+    assert headers == list(COLUMNS)
     overall = table.rowCount() - 1
     want = sample_summary(run, window.review)[-1]
     assert table.item(overall, COLUMNS.index("Cells")).text() == "12"
     assert table.item(overall, COLUMNS.index("ALL %")).text() == percent(
         want.all_fraction, missing=""
     )
-    assert table.item(overall, COLUMNS.index("UNCERTAIN")).text() == str(want.n_uncertain)
+    # The counts behind the key columns: in the row's tooltip and the details strip.
+    tip = table.item(overall, 0).toolTip()
+    assert f"{want.n_uncertain} UNCERTAIN" in tip and f"{want.n_all} ALL" in tip
+    assert window.samples.details.text() == tip  # nothing selected: the strip shows all samples
+    table.selectRow(0)
+    assert window.samples.details.text().startswith("patient7/all: ")
     assert window.act_export.isEnabled()
     assert window.inspector.isVisible()
 
@@ -172,7 +177,7 @@ def test_review_keys_change_labels_summary_and_audit(qtbot, window, cells_folder
     table = window.samples.table
     overall = table.rowCount() - 1
     assert table.item(overall, COLUMNS.index("Reviewed")).text() == f"3/{len(run.cells)}"
-    assert table.item(overall, COLUMNS.index("UNCLASSIFIABLE")).text() == "1"
+    assert "1 UNCLASSIFIABLE" in table.item(overall, 0).toolTip()
     audit = window.review.audit
     assert [e.after for e in audit] == [HEM, ALL, UNCLASSIFIABLE]
     assert {e.reviewer for e in audit} == {"Dr. Test"}
@@ -736,6 +741,9 @@ def test_shortcut_sheet_title_and_export_folder(
     kind, title, text = shown[-1][:3]
     assert title == "Keyboard shortcuts"
     assert "Ctrl+Z" in text and "Backspace" in text and "Mark ALL" in text and "F5" in text
+    inspector_keys = (window.act_zoom_in, window.act_zoom_out, window.act_zoom_fit)
+    for action in (*inspector_keys, window.act_overlay):
+        assert action.text().replace("&", "") in text  # the inspector's keys are listed too
     # The save dialog starts in the input's folder, then where the last report went.
     starts = []
 
@@ -749,3 +757,75 @@ def test_shortcut_sheet_title_and_export_folder(
     assert starts[0].parent == cells_folder and starts[0].name.startswith("patient7-report-")
     window._ask_save_path("Export", "*.xlsx", ".xlsx")
     assert starts[1].parent == tmp_path / "out"
+
+
+def test_samples_table_key_columns_fit_a_1024_px_window(qtbot, window, cells_folder) -> None:
+    """At 1024 px wide every key column is in view with no horizontal scrolling, and new
+    results start at the top of the table."""
+    _analyze(qtbot, window, [cells_folder])
+    window.resize(1024, 700)
+    window.show()
+    qtbot.waitExposed(window)
+    assert window.width() <= 1024  # nothing in the window forces it wider
+    table = window.samples.table
+    table.scrollToBottom()
+    header = table.horizontalHeader()
+    visible = table.viewport().width()
+    right = max(header.sectionViewportPosition(c) + header.sectionSize(c) for c in range(6))
+    assert right <= visible + 1, f"columns need {right}px, {visible}px shown"
+    for name in COLUMNS:  # each key column is wide enough to show its heading
+        c = COLUMNS.index(name)
+        needed = header.fontMetrics().horizontalAdvance(name)
+        assert name in ("Sample", "Signed off") or header.sectionSize(c) >= needed
+    assert not table.horizontalScrollBar().isVisible()
+    sample_width = header.sectionSize(COLUMNS.index("Sample"))
+    assert sample_width >= header.fontMetrics().horizontalAdvance("patient7/all") // 2
+    _analyze(qtbot, window, [cells_folder])
+    assert table.verticalScrollBar().value() == 0
+
+
+def test_open_after_export_says_when_no_program_can_open_the_report(
+    qtbot, window, cells_folder, tmp_path, monkeypatch
+) -> None:
+    from leukgui.gui import main_window as main_window_module
+
+    _analyze(qtbot, window, [cells_folder])
+    opened: list[str] = []
+
+    def no_program(url):  # what QDesktopServices answers on a PC without a spreadsheet program
+        opened.append(url.toLocalFile())
+        return False
+
+    monkeypatch.setattr(main_window_module.QDesktopServices, "openUrl", no_program)
+    messages = []
+    monkeypatch.setattr(window, "_show_message", lambda *a, **k: messages.append(a))
+    window.act_open_after.setChecked(False)
+    window.act_open_after.trigger()  # the user turns "Open report after export" on
+    assert window.prefs.open_report_after_export
+    report = tmp_path / "report.xlsx"
+    with qtbot.waitSignal(window.export_finished, timeout=60_000) as blocker:
+        window.export_excel(report)
+    assert blocker.args[0] == report and report.is_file()
+    assert opened == [str(report)]
+    assert len(messages) == 1
+    kind, title, text = messages[0][:3]
+    assert "not opened" in title and str(report) in text and "no program" in text
+    assert "no program" in window.statusBar().currentMessage()
+
+
+def test_reviewer_name_is_kept_at_once_not_only_at_a_clean_quit(
+    qtbot, window, cells_folder, monkeypatch
+) -> None:
+    from leukgui.core.preferences import load_preferences
+    from leukgui.gui import main_window as main_window_module
+
+    _analyze(qtbot, window, [cells_folder])
+    window.prefs.reviewer = ""
+    monkeypatch.setattr(
+        main_window_module.QInputDialog, "getText", lambda *a, **k: ("Dr. Night", True)
+    )
+    window.gallery.setFocus()
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)  # the first review asks for the name
+    assert {e.reviewer for e in window.review.audit} == {"Dr. Night"}
+    saved, _ = load_preferences()  # as a crash would leave it: the window never closed
+    assert saved.reviewer == "Dr. Night"

@@ -15,6 +15,7 @@ from pathlib import Path  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtCore import Qt  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
+from training_samples import write_subjects  # noqa: E402
 
 from leukgui.core.bundle import BUNDLE_SUFFIX, read_manifest  # noqa: E402
 from leukgui.core.paths import user_models_dir  # noqa: E402
@@ -117,6 +118,59 @@ def test_unrecognized_folder_says_so(qtbot, page, tmp_path) -> None:
     assert not page.form.dataset.subject_table.isVisible()
     assert not page.run_control.start_button.isEnabled()
     assert page.errors == []
+
+
+def test_start_waits_with_the_reason_while_the_data_cannot_be_split(qtbot, page, tmp_path):
+    page.form.set_weights_mode(WEIGHTS_NONE)  # so that only the data decides
+    control = page.run_control
+
+    _scan(qtbot, page, write_subjects(tmp_path / "few", n_all=4, n_hem=2))
+
+    reason = control.start_reason.text()
+    assert not control.start_button.isEnabled()
+    assert reason == (
+        "HEM has 2 subjects; a split by subject needs at least 3 per class "
+        "(one each for training, validation and test)."
+    )
+    assert control.start_reason.isVisible()
+    assert control.start_button.toolTip() == f"Cannot start: {reason}"
+    assert "Training cannot use it yet" in control.status_label.text()
+    # The split settings count: without a test part two subjects per class are enough.
+    page.form.test_spin.setValue(0)
+    assert control.start_button.isEnabled(), control.start_reason.text()
+    assert control.start_reason.text() == "" and "Cannot" not in control.start_button.toolTip()
+    page.form.test_spin.setValue(15)
+    assert not control.start_button.isEnabled() and control.start_reason.text() == reason
+    page.start_training()  # started anyway (a shortcut, a script): refused in the same words
+    assert not control.is_running() and control.status_label.text() == reason
+
+    _scan(qtbot, page, write_subjects(tmp_path / "enough", n_all=4, n_hem=3))
+
+    assert control.start_button.isEnabled(), control.start_reason.text()
+    assert control.start_reason.text() == ""
+    assert "Cannot" not in control.start_button.toolTip()
+    assert "Data set ready: 21 cells of 7 subjects." in control.status_label.text()
+    assert page.errors == []
+
+
+def test_one_class_or_a_failed_scan_keeps_start_disabled(qtbot, page, tmp_path, monkeypatch):
+    import leukgui.gui.dataset_box as dataset_box
+
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    control = page.run_control
+    _scan(qtbot, page, write_subjects(tmp_path / "all-only", n_all=4, n_hem=0))
+    assert not control.start_button.isEnabled()
+    assert "both classes" in control.start_reason.text()
+
+    def broken(*_args, **_kwargs):
+        raise PermissionError("access denied to the folder")
+
+    monkeypatch.setattr(dataset_box, "preview_dataset", broken)
+    page.set_data_folder(tmp_path / "locked")
+    qtbot.waitUntil(lambda: len(page.errors) == 1, timeout=30_000)
+    assert not control.start_button.isEnabled()
+    assert control.start_reason.text().startswith("Could not read the data set:")
+    assert "access denied" in control.start_reason.text()
 
 
 def test_a_dropped_folder_is_scanned(qtbot, page, dataset) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 import openpyxl
 import pytest
 import report_samples as samples
+from openpyxl.utils.units import pixels_to_EMU
 
 from leukgui.core import atomic, report
 from leukgui.core.atomic import ReportWriteError, atomic_write
@@ -35,6 +36,8 @@ from leukgui.core.results import (
     FileError,
     RunResult,
 )
+from leukgui.core.review import ReviewState
+from leukgui.core.xlsx import printed_scale
 
 
 @pytest.fixture
@@ -68,7 +71,8 @@ def test_summary_counts_and_all_percent(run: RunResult, tmp_path: Path) -> None:
     wb = _load(out)
     assert wb.sheetnames == ["Summary", "Cells", "Errors", "Metrics", "Provenance"]
     ws = wb["Summary"]
-    assert ws["A1"].value == "LeukGUI report"
+    assert ws["A1"].value == "LeukGUI report — run of 2024-05-06 09:30, model cnmc-mobilenet v2.1"
+    assert ws["A1"].font.b
     rows = _rows(ws)
     header = rows.index(
         (
@@ -129,6 +133,9 @@ def test_cells_rows_and_labels(run: RunResult, tmp_path: Path) -> None:
     write_excel(run, out, images=False)
     ws = _load(out)["Cells"]
     rows = _rows(ws)
+    assert rows[0][0] == "Cells — run of 2024-05-06 09:30, model cnmc-mobilenet v2.1"
+    assert "not included" in rows[1][0]  # said above the table, not beside it
+    rows = rows[2:]  # from the header row on
     assert rows[0][:9] == (
         "#",
         "File",
@@ -140,7 +147,7 @@ def test_cells_rows_and_labels(run: RunResult, tmp_path: Path) -> None:
         "Correct?",
         "Full path",
     )
-    assert rows[0][9] is None and "not included" in rows[0][10]  # note outside the table
+    assert len(rows[0]) == 9  # nothing beside the table to widen the printed page
     body = [r[:9] for r in rows[1:]]
     assert len(body) == len(run.cells) == 7
     assert [r[0] for r in body] == list(range(1, 8))
@@ -159,13 +166,14 @@ def test_cells_rows_and_labels(run: RunResult, tmp_path: Path) -> None:
     assert [r[7] for r in body] == ["yes", "yes", "no (by threshold)", "no", "no", None, None]
     assert body[0][8] == str(run.cells[0].path)
     assert body[0][3] == "P1"
-    assert ws["F2"].number_format == "0.000"
+    assert ws["F4"].number_format == "0.000"
     fills = {
-        ws.cell(row=i, column=5).value: ws.cell(row=i, column=5).fill.fgColor.rgb for i in (2, 3, 4)
+        ws.cell(row=i, column=5).value: ws.cell(row=i, column=5).fill.fgColor.rgb for i in (4, 5, 6)
     }
     assert len(set(fills.values())) == 3  # colour differs per label, and so does the text
-    assert ws.auto_filter.ref == "A1:I8"
-    assert ws.freeze_panes == "C2"
+    assert ws.auto_filter.ref == "A3:I10"
+    assert ws.freeze_panes == "C4"
+    assert ws.print_title_rows == "$3:$3"
     assert len(ws._images) == 0
 
 
@@ -173,16 +181,16 @@ def test_images_embedded_and_unavailable_is_said(run: RunResult, tmp_path: Path)
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=True, thumb_px=48)
     ws = _load(out)["Cells"]
-    assert ws["J1"].value == "Thumbnail" and ws["K1"].value == "Heatmap"
+    assert ws["J2"].value == "Thumbnail" and ws["K2"].value == "Heatmap"
     assert len(ws._images) == 2 * 6  # six readable cells, thumbnail + heatmap each
     anchored = sorted((img.anchor._from.row, img.anchor._from.col) for img in ws._images)
-    assert anchored == sorted([(r, c) for r in range(1, 7) for c in (9, 10)])
+    assert anchored == sorted([(r, c) for r in range(2, 8) for c in (9, 10)])  # 0-based
     for img in ws._images:  # each picture stays inside its own cell
         assert img.anchor.to.row == img.anchor._from.row
         assert img.anchor.to.col == img.anchor._from.col
-    assert ws.row_dimensions[2].height >= 48 * 0.75
-    assert ws["J8"].value.startswith("image unavailable: ")
-    assert ws["K8"].value.startswith("image unavailable: ")
+    assert ws.row_dimensions[3].height >= 48 * 0.75
+    assert ws["J9"].value.startswith("image unavailable: ")
+    assert ws["K9"].value.startswith("image unavailable: ")
     with zipfile.ZipFile(out) as z:
         media = [n for n in z.namelist() if n.startswith("xl/media/")]
         assert len(media) == 12
@@ -195,7 +203,7 @@ def test_image_changed_since_analysis_is_not_shown(run: RunResult, tmp_path: Pat
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=True)
     ws = _load(out)["Cells"]
-    assert "file changed since analysis" in ws["J2"].value
+    assert "file changed since analysis" in ws["J3"].value
     assert len(ws._images) == 2 * 5
 
 
@@ -207,10 +215,10 @@ def test_images_auto_limit(run: RunResult, tmp_path: Path, monkeypatch) -> None:
     write_excel(run, out)
     wb = _load(out)
     assert len(wb["Cells"]._images) == 0
-    assert wb["Cells"]["J1"].value is None
+    assert wb["Cells"]["J3"].value is None
     summary = " ".join(str(v) for r in _rows(wb["Summary"]) for v in r if v)
     assert "omitted" in summary and "more than the 3" in summary
-    assert "omitted" in " ".join(str(v) for v in _rows(wb["Cells"])[0] if v)
+    assert "omitted" in wb["Cells"]["A2"].value
 
 
 # ------------------------------------------------------------------------------ Errors
@@ -219,7 +227,7 @@ def test_images_auto_limit(run: RunResult, tmp_path: Path, monkeypatch) -> None:
 def test_errors_sheet(run: RunResult, tmp_path: Path) -> None:
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=False)
-    rows = _rows(_load(out)["Errors"])
+    rows = _rows(_load(out)["Errors"])[1:]  # below the title row
     assert rows[0] == ("File", "Sample", "Kind", "Reason", "Full path")
     path = str(run.errors[0].path)
     assert rows[1:] == [("S2/bad.png", "S2", "unreadable", "truncated PNG", path)]
@@ -227,7 +235,7 @@ def test_errors_sheet(run: RunResult, tmp_path: Path) -> None:
     run.outcomes = [o for o in run.outcomes if not isinstance(o, FileError)]
     write_excel(run, out, images=False)
     rows = _rows(_load(out)["Errors"])
-    assert rows[1][0] == "No errors" and len(rows) == 2
+    assert rows[2][0] == "No errors" and len(rows) == 3
 
 
 def test_errors_by_kind_and_empty_fields(run: RunResult, tmp_path: Path) -> None:
@@ -237,9 +245,10 @@ def test_errors_by_kind_and_empty_fields(run: RunResult, tmp_path: Path) -> None
     out = tmp_path / "r.xlsx"
     write_excel(run, out, images=False)
     wb = _load(out)
-    kinds = [r[2] for r in _rows(wb["Errors"])[1:]]
+    kinds = [r[2] for r in _rows(wb["Errors"])[2:]]
     assert kinds == ["unreadable", "no white cell", "too large"]
-    fields = _rows(wb["Fields"])[1:]
+    assert _rows(wb["Fields"])[1][0] == "Field"
+    fields = _rows(wb["Fields"])[2:]
     assert [(r[0], r[2]) for r in fields] == [("blank.png", 0)]
 
 
@@ -333,6 +342,133 @@ def test_provenance(run: RunResult, tmp_path: Path) -> None:
     assert "Demo model" not in rows
 
 
+# ------------------------------------------------------------------------------ printing
+
+PRINT_SHEETS = ["Summary", "Cells", "Fields", "Errors", "Metrics", "Audit trail", "Provenance"]
+
+
+@pytest.fixture
+def print_book(tmp_path: Path) -> tuple[openpyxl.Workbook, Path]:
+    """Every sheet, pictures at the default size, a review, an ugly folder and a model
+    named "R&D ..."."""
+    run = samples.print_run(tmp_path / "images", cells=8)
+    state = ReviewState(threshold=run.info.threshold)
+    state.set_label(run.cells[3], HEM, "Dr. Ånne & Co")
+    state.sign_off(run.cells[0].sample, "Dr. Bo")
+    out = tmp_path / "print.xlsx"
+    write_excel(run, out, review=state)
+    return _load(out), out
+
+
+def _emu_to_cm(emu: int) -> float:
+    return emu / 360000
+
+
+def test_every_sheet_prints_landscape_one_page_wide_titled_with_header_and_footer(
+    print_book: tuple[openpyxl.Workbook, Path],
+) -> None:
+    wb, _ = print_book
+    assert wb.sheetnames == PRINT_SHEETS
+    for ws in wb.worksheets:
+        name = ws.title
+        assert ws.page_setup.orientation == "landscape", name
+        assert int(ws.page_setup.paperSize) == int(ws.PAPERSIZE_A4), name  # A4
+        assert ws.sheet_properties.pageSetUpPr.fitToPage, name
+        assert (ws.page_setup.fitToWidth, ws.page_setup.fitToHeight) == (1, 0), name
+        assert ws.page_margins.left <= 0.5 and ws.page_margins.right <= 0.5, name
+        # Row 1: the sheet and the run, in bold.
+        title = ws["A1"].value
+        assert ws["A1"].font.b, name
+        assert title.startswith("LeukGUI report" if name == "Summary" else name), title
+        assert "run of 2024-05-06 09:30" in title and f"model {samples.UGLY_MODEL} v3" in title
+        # The table header repeats on every printed page.
+        assert ws.print_title_rows, name
+        first, last = (int(r.strip("$")) for r in ws.print_title_rows.split(":"))
+        assert first == last, name
+        if name != "Metrics":  # Metrics repeats its title row above several tables
+            assert ws.cell(row=first, column=1).fill.fgColor.rgb.endswith("D9E1F2"), name
+            assert ws.cell(row=first, column=2).font.b, name
+        # Header: the model (its '&' escaped as '&&') and the run; footer: page n of m.
+        header = ws.oddHeader
+        assert "R&&D cnmc-efficientnet v3" in header.left.text, name
+        assert "0123456789ab" in header.left.text  # the short SHA-256
+        assert "2024-05-06 09:30:00" in header.right.text
+        footer = ws.oddFooter
+        assert "&P" in footer.center.text and "&N" in footer.center.text, name
+        assert footer.left.text == "&A"  # the sheet's name
+
+
+def test_header_escapes_ampersands_in_the_saved_file(
+    print_book: tuple[openpyxl.Workbook, Path],
+) -> None:
+    _, out = print_book
+    with zipfile.ZipFile(out) as z:
+        sheets = [n for n in z.namelist() if n.startswith("xl/worksheets/sheet")]
+        assert len(sheets) == len(PRINT_SHEETS)
+        for name in sheets:
+            xml = z.read(name).decode("utf-8")
+            header = xml[xml.index("<oddHeader>") : xml.index("</oddHeader>")]
+            assert "R&amp;&amp;D cnmc" in header  # '&D' alone would print the date
+            assert "R&amp;D" not in header.replace("&amp;&amp;", "")
+            assert "Page &amp;P of &amp;N" in xml
+
+
+def test_sheets_stay_near_full_size_when_fitted_to_the_page_width(
+    print_book: tuple[openpyxl.Workbook, Path],
+) -> None:
+    wb, _ = print_book
+    scales = {ws.title: printed_scale(ws) for ws in wb.worksheets}
+    assert min(scales.values()) >= 0.6, scales
+    assert scales["Provenance"] == 1.0 and scales["Errors"] == 1.0, scales
+
+
+def test_thumbnails_print_at_least_1_5_cm(
+    print_book: tuple[openpyxl.Workbook, Path], run: RunResult, tmp_path: Path
+) -> None:
+    wb, _ = print_book
+    plain = tmp_path / "plain.xlsx"
+    write_excel(run, plain)
+    for ws in (wb["Cells"], _load(plain)["Cells"]):  # with and without review columns
+        assert ws._images
+        scale = printed_scale(ws)
+        for img in ws._images:
+            shown = img.anchor.to.colOff - img.anchor._from.colOff
+            assert shown >= pixels_to_EMU(90)  # on screen
+            assert _emu_to_cm(shown) * scale >= 1.5, (ws.title, scale)  # on paper
+
+
+def test_provenance_wraps_long_values_in_a_bounded_column(
+    print_book: tuple[openpyxl.Workbook, Path],
+) -> None:
+    ws = print_book[0]["Provenance"]
+    assert ws["A2"].value == "Item" and ws.freeze_panes == "A3"
+    width = ws.column_dimensions["B"].width
+    assert 30 <= width <= report.PROVENANCE_VALUE_WIDTH
+    assert ws.column_dimensions["A"].width <= 40
+    row = _row_of(ws, "Analysis and detector settings")
+    value = ws.cell(row=row, column=2)
+    assert len(value.value) > 3 * width  # really long: it must wrap
+    assert value.alignment.wrap_text and value.alignment.vertical == "top"
+    lines = math.ceil(len(value.value) / (width * 1.1))
+    assert ws.row_dimensions[row].height >= 15 * lines  # tall enough to show it all
+    sha = ws.cell(row=_row_of(ws, "Model SHA-256"), column=2)
+    assert sha.value == samples.SHA and sha.alignment.wrap_text
+
+
+def test_long_summary_and_metrics_notes_wrap_inside_the_table_width(
+    print_book: tuple[openpyxl.Workbook, Path],
+) -> None:
+    wb, _ = print_book
+    for name in ("Summary", "Metrics"):
+        ws = wb[name]
+        merged = [r for r in ws.merged_cells.ranges if r.min_col == 1 and r.max_col > 1]
+        assert merged, name
+        for cells in merged:
+            assert ws.cell(row=cells.min_row, column=1).alignment.wrap_text, name
+    breaks = [b.id for b in wb["Metrics"].row_breaks.brk]
+    assert breaks == [_row_of(wb["Metrics"], "Reviewed labels vs truth") - 1]
+
+
 # ------------------------------------------------------------------------------ formula safety
 
 HOSTILE = samples.HOSTILE_NAMES
@@ -348,14 +484,14 @@ def test_formula_like_text_stays_text_in_xlsx(hostile_run: RunResult, tmp_path: 
     write_excel(hostile_run, out, images=True)
     wb = _load(out)
     cells = wb["Cells"]
-    for row, name in enumerate(HOSTILE, 2):
-        for col, value in ((2, name), (3, "=1+1"), (9, str(hostile_run.cells[row - 2].path))):
+    for row, name in enumerate(HOSTILE, 3):
+        for col, value in ((2, name), (3, "=1+1"), (9, str(hostile_run.cells[row - 3].path))):
             cell = cells.cell(row=row, column=col)
             assert cell.value == value
             assert cell.data_type == "s"
     err = wb["Errors"]
-    assert err["A2"].value == "=2.png" and err["A2"].data_type == "s"
-    assert err["D2"].value == "=cmd|' /C calc'!A0" and err["D2"].data_type == "s"
+    assert err["A3"].value == "=2.png" and err["A3"].data_type == "s"
+    assert err["D3"].value == "=cmd|' /C calc'!A0" and err["D3"].data_type == "s"
     summary = _by_first(wb["Summary"])
     assert "=1+1" in summary
     prov = _by_first(wb["Provenance"])

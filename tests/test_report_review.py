@@ -151,7 +151,7 @@ def test_cells_sheet_has_reviewed_columns_beside_the_model_label(
     wb = _write(run, review, tmp_path)
     assert wb.sheetnames == ["Summary", "Cells", "Errors", "Metrics", "Audit trail", "Provenance"]
     ws = wb["Cells"]
-    rows = _rows(ws)
+    rows = _rows(ws)[2:]  # below the title and the "not included" note
     assert rows[0][:12] == CELL_HEADERS
     body = [r[:12] for r in rows[1:]]
     assert [r[1] for r in body] == [
@@ -171,18 +171,18 @@ def test_cells_sheet_has_reviewed_columns_beside_the_model_label(
     # "Model correct?" still judges the model, not the reviewer.
     assert [r[10] for r in body] == ["yes", "yes", "no (by threshold)", "no", "no", None]
     assert body[0][11] == str(run.cells[0].path)
-    assert ws["I2"].number_format == "0.000"
-    fills = {ws.cell(row=r, column=6).fill.fgColor.rgb for r in (2, 4, 6)}
+    assert ws["I4"].number_format == "0.000"
+    fills = {ws.cell(row=r, column=6).fill.fgColor.rgb for r in (4, 6, 8)}
     assert len(fills) == 3  # ALL, HEM and UNCLASSIFIABLE are coloured differently
-    assert ws.auto_filter.ref == "A1:L7"
-    assert ws.freeze_panes == "C2"
+    assert ws.auto_filter.ref == "A3:L9"
+    assert ws.freeze_panes == "C4"
 
 
 def test_images_move_right_of_the_review_columns(
     run: RunResult, review: ReviewState, tmp_path: Path
 ) -> None:
     ws = _write(run, review, tmp_path, images=True, thumb_px=32)["Cells"]
-    assert (ws["M1"].value, ws["N1"].value) == ("Thumbnail", "Heatmap")
+    assert (ws["M2"].value, ws["N2"].value) == ("Thumbnail", "Heatmap")
     assert len(ws._images) == 2 * 6
     assert {img.anchor._from.col for img in ws._images} == {12, 13}  # 0-based M and N
 
@@ -194,7 +194,7 @@ def test_audit_trail_sheet_rows_equal_the_audit_list(
     run: RunResult, review: ReviewState, tmp_path: Path
 ) -> None:
     ws = _write(run, review, tmp_path)["Audit trail"]
-    rows = _rows(ws)
+    rows = _rows(ws)[1:]  # below the title row
     assert rows[0] == (
         "#",
         "Time (UTC)",
@@ -235,12 +235,12 @@ def test_audit_trail_sheet_rows_equal_the_audit_list(
     ]
     assert rows[6][7:9] == (HEM, None)  # the undo: HEM before, nothing after
     assert rows[7][1:6] == (_stamp(6), "Dr Bo", "sign-off", "S1", None)
-    assert ws.auto_filter.ref == "A1:J8"
+    assert ws.auto_filter.ref == "A2:J9"
 
 
 def test_empty_review_says_so_and_keeps_the_model_numbers(run: RunResult, tmp_path: Path) -> None:
     wb = _write(run, ReviewState(threshold=0.5), tmp_path)
-    assert _rows(wb["Audit trail"])[1][0] == "No review actions recorded"
+    assert _rows(wb["Audit trail"])[2][0] == "No review actions recorded"
     assert "Reviewed labels vs truth" not in _text_of(wb["Metrics"])
     rows = _rows(wb["Summary"])
     table = rows[rows.index(SUMMARY_HEADERS) + 1 :][:3]
@@ -329,12 +329,12 @@ def test_formula_looking_reviewer_names_stay_text(run: RunResult, tmp_path: Path
     write_excel(run, out, images=False, review=state)
     wb = openpyxl.load_workbook(out)
     cells = wb["Cells"]
-    for row, name in enumerate(HOSTILE, 2):
+    for row, name in enumerate(HOSTILE, 4):
         assert cells.cell(row=row, column=7).value == name
         assert cells.cell(row=row, column=7).data_type == "s"
     audit = wb["Audit trail"]
-    assert [audit.cell(row=r, column=3).value for r in range(2, 7)] == HOSTILE + [HOSTILE[0]]
-    assert all(audit.cell(row=r, column=3).data_type == "s" for r in range(2, 7))
+    assert [audit.cell(row=r, column=3).value for r in range(3, 8)] == HOSTILE + [HOSTILE[0]]
+    assert all(audit.cell(row=r, column=3).data_type == "s" for r in range(3, 8))
     summary = {r[0]: r for r in _rows(wb["Summary"])}
     assert summary["S1"][11] == HOSTILE[0]
     with zipfile.ZipFile(out) as z:

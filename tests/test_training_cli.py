@@ -7,6 +7,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from training_samples import write_subjects
 
 from leukgui.cli import main
 from leukgui.core.synthetic import write_dataset
@@ -128,3 +129,16 @@ def test_evaluate_refuses_a_missing_model(data: Path, tmp_path: Path, capsys) ->
     )
     assert code == 4
     assert "not found" in capsys.readouterr().err
+
+
+def test_train_with_too_few_subjects_says_why_without_a_traceback(tmp_path, capsys) -> None:
+    data = write_subjects(tmp_path / "few", n_all=4, n_hem=2)
+    out = tmp_path / "out"
+    code = main(["train", str(data), "--weights", "none", "--out", str(out), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 3, err
+    assert err.strip() == (
+        "leukgui train: HEM has 2 subjects; a split by subject needs at least 3 per class "
+        "(one each for training, validation and test)."
+    )
+    assert "Traceback" not in err and not out.exists()

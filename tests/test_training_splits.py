@@ -14,9 +14,11 @@ from training.splits import (
     PARTS,
     LeakageError,
     Split,
+    SplitError,
     check_no_leakage,
     split_by_folds,
     split_by_subject,
+    split_problem,
 )
 
 
@@ -70,12 +72,80 @@ def test_stratified_and_close_to_the_fractions() -> None:
     assert split.seed == 3
 
 
-def test_few_subjects_still_fill_every_part() -> None:
-    split = split_by_subject(_records(2), seed=0)
+def test_three_subjects_per_class_give_every_part_both_classes() -> None:
+    split = split_by_subject(_records(3), seed=0)
     summary = split.summary()
-    assert summary["train"]["subjects_per_class"] == {ALL: 1, HEM: 1}
-    assert split.validation and split.test
+    for part in PARTS:
+        assert summary[part]["subjects_per_class"] == {ALL: 1, HEM: 1}, part
     check_no_leakage(split)
+
+
+def _uneven(n_all: int, n_hem: int, cells: int = 5) -> list[Record]:
+    """`n_all` ALL patients and `n_hem` HEM donors, each with `cells` cells."""
+    return [
+        r
+        for r in _records(max(n_all, n_hem), cells)
+        if int(r.subject[1:]) <= (n_all if r.label == ALL else n_hem)
+    ]
+
+
+def test_too_few_subjects_are_refused_naming_the_class_and_count() -> None:
+    with pytest.raises(SplitError) as info:
+        split_by_subject(_uneven(5, 2), seed=0)
+    assert str(info.value) == (
+        "HEM has 2 subjects; a split by subject needs at least 3 per class "
+        "(one each for training, validation and test)."
+    )
+    assert isinstance(info.value, ValueError)  # callers catching ValueError still do
+    assert split_problem(_uneven(5, 2)) == str(info.value)
+    assert split_problem(_uneven(1, 1)).startswith("ALL has 1 subject and HEM has 1 subject;")
+    # Without a test part two subjects per class are enough; with one, the rule says two.
+    assert split_problem(_uneven(5, 2), test=0.0) == ""
+    assert split_problem(_uneven(5, 1), test=0.0) == (
+        "HEM has 1 subject; a split by subject needs at least 2 per class "
+        "(one each for training and validation)."
+    )
+
+
+def test_no_cells_one_class_and_bad_fractions_are_problems_too() -> None:
+    assert split_problem([]) == "No labelled cells to split."
+    only_all = [r for r in _records(4) if r.label == ALL]
+    assert split_problem(only_all) == (
+        "Training needs cells of both classes, ALL and HEM; this data has only ALL cells."
+    )
+    assert "sum to less than 1" in split_problem(_records(4), validation=0.5, test=0.5)
+    assert split_problem(_records(3)) == ""
+
+
+def test_mixed_subjects_count_for_their_majority() -> None:
+    records = _uneven(4, 2)
+    records.append(Record(Path("hem/x.bmp"), HEM, "P1"))  # P1 stays mostly ALL
+    problem = split_problem(records, seed=0)
+    assert problem.startswith("HEM is the main class of only 2 subjects;"), problem
+
+
+@pytest.mark.parametrize("test_fraction", [0.15, 0.0])
+@pytest.mark.parametrize("n_all", [1, 2, 3, 4, 6])
+@pytest.mark.parametrize("n_hem", [1, 2, 3, 5])
+def test_the_check_agrees_with_the_real_split(n_all: int, n_hem: int, test_fraction) -> None:
+    """Whatever `split_problem` says, the splitter does; and an accepted split is trainable."""
+    records = _uneven(n_all, n_hem, cells=3)
+    need = 3 if test_fraction else 2
+    for seed in (0, 1, 7):
+        problem = split_problem(records, validation=0.15, test=test_fraction, seed=seed)
+        assert bool(problem) == (min(n_all, n_hem) < need), (n_all, n_hem, seed)
+        if problem:
+            with pytest.raises(SplitError) as info:
+                split_by_subject(records, validation=0.15, test=test_fraction, seed=seed)
+            assert str(info.value) == problem
+            for label, n in ((ALL, n_all), (HEM, n_hem)):
+                if n < need:
+                    assert f"{label} has {n} subject" in problem
+        else:
+            split = split_by_subject(records, validation=0.15, test=test_fraction, seed=seed)
+            parts = PARTS if test_fraction else ("train", "validation")
+            for part in parts:
+                assert {r.label for r in split.part(part)} == {ALL, HEM}, (part, seed)
 
 
 def test_uneven_subject_sizes() -> None:
@@ -107,7 +177,7 @@ def test_bad_arguments() -> None:
         split_by_subject(_records(3), validation=0.5, test=0.5)
     with pytest.raises(ValueError, match=">= 0"):
         split_by_subject(_records(3), validation=-0.1)
-    with pytest.raises(ValueError, match="no records"):
+    with pytest.raises(SplitError, match="No labelled cells"):
         split_by_subject([])
     with pytest.raises(ValueError, match="part must be"):
         split_by_subject(_records(3)).subjects("training")
@@ -175,15 +245,16 @@ def test_synthetic_cnmc_tree_end_to_end(tmp_path: Path) -> None:
     for fold in range(3):
         write_dataset(
             tmp_path / "training_data" / f"fold_{fold}",
-            4,
+            6,
             seed=fold,
             fmt="bmp",
             layout="cnmc",
+            subjects=3,
             size=64,
         )
     scan = read_cnmc(tmp_path)
-    assert len(scan.records) == 24
-    # write_dataset reuses P1, P2, H1, H2 in every fold, so a fold split must leak
+    assert len(scan.records) == 36
+    # write_dataset reuses P1..P3, H1..H3 in every fold, so a fold split must leak
     with pytest.raises(LeakageError, match="split_by_subject"):
         split_by_folds(scan.records, train_folds=[0, 1], validation_folds=[2])
     split = split_by_subject(scan.records, validation=0.25, test=0.25, seed=0)

@@ -11,6 +11,7 @@ from openpyxl import Workbook
 
 from leukgui.core.metric_table import (
     METRIC_HEADERS,
+    METRIC_WIDTHS,
     MetricRow,
     binary_metric_rows,
     calibration_row,
@@ -28,9 +29,17 @@ from leukgui.core.xlsx import (
     KeyValues,
     banner_row,
     fit_width,
+    header_row,
+    header_text,
     label_fill,
     number_cell,
+    page_header,
+    print_setup,
+    printed_scale,
+    set_widths,
+    span_note,
     text_cell,
+    wrap_columns,
 )
 
 
@@ -130,3 +139,84 @@ def test_one_metric_table(tmp_path: Path) -> None:
     assert all(table[r.name][5] for r in rows)  # every metric says what it means
     notes = [back.cell(row=r, column=1).value for r in (end + 2, end + 3)]
     assert notes[0].startswith("n/a") and notes[1].startswith("95% CI")
+
+
+# --------------------------------------------------------------------------- printing
+
+
+def test_header_text_escapes_codes_and_stays_short() -> None:
+    assert header_text("R&D model") == "R&&D model"  # '&D' alone prints the date
+    assert header_text('A&B & &P &"Arial" &12') == 'A&&B && &&P &&"Arial" &&12'
+    assert header_text("line\nbreak\x07bell\t tab") == "line break bell tab"
+    long = header_text("&" * 200, limit=11)
+    assert long == "&&" * 10 + "…"  # cut before escaping: never half an '&&' pair
+    assert header_text("Müller & Søn 血液") == "Müller && Søn 血液"
+
+
+def test_print_setup_and_page_header_saved(tmp_path: Path) -> None:
+    wb = Workbook()
+    ws = wb.active
+    header_row(ws, 2, ["a", "b"])
+    print_setup(ws, "2:2")
+    page_header(ws, "LeukGUI report — R&D v1", "Run started 2026-11-30 14:02 & more")
+    back = _saved(wb, tmp_path).active
+    assert back.page_setup.orientation == "landscape"
+    assert (back.page_setup.fitToWidth, back.page_setup.fitToHeight) == (1, 0)
+    assert back.sheet_properties.pageSetUpPr.fitToPage
+    assert back.print_title_rows == "$2:$2"
+    assert back.page_margins.left == back.page_margins.right == 0.4
+    assert back.oddHeader.left.text == "LeukGUI report — R&&D v1"
+    assert back.oddHeader.right.text == "Run started 2026-11-30 14:02 && more"
+    assert back.oddHeader.center.text is None  # left free for a long left part
+    assert back.oddFooter.center.text == "Page &P of &N"
+    assert (back.oddFooter.left.text, back.oddFooter.right.text) == ("&A", "&F")
+    bare = Workbook().active
+    print_setup(bare)  # no title rows, no header: still landscape with page numbers
+    assert bare.print_title_rows is None and bare.oddFooter.center.text == "Page &P of &N"
+
+
+def test_wrap_columns_and_span_note(tmp_path: Path) -> None:
+    wb = Workbook()
+    ws = wb.active
+    set_widths(ws, [10, 20, 10])
+    text_cell(ws, 1, 2, "short")
+    text_cell(ws, 2, 2, "word " * 30)  # 150 characters in a 20-wide column
+    text_cell(ws, 2, 3, "beside")
+    ws.row_dimensions[3].height = 80  # a picture row: never made lower
+    text_cell(ws, 3, 2, "word " * 10)
+    wrap_columns(ws, [2], 1, 3)
+    assert all(ws.cell(row=r, column=2).alignment.wrap_text for r in (1, 2, 3))
+    assert ws.row_dimensions[1].height is None
+    assert ws.row_dimensions[2].height >= 15 * 7
+    assert ws["C2"].alignment.vertical == "top"  # lines up with the wrapped text
+    assert ws.row_dimensions[3].height == 80
+    text_cell(ws, 5, 1, "note " * 40)
+    span_note(ws, 5, 3)
+    assert "A5:C5" in {str(m) for m in ws.merged_cells.ranges}
+    assert ws["A5"].alignment.wrap_text and ws.row_dimensions[5].height >= 15 * 5
+
+
+def test_printed_scale() -> None:
+    ws = Workbook().active
+    set_widths(ws, [20, 20])
+    text_cell(ws, 1, 2, "x")
+    assert printed_scale(ws) == 1.0  # fits the page: printed full size
+    set_widths(ws, [100, 100, 100])  # 3 x 705 px
+    text_cell(ws, 1, 3, "x")
+    assert printed_scale(ws) == pytest.approx((11.69 - 1.5) * 96 / (3 * 705), rel=0.01)
+    print_setup(ws)  # narrower margins: a little more of the page for the table
+    assert printed_scale(ws) == pytest.approx((11.69 - 0.8) * 96 / (3 * 705), rel=0.01)
+
+
+def test_metric_meanings_wrap_in_a_bounded_column() -> None:
+    assert METRIC_WIDTHS[5] <= 70  # not one 100-wide column that shrinks the printed page
+    wb = Workbook()
+    ws = wb.active
+    rows = binary_metric_rows(BinaryMetrics(tp=5, fn=2, fp=3, tn=6, roc_auc=0.8))
+    end = write_metric_table(ws, 1, rows)
+    row_of = {ws.cell(row=r, column=1).value: r for r in range(2, end + 1)}
+    assert all(ws.cell(row=r, column=6).alignment.wrap_text for r in row_of.values())
+    auc = row_of["ROC AUC"]  # its meaning is longer than the column: two lines
+    assert ws.row_dimensions[auc].height >= 30
+    assert ws.cell(row=auc, column=2).alignment.vertical == "center"
+    assert ws.row_dimensions[row_of["Accuracy"]].height is None  # short: one line

@@ -9,6 +9,7 @@ import math
 from pathlib import Path
 
 from leukgui.core.results import ALL, HEM
+from leukgui.core.synthetic import write_dataset
 from training.history import EpochLog, TrainingRun
 from training.scoring import (
     BAND_RULE,
@@ -156,3 +157,15 @@ def metrics_block(ws, title_prefix: str) -> dict[object, tuple]:
 
 def fail_disk_full(*_args: object, **_kw: object) -> None:
     raise OSError(errno.ENOSPC, "No space left on device")
+
+
+def write_subjects(folder: Path, n_all: int, n_hem: int, cells: int = 3, size: int = 64) -> Path:
+    """A C-NMC-named all/hem folder with `n_all` ALL patients P1.. and `n_hem` HEM donors H..,
+    `cells` cells each: uneven subject counts, for the too-few-subjects-to-split checks."""
+    most = max(n_all, n_hem, 1)
+    write_dataset(folder, cells * most, 23, fmt="png", layout="cnmc", subjects=most, size=size)
+    keep = {f"P{i}" for i in range(1, n_all + 1)} | {f"H{i}" for i in range(1, n_hem + 1)}
+    for path in sorted(folder.glob("*/UID_*")):
+        if path.name.split("_")[1] not in keep:
+            path.unlink()
+    return folder

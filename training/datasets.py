@@ -540,16 +540,12 @@ class DatasetPreview:
         if self.scan is None:
             return []
         s = self.scan.summary()
-        cells, per_class, subjects = s["cells"], s["cells_per_class"], s["subjects_per_class"]
+        cells, per_class = s["cells"], s["cells_per_class"]
         warnings = []
         if not cells:
             warnings.append("No labelled cells found.")
         elif not per_class[ALL] or not per_class[HEM]:
             warnings.append("Training needs cells of both classes, ALL and HEM.")
-        elif min(subjects.values()) < 3:
-            warnings.append(
-                "Fewer than 3 subjects in a class: the validation or test part may lack it."
-            )
         if cells and s["subjects"] == cells:
             warnings.append(
                 "Every cell is its own subject (no patient folders or C-NMC names): cells of "

@@ -59,6 +59,7 @@ from leukgui.core.xlsx import (
     header_row,
     label_fill,
     number_cell,
+    page_header,
     print_setup,
     set_widths,
     text_cell,
@@ -508,8 +509,13 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
 
 
 def _finish(wb: Workbook, title: str) -> None:
+    """Workbook properties, and `title` in every sheet's page header so a printed page says
+    which report it belongs to."""
     wb.properties.creator = "LeukGUI training"
     wb.properties.title = title
+    generated = f"Generated {local_time(datetime.now().astimezone())}"
+    for ws in wb.worksheets:
+        page_header(ws, f"LeukGUI — {title}", generated)
 
 
 def write_training_report(run: TrainingRun, path: Path) -> Path:

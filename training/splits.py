@@ -22,14 +22,17 @@ __all__ = [
     "PARTS",
     "LeakageError",
     "Split",
+    "SplitError",
     "check_no_leakage",
     "split_by_folds",
     "split_by_subject",
+    "split_problem",
 ]
 
 PARTS = ("train", "validation", "test")
 _FOLD = re.compile(r"^(?:fold_?)?(\d+)$", re.IGNORECASE)
 _SHOWN = 10  # subjects named in a leakage message before "and N more"
+_PART_WORDS = {"train": "training", "validation": "validation", "test": "test"}
 
 
 @dataclass
@@ -92,6 +95,14 @@ class LeakageError(ValueError):
         self.subjects = subjects
 
 
+class SplitError(ValueError):
+    """The records cannot give every part cells of both classes; the message says why.
+
+    Raised before any training starts, in words a user can act on, instead of the trainer
+    failing later on a validation part with one class or a test part that cannot be scored.
+    """
+
+
 def check_no_leakage(split: Split) -> None:
     """Raise LeakageError naming every subject found in two or more parts."""
     where: dict[str, list[str]] = defaultdict(list)
@@ -126,14 +137,18 @@ def split_by_subject(
     the part furthest below its cell target. Before that, each part with a non-zero fraction
     is seeded with one subject per stratum where the stratum has enough subjects (train
     first, so training always sees both classes; validation and test take the subject whose
-    size is closest to their target). With very few subjects a part may stay empty.
+    size is closest to their target).
+
+    Every part with a non-zero fraction must end up with cells of both classes, or the run
+    could not be validated or scored: SplitError says which class has too few subjects
+    (`split_problem` asks the same question without raising, for a Start button).
     """
     if validation < 0 or test < 0 or validation + test >= 1:
         raise ValueError(
             f"validation ({validation}) and test ({test}) must be >= 0 and sum to less than 1"
         )
     if not records:
-        raise ValueError("no records to split")
+        raise SplitError("No labelled cells to split.")
     fractions = {"train": 1.0 - validation - test, "validation": validation, "test": test}
     wanted = [p for p in PARTS if fractions[p] > 0]
 
@@ -143,6 +158,13 @@ def split_by_subject(
     strata: dict[str, list[str]] = defaultdict(list)
     for subject in sorted(per_subject):
         strata[_majority(per_subject[subject])].append(subject)
+    present = {r.label for r in records}
+    if present != {ALL, HEM}:
+        (only,) = present
+        raise SplitError(
+            f"Training needs cells of both classes, {ALL} and {HEM}; this data has only "
+            f"{only} cells."
+        )
 
     rng = np.random.default_rng(seed)
     assignment: dict[str, str] = {}
@@ -188,7 +210,68 @@ def split_by_subject(
         method="grouped-stratified",
     )
     check_no_leakage(split)
+    _check_both_classes(split, wanted, per_subject, strata)
     return split
+
+
+def _check_both_classes(
+    split: Split,
+    wanted: Sequence[str],
+    per_subject: dict[str, Counter],
+    strata: dict[str, list[str]],
+) -> None:
+    """Raise SplitError unless every wanted part holds cells of both classes.
+
+    The test is on the split itself, so it is exactly what the trainer and the scoring need;
+    the message explains it by the rule behind it: subjects are dealt out whole, so a class
+    needs one subject of its own for each part (mixed subjects count for their majority).
+    """
+    lacking = {
+        part: [c for c in (ALL, HEM) if c not in {r.label for r in split.part(part)}]
+        for part in wanted
+    }
+    lacking = {part: classes for part, classes in lacking.items() if classes}
+    if not lacking:
+        return
+    need = len(wanted)
+    words = [_PART_WORDS[p] for p in wanted]
+    each = f"{', '.join(words[:-1])} and {words[-1]}" if len(words) > 1 else words[0]
+    with_cells = {c: sum(1 for n in per_subject.values() if n.get(c, 0)) for c in (ALL, HEM)}
+    short = []
+    for c in (ALL, HEM):
+        n = len(strata.get(c, ()))
+        if n >= need:
+            continue
+        if n == with_cells[c]:
+            short.append(f"{c} has {n} subject{'s' if n != 1 else ''}")
+        else:  # some subjects carry a few cells of the class but mostly the other one
+            short.append(f"{c} is the main class of only {n} subject{'s' if n != 1 else ''}")
+    rule = f"a split by subject needs at least {need} per class (one each for {each})"
+    if short:
+        raise SplitError(f"{' and '.join(short)}; {rule}.")
+    part, classes = next(iter(lacking.items()))  # not expected: seeding gives each part one
+    raise SplitError(
+        f"The {_PART_WORDS[part]} part would hold no {' or '.join(classes)} cells; {rule}."
+    )
+
+
+def split_problem(
+    records: Sequence[Record],
+    *,
+    validation: float = 0.15,
+    test: float = 0.15,
+    seed: int = 0,
+) -> str:
+    """Why `split_by_subject` would refuse these records and settings, or "" when it would not.
+
+    It runs the splitter itself (no images are read, so this takes milliseconds even for
+    C-NMC), so a Start button that asks this can never disagree with the split training makes.
+    """
+    try:
+        split_by_subject(records, validation=validation, test=test, seed=seed)
+    except ValueError as exc:  # SplitError, or fractions out of range
+        return str(exc)
+    return ""
 
 
 def _fold_name(fold: object) -> str:

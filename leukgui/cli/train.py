@@ -37,7 +37,8 @@ labels CSV, class folders all/ and hem/ (or --class-map), ALL-IDB2 (ImNNN_L.tif)
 with path,label[,subject]. Cells are split by subject, never by image.
 
 exit codes:
-  0    trained and saved      3  no labelled cells     4  model/weights problem
+  0    trained and saved      4  model/weights problem
+  3    no labelled cells, or too few subjects per class to split by subject
   2    bad command line       5  a report could not be written
   130  cancelled with Ctrl-C (the best epoch so far is still saved, marked CANCELLED)
 """
@@ -113,7 +114,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from training.datasets import read_dataset
     from training.pipeline import Augmentation
     from training.run import SplitOptions, train_session
-    from training.splits import LeakageError
+    from training.splits import LeakageError, SplitError
     from training.trainer import TrainConfig
 
     names = args.backbones.split(",") if args.backbones else [args.backbone]
@@ -192,6 +193,9 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except LeakageError as exc:
         err.write(f"leukgui train: the split leaks subjects: {exc}\n")
         return EXIT_USAGE
+    except SplitError as exc:  # too few subjects per class: the Training tab's Start reason
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_NO_DATA
     except ValueError as exc:
         err.write(f"leukgui train: {exc}\n")
         return EXIT_USAGE

@@ -26,6 +26,7 @@ from leukgui.core.xlsx import (
     border_row,
     header_row,
     number_cell,
+    row_height,
     text_cell,
 )
 
@@ -42,12 +43,15 @@ __all__ = [
 ]
 
 METRIC_HEADERS = ("Metric", "Value", "95% CI low", "95% CI high", "Count", "Meaning")
-METRIC_WIDTHS = (38, 12, 12, 12, 14, 100)  # columns A..F of a sheet holding the table
+# Columns A..F of a sheet holding the table. "Meaning" wraps rather than being 100 wide, so
+# a printed metrics page is not shrunk to fit one long sentence.
+METRIC_WIDTHS = (38, 12, 12, 12, 14, 64)
 METRIC_NOTES = (
     "n/a: the ratio is undefined (its denominator is zero).",
     "95% CI: Wilson score interval for the proportion (Count = numerator / denominator).",
 )
 _RIGHT = Alignment(horizontal="right")
+_WRAP_INDENT = Alignment(horizontal="left", indent=1, wrap_text=True, vertical="center")
 
 
 @dataclass(frozen=True)
@@ -185,7 +189,13 @@ def write_metric_table(ws: Worksheet, row: int, rows: Sequence[MetricRow]) -> in
                 number_cell(ws, row, 3, low, PCT)
                 number_cell(ws, row, 4, high, PCT)
             text_cell(ws, row, 5, f"{k:,} / {n:,}").alignment = _RIGHT
-        text_cell(ws, row, 6, metric.meaning).alignment = INDENT
+        text_cell(ws, row, 6, metric.meaning).alignment = _WRAP_INDENT
+        height = row_height(metric.meaning, METRIC_WIDTHS[5])
+        if height > (ws.row_dimensions[row].height or 15.0):  # two lines or more: centre
+            ws.row_dimensions[row].height = height
+            for col in range(1, len(METRIC_HEADERS)):
+                cell = ws.cell(row=row, column=col)
+                cell.alignment = Alignment(horizontal=cell.alignment.horizontal, vertical="center")
         border_row(ws, row, len(METRIC_HEADERS))
     return row
 

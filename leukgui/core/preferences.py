@@ -19,6 +19,7 @@ __all__ = ["MAX_RECENT", "Preferences", "load_preferences", "preferences_path", 
 
 MAX_RECENT = 10
 THEMES = ("light", "dark")
+INSPECTOR_LAYOUTS = ("overlay", "side by side")  # one view with a heatmap toggle, or two
 
 
 @dataclass
@@ -29,6 +30,7 @@ class Preferences:
     recent_folders: list[str] = field(default_factory=list)
     model: str = ""  # bundle name or path last used ("" = the default bundle)
     theme: str = "light"
+    inspector_layout: str = "overlay"  # the cell inspector: "overlay" or "side by side"
     thumb_size: int = 128
     batch_size: int = 32
     open_report_after_export: bool = True
@@ -52,6 +54,8 @@ def preferences_path() -> Path:
 def _valid(name: str, value: object, default: object) -> bool:
     if name == "theme":
         return value in THEMES
+    if name == "inspector_layout":
+        return value in INSPECTOR_LAYOUTS
     if name == "image_kind":
         return value in ("auto", "cells", "fields")
     if name == "thumb_size":

@@ -26,6 +26,7 @@ import numpy as np
 from openpyxl import Workbook
 from openpyxl.styles import Alignment, PatternFill
 from openpyxl.utils import get_column_letter
+from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
@@ -69,6 +70,7 @@ from leukgui.core.xlsx import (
     ITALIC,
     PCT,
     PROB,
+    SECTION_FONT,
     SMALL,
     VCENTER,
     WRAP_CENTER,
@@ -78,11 +80,14 @@ from leukgui.core.xlsx import (
     header_row,
     label_fill,
     number_cell,
+    page_header,
     picture_in_cell,
     print_setup,
     set_widths,
+    span_note,
     text_cell,
     title_cell,
+    wrap_columns,
 )
 
 __all__ = ["IMAGE_LIMIT", "ReportWriteError", "write_excel"]
@@ -91,6 +96,8 @@ IMAGE_LIMIT = 2000  # above this many cells, images=None leaves thumbnails out (
 
 _ALL_SAMPLES_FILL = PatternFill("solid", fgColor="F2F2F2")
 _IMG_PAD_PX = 3
+_CENTER_TOP = Alignment(horizontal="center", vertical="top")
+PROVENANCE_VALUE_WIDTH = 80  # characters; longer values wrap
 
 
 def _run_duration(started: datetime, finished: datetime | None) -> str:
@@ -105,6 +112,32 @@ def _run_duration(started: datetime, finished: datetime | None) -> str:
 
 def _short_sha(sha: str) -> str:
     return sha[:12] if sha else "unknown"
+
+
+def _model_text(run: RunResult) -> str:
+    """The model as the window and the CLI name it: "name vversion"."""
+    return f"{run.info.model_name} v{run.info.model_version}"
+
+
+def _sheet_title(ws: Worksheet, run: RunResult, name: str) -> None:
+    """Row 1 of every sheet: which sheet of which run, so each printed page set is labelled
+    even when it is separated from the rest ("Cells — run of 2026-11-30 14:02, model X v1")."""
+    started = run.info.started
+    when = started.strftime("%Y-%m-%d %H:%M") if started is not None else "unknown time"
+    title_cell(ws, 1, f"{name} — run of {when}, model {_model_text(run)}")
+
+
+def _page_headers(wb: Workbook, run: RunResult) -> None:
+    """The same page header on every sheet: the model (with its hash) and the run's start."""
+    info = run.info
+    left = f"LeukGUI report — {_model_text(run)} (SHA-256 {_short_sha(info.model_sha256)})"
+    if info.demo:
+        left += " — DEMO MODEL"
+    right = f"Run started {local_time(info.started) or 'unknown'}"
+    if info.cancelled:
+        right += " (cancelled)"
+    for ws in wb.worksheets:
+        page_header(ws, left, right)
 
 
 # --------------------------------------------------------------------------- images
@@ -203,7 +236,7 @@ def _summary_sheet(
     headers = _SUMMARY_HEADERS if review is None else _REVIEW_SUMMARY_HEADERS
     last_col = len(headers)
     row = 1
-    title_cell(ws, row, "LeukGUI report")
+    _sheet_title(ws, run, "LeukGUI report")
     row += 1
     if info.demo:
         banner_row(ws, row, DEMO_NOTICE, last_col)
@@ -213,9 +246,8 @@ def _summary_sheet(
         total = info.total_inputs or done
         banner_row(ws, row, f"Run cancelled — {done} of {total} inputs analyzed", last_col)
         row += 1
-    model = f"{info.model_name} v{info.model_version}"  # as the window and CLI name it
     text_cell(ws, row, 1, "Model")
-    text_cell(ws, row, 2, f"{model} (SHA-256 {_short_sha(info.model_sha256)})")
+    text_cell(ws, row, 2, f"{_model_text(run)} (SHA-256 {_short_sha(info.model_sha256)})")
     row += 1
     text_cell(ws, row, 1, "Run")
     run_text = f"started {local_time(info.started)}"
@@ -234,10 +266,10 @@ def _summary_sheet(
     )
     row += 1
     if review is None:
-        row, names = _model_summary_table(ws, run, row + 1)
+        head_row, row, names = _model_summary_table(ws, run, row + 1)
     else:
         reviewed_rows = sample_summary(run, review)
-        row, signers = _review_summary_table(ws, reviewed_rows, row)
+        head_row, row, signers = _review_summary_table(ws, reviewed_rows, row)
         names = [s.sample for s in reviewed_rows]
 
     row += 2
@@ -276,9 +308,11 @@ def _summary_sheet(
     if image_note:
         notes.append(image_note)
     text_cell(ws, row, 1, "Notes").font = BOLD
+    note_rows = []
     for note in notes:
         row += 1
         text_cell(ws, row, 1, note)
+        note_rows.append(row)
     row += 2
     text_cell(ws, row, 1, "Reviewed by:").font = BOLD
     text_cell(ws, row, 5, "Date:").font = BOLD
@@ -307,11 +341,14 @@ def _summary_sheet(
                 22,
             ],
         )
-    print_setup(ws)
+    for note_row in note_rows:
+        span_note(ws, note_row, last_col)
+    print_setup(ws, f"{head_row}:{head_row}")
 
 
-def _model_summary_table(ws: Worksheet, run: RunResult, row: int) -> tuple[int, list[str]]:
-    """The per-sample table on the model's labels; returns (last row, sample names)."""
+def _model_summary_table(ws: Worksheet, run: RunResult, row: int) -> tuple[int, int, list[str]]:
+    """The per-sample table on the model's labels; returns (header row, last row, sample
+    names)."""
     head_row = row
     header_row(ws, row, _SUMMARY_HEADERS)
     ws.row_dimensions[row].height = 30
@@ -329,7 +366,7 @@ def _model_summary_table(ws: Worksheet, run: RunResult, row: int) -> tuple[int, 
         number_cell(ws, row, 9, s.errors)
         _table_row_style(ws, row, len(_SUMMARY_HEADERS), s.is_overall)
     ws.freeze_panes = ws.cell(row=head_row + 1, column=1)
-    return row, [s.sample for s in rows]
+    return head_row, row, [s.sample for s in rows]
 
 
 def _table_row_style(ws: Worksheet, row: int, last_col: int, is_overall: bool) -> None:
@@ -343,10 +380,11 @@ def _table_row_style(ws: Worksheet, row: int, last_col: int, is_overall: bool) -
 
 def _review_summary_table(
     ws: Worksheet, rows: list[SampleSummary], row: int
-) -> tuple[int, list[str]]:
+) -> tuple[int, int, list[str]]:
     """Review status line and the per-sample table on FINAL labels, with sign-offs.
 
-    Returns (last row, the texts written in the "Signed off by" column, for its width).
+    Returns (header row, last row, the texts written in the "Signed off by" column, for its
+    width).
     """
     all_samples = rows[-1]
     samples = rows[:-1]
@@ -391,7 +429,7 @@ def _review_summary_table(
             ws.cell(row=row, column=col).alignment = INDENT
         _table_row_style(ws, row, len(_REVIEW_SUMMARY_HEADERS), s.is_overall)
     ws.freeze_panes = ws.cell(row=head_row + 1, column=1)
-    return row, signers
+    return head_row, row, signers
 
 
 def _cells_sheet(
@@ -414,19 +452,24 @@ def _cells_sheet(
     headers += ["Full path"]
     if include_images:
         headers += ["Thumbnail", "Heatmap"]
-    header_row(ws, 1, headers)
-    ws.row_dimensions[1].height = 30
+    _sheet_title(ws, run, "Cells")
+    head = 2
+    if image_note:  # said above the table, where a reader of the Cells sheet looks
+        text_cell(ws, head, 1, image_note).font = ITALIC
+        head += 1
+    header_row(ws, head, headers)
+    ws.row_dimensions[head].height = 30
     threshold = run.info.threshold
     # Wide enough for the picture and for an "image unavailable: <reason>" text instead.
     img_width = max(15.0, (thumb_px + 2 * _IMG_PAD_PX) / 7.0 + 1.5)
     img_left = max(_IMG_PAD_PX, (int(img_width * 7 + 5) - thumb_px) // 2)  # centred
-    row_height = (thumb_px + 2 * _IMG_PAD_PX) * 0.75 + 1
+    img_row_pt = (thumb_px + 2 * _IMG_PAD_PX) * 0.75 + 1
     file_names: list[str] = []
     samples: list[str] = []
     paths: list[str] = []
     reviewers: list[str] = []
     for i, cell in enumerate(run.cells, 1):
-        row = i + 1
+        row = i + head
         name = names(cell.path)
         if cell.in_field:  # the n-th white cell found in a smear field, and where
             x0, y0, x1, y1 = cell.box
@@ -464,7 +507,7 @@ def _cells_sheet(
             text_cell(ws, row, 8 + o, verdict).alignment = CENTER
         text_cell(ws, row, 9 + o, full_path(cell.path))
         if include_images:
-            ws.row_dimensions[row].height = row_height
+            ws.row_dimensions[row].height = img_row_pt
             middle = (1, 2, 3, 4, 6, 9) if review is None else (1, 2, 3, 4, 7, 8, 9, 12)
             for col in middle:
                 ws.cell(row=row, column=col).alignment = VCENTER
@@ -481,31 +524,35 @@ def _cells_sheet(
                     note.font = SMALL
     n = len(file_names)
     last = get_column_letter(len(headers))
-    ws.auto_filter.ref = f"A1:{last}{n + 1}"
-    ws.freeze_panes = "C2"
-    if image_note:
-        note = text_cell(ws, 1, len(headers) + 2, image_note)
-        note.font = ITALIC
+    ws.auto_filter.ref = f"A{head}:{last}{n + head}"
+    ws.freeze_panes = f"C{head + 1}"
+    # Long texts (names, paths) wrap in bounded columns: the sheet must stay near one page
+    # wide, or fit-to-width prints every thumbnail and figure too small to read. With
+    # pictures the rows are tall anyway, so the columns can be narrower (more lines).
+    file_max, sample_max, path_max = (24, 16, 32) if include_images else (45, 30, 60)
     widths = [
         max(5.0, len(str(n)) + 3),
-        fit_width(file_names + ["File"], 12, 45),
-        fit_width(samples + ["Sample"], 10, 30),
+        fit_width(file_names + ["File"], 12, file_max),
+        fit_width(samples + ["Sample"], 10, sample_max),
         10,
         12,
     ]
     if review is not None:
-        widths += [18, fit_width(reviewers + ["Reviewer"], 12, 30), 20]
+        reviewer_width = fit_width(reviewers + ["Reviewer"], 12, 16 if include_images else 30)
+        # "2026-11-30 13:52:21" takes two lines in a tall row
+        widths += [17, reviewer_width, 11 if include_images else 20]
     correct_width = 16 if any(c.label == UNCERTAIN for c in run.cells) else 10
-    widths += [
-        9,
-        9,
-        correct_width if review is None else max(correct_width, 16),
-        fit_width(paths + ["Full path"], 12, 70),
-    ]
+    if review is not None:
+        correct_width = max(correct_width, 16)
+    if include_images:  # "no (by threshold)" may take two lines
+        correct_width = min(correct_width, 11)
+    widths += [9, 9, correct_width, fit_width(paths + ["Full path"], 12, path_max)]
     if include_images:
         widths += [img_width, img_width]
     set_widths(ws, widths)
-    print_setup(ws, "1:1")
+    wrapped = [2, 3, 8 + o, 9 + o] + ([7, 8] if review is not None else [])
+    wrap_columns(ws, wrapped, head + 1, n + head)
+    print_setup(ws, f"{head}:{head}")
 
 
 _FIELD_HEADERS = (
@@ -530,9 +577,10 @@ def _fields_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
             f["cells"].append(o)
         elif isinstance(o, FileError) and o.kind == NO_WHITE_CELL:
             fields.setdefault(str(o.path), {"o": o, "cells": [], "note": o.reason})
-    header_row(ws, 1, _FIELD_HEADERS)
-    ws.row_dimensions[1].height = 30
-    for row, f in enumerate(fields.values(), 2):
+    _sheet_title(ws, run, "Fields")
+    header_row(ws, 2, _FIELD_HEADERS)
+    ws.row_dimensions[2].height = 30
+    for row, f in enumerate(fields.values(), 3):
         cells = f["cells"]
         text_cell(ws, row, 1, names(f["o"].path))
         text_cell(ws, row, 2, f["o"].sample)
@@ -546,12 +594,13 @@ def _fields_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
         )
         text_cell(ws, row, 7, boxes)
         text_cell(ws, row, 8, f["note"])
-    ws.freeze_panes = "B2"
-    set_widths(ws, [34, 16, 11, 7, 7, 13, 70, 50])
-    print_setup(ws, "1:1")
+    ws.freeze_panes = "B3"
+    set_widths(ws, [30, 16, 11, 7, 7, 13, 60, 40])
+    wrap_columns(ws, [1, 2, 7, 8], 3, len(fields) + 2)
+    print_setup(ws, "2:2")
 
 
-def _audit_sheet(ws: Worksheet, review: ReviewState, names: DisplayNames) -> None:
+def _audit_sheet(ws: Worksheet, run: RunResult, review: ReviewState, names: DisplayNames) -> None:
     """Every review action in order: the record behind each reviewed label and sign-off."""
     headers = [
         "#",
@@ -565,37 +614,39 @@ def _audit_sheet(ws: Worksheet, review: ReviewState, names: DisplayNames) -> Non
         "After",
         "Full path",
     ]
-    header_row(ws, 1, headers)
-    ws.row_dimensions[1].height = 30
+    _sheet_title(ws, run, "Audit trail")
+    header_row(ws, 2, headers)
+    ws.row_dimensions[2].height = 30
     entries = review.audit
     if not entries:
-        text_cell(ws, 2, 1, "No review actions recorded")
-    for row, e in enumerate(entries, 2):
-        number_cell(ws, row, 1, row - 1)
+        text_cell(ws, 3, 1, "No review actions recorded")
+    for row, e in enumerate(entries, 3):
+        number_cell(ws, row, 1, row - 2)
         for col, value in enumerate(_audit_values(e, names), 2):
             text_cell(ws, row, col, value)
         ws.cell(row=row, column=2).alignment = INDENT
-        for col in (7, 8, 9):
-            ws.cell(row=row, column=col).alignment = CENTER
+        for col in (7, 8, 9):  # top, like the wrapped file and path beside them
+            ws.cell(row=row, column=col).alignment = _CENTER_TOP
     if entries:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{len(entries) + 1}"
-    ws.freeze_panes = "A2"
+        ws.auto_filter.ref = f"A2:{get_column_letter(len(headers))}{len(entries) + 2}"
+    ws.freeze_panes = "A3"
     set_widths(
         ws,
         [
             max(5.0, len(str(len(entries))) + 3),
             20,
-            fit_width([e.reviewer for e in entries] + ["Reviewer"], 12, 30),
+            fit_width([e.reviewer for e in entries] + ["Reviewer"], 12, 20),
             10,
-            fit_width([e.sample for e in entries] + ["Sample"], 10, 30),
-            fit_width([names(Path(e.path)) for e in entries if e.path] + ["File"], 12, 45),
+            fit_width([e.sample for e in entries] + ["Sample"], 10, 20),
+            fit_width([names(Path(e.path)) for e in entries if e.path] + ["File"], 12, 30),
             12,
-            17,
-            17,
-            fit_width([e.path for e in entries] + ["Full path"], 12, 70),
+            16,
+            16,
+            fit_width([e.path for e in entries] + ["Full path"], 12, 40),
         ],
     )
-    print_setup(ws, "1:1")
+    wrap_columns(ws, [3, 5, 6, 10], 3, len(entries) + 2)
+    print_setup(ws, "2:2")
 
 
 def _audit_values(e: AuditEntry, names: DisplayNames) -> tuple[str | None, ...]:
@@ -617,14 +668,15 @@ def _audit_values(e: AuditEntry, names: DisplayNames) -> tuple[str | None, ...]:
 def _errors_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
     """One row per input that could not be analyzed: what kind of failure, and why."""
     headers = ["File", "Sample", "Kind", "Reason", "Full path"]
-    header_row(ws, 1, headers)
+    _sheet_title(ws, run, "Errors")
+    header_row(ws, 2, headers)
     errors = run.errors
     if not errors:
-        text_cell(ws, 2, 1, "No errors")
+        text_cell(ws, 3, 1, "No errors")
     file_names: list[str] = []
     kinds: list[str] = []
     paths: list[str] = []
-    for row, err in enumerate(errors, 2):
+    for row, err in enumerate(errors, 3):
         name = names(err.path)
         kind = err.kind_text
         file_names.append(name)
@@ -636,19 +688,20 @@ def _errors_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
         text_cell(ws, row, 4, err.reason).alignment = WRAP_TOP
         text_cell(ws, row, 5, full_path(err.path))
     if errors:
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(headers))}{len(errors) + 1}"
-    ws.freeze_panes = "A2"
+        ws.auto_filter.ref = f"A2:{get_column_letter(len(headers))}{len(errors) + 2}"
+    ws.freeze_panes = "A3"
     set_widths(
         ws,
         [
-            fit_width(file_names + ["No errors"], 12, 45),
-            fit_width([e.sample for e in errors] + ["Sample"], 10, 30),
+            fit_width(file_names + ["No errors"], 12, 30),
+            fit_width([e.sample for e in errors] + ["Sample"], 10, 20),
             fit_width(kinds + ["Kind"], 8, 20),
-            fit_width([e.reason for e in errors] + ["Reason"], 20, 70),
-            fit_width(paths + ["Full path"], 12, 70),
+            fit_width([e.reason for e in errors] + ["Reason"], 20, 50),
+            fit_width(paths + ["Full path"], 12, 45),
         ],
     )
-    print_setup(ws, "1:1")
+    wrap_columns(ws, [1, 2, 4, 5], 3, len(errors) + 2)
+    print_setup(ws, "2:2")
 
 
 def _metrics_sheet(ws: Worksheet, run: RunResult, review: ReviewState | None) -> None:
@@ -656,8 +709,10 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, review: ReviewState | None) ->
     final labels against truth below them."""
     model = truth_set(run)
     m = model.metrics()
-    row = 1
-    title_cell(ws, row, "Classification metrics (ALL = positive class)")
+    _sheet_title(ws, run, "Metrics")
+    set_widths(ws, METRIC_WIDTHS)  # first: long notes are wrapped to these widths
+    row = 2
+    text_cell(ws, row, 1, "Classification metrics (ALL = positive class)").font = SECTION_FONT
     row += 2
     counts = [
         ("Cells with truth", m.n),
@@ -687,9 +742,9 @@ def _metrics_sheet(ws: Worksheet, run: RunResult, review: ReviewState | None) ->
     if review is not None:
         reviewed = truth_set(run, review)
         if reviewed.any_reviewed:
+            ws.row_breaks.append(Break(id=row + 2))  # the second block starts a printed page
             _reviewed_metrics_block(ws, row + 3, reviewed)
-    set_widths(ws, METRIC_WIDTHS)
-    print_setup(ws)
+    print_setup(ws, "1:1")  # several tables: the sheet's title heads every page
 
 
 def _reviewed_metrics_block(ws: Worksheet, row: int, reviewed: TruthSet) -> None:
@@ -705,6 +760,7 @@ def _reviewed_metrics_block(ws: Worksheet, row: int, reviewed: TruthSet) -> None
         "label where a reviewer set one, otherwise with the model's call (UNCERTAIN resolved by "
         "the threshold, as above). Cells reviewed UNCLASSIFIABLE are excluded.",
     ).font = ITALIC
+    span_note(ws, row, len(METRIC_WIDTHS))
     row += 2
     for name, value in [
         ("Cells with truth in this block", m.n),
@@ -732,7 +788,8 @@ def _reviewed_metrics_block(ws: Worksheet, row: int, reviewed: TruthSet) -> None
 
 def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
     info = run.info
-    header_row(ws, 1, ["Item", "Value"])
+    _sheet_title(ws, run, "Provenance")
+    header_row(ws, 2, ["Item", "Value"])
     lo, hi = info.uncertainty_band
     items: list[tuple[str, Any]] = [
         ("App version", info.app_version),
@@ -765,17 +822,25 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Report generated", local_time(datetime.now().astimezone())),
     ]
     items += [(str(k), v) for k, v in info.extra.items()]
-    for row, (key, value) in enumerate(items, 2):
-        text_cell(ws, row, 1, key).font = BOLD
+    for row, (key, value) in enumerate(items, 3):
+        key_cell = text_cell(ws, row, 1, key)
+        key_cell.font = BOLD
+        key_cell.alignment = WRAP_TOP
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             cell = number_cell(ws, row, 2, value)
-            cell.alignment = Alignment(horizontal="left")
+            cell.alignment = Alignment(horizontal="left", vertical="top")
         else:
-            text_cell(ws, row, 2, value)
-    ws.freeze_panes = "A2"
+            text_cell(ws, row, 2, value).alignment = WRAP_TOP
+    ws.freeze_panes = "A3"
     values = [str(v) for _, v in items]
-    set_widths(ws, [fit_width([k for k, _ in items], 20, 40), fit_width(values, 30, 90)])
-    print_setup(ws, "1:1")
+    # Long values (paths, SHA-256, settings) wrap in a bounded column: one very wide column
+    # would make fit-to-width print the whole sheet unreadably small.
+    set_widths(
+        ws,
+        [fit_width([k for k, _ in items], 20, 32), fit_width(values, 30, PROVENANCE_VALUE_WIDTH)],
+    )
+    wrap_columns(ws, [1, 2], 3, len(items) + 2)
+    print_setup(ws, "2:2")
 
 
 # --------------------------------------------------------------------------- public API
@@ -786,7 +851,7 @@ def write_excel(
     path: Path,
     *,
     images: bool | None = None,
-    thumb_px: int = 64,
+    thumb_px: int = 96,
     review: ReviewState | None = None,
 ) -> None:
     """Write the signed-off report: Summary, Cells, Errors, Metrics (with truth), Provenance.
@@ -818,8 +883,9 @@ def write_excel(
     if any(normalize_truth(c.truth) is not None for c in run.cells):
         _metrics_sheet(wb.create_sheet("Metrics"), run, review)
     if review is not None:
-        _audit_sheet(wb.create_sheet("Audit trail"), review, names)
+        _audit_sheet(wb.create_sheet("Audit trail"), run, review, names)
     _provenance_sheet(wb.create_sheet("Provenance"), run)
+    _page_headers(wb, run)
     wb.properties.creator = f"LeukGUI {run.info.app_version}"
     wb.properties.title = "LeukGUI report"
 

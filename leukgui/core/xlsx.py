@@ -5,7 +5,8 @@ One place for cell styles and for the rules that keep a generated workbook safe 
 text from files, folders and users is untrusted, so `text_cell` always stores a literal string
 (a file named `=HYPERLINK(...).png` never becomes a live formula) without the control
 characters Excel's XML cannot hold; `number_cell` writes NaN as "n/a" (Excel has no NaN);
-sheets print landscape, one page wide.
+sheets print landscape, one page wide, with a page header naming the run and "Page n of m"
+in the footer (`print_setup`, `page_header`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from openpyxl.drawing.spreadsheet_drawing import AnchorMarker, TwoCellAnchor
 from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
 from openpyxl.utils import get_column_letter
 from openpyxl.utils.units import pixels_to_EMU
+from openpyxl.worksheet.page import PageMargins
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE
@@ -57,14 +59,19 @@ __all__ = [
     "embed_png",
     "fit_width",
     "header_row",
+    "header_text",
     "label_fill",
     "number_cell",
+    "page_header",
     "picture_in_cell",
     "print_setup",
+    "printed_scale",
     "row_height",
     "set_widths",
+    "span_note",
     "text_cell",
     "title_cell",
+    "wrap_columns",
 ]
 
 MAX_CELL_TEXT = 32767  # Excel's limit for one cell
@@ -208,15 +215,116 @@ def row_height(text: str, width_chars: float, line_pt: float = 15.0) -> float:
     return max(line_pt, lines * line_pt)
 
 
+# Printing. A4 landscape, in inches as openpyxl stores them: 1 cm side margins leave the
+# table as much width as possible; the header and footer sit inside the top/bottom margins.
+_MARGINS = {"left": 0.4, "right": 0.4, "top": 0.75, "bottom": 0.6, "header": 0.3, "footer": 0.25}
+_A4_LANDSCAPE_IN = (11.69, 8.27)
+_PAGE_FOOTER = "Page &P of &N"  # Excel codes: this page, number of pages
+_HEADER_PART_CHARS = 80  # Excel allows 255 characters for the whole header
+
+
+def header_text(value: object, limit: int = _HEADER_PART_CHARS) -> str:
+    """`value` as literal text for a page header or footer.
+
+    In a header '&' starts a code (&D date, &P page, &"font", &12 size), so a model named
+    "R&D" would print "R" and a date; '&&' is Excel's escape for one '&'. Line breaks and
+    control characters become spaces, and long text is shortened (before escaping, so an
+    '&&' pair is never cut in half).
+    """
+    text = " ".join(ILLEGAL_CHARACTERS_RE.sub(" ", str(value)).split())
+    if len(text) > limit:
+        text = text[: limit - 1].rstrip() + "…"
+    return text.replace("&", "&&")
+
+
+def page_header(ws: Worksheet, left: str, right: str = "") -> None:
+    """Print `left` and `right` (plain text, escaped here) in the page header, so a loose
+    printed page still says which run it belongs to. The middle stays empty: a long `left`
+    runs into it (the sheet's name is in the footer)."""
+    header = ws.oddHeader  # every page: no different first or even pages are set
+    header.left.text = header_text(left) or None
+    header.right.text = header_text(right) or None
+    header.left.size = header.right.size = 9
+
+
+def wrap_columns(ws: Worksheet, columns: Sequence[int], first_row: int, last_row: int) -> None:
+    """Wrap the text of `columns` in rows first_row..last_row and make each row tall enough
+    for its longest wrapped text (never lower than it is), so a long path or setting takes a
+    few lines in a column of reasonable width instead of a column that makes fit-to-width
+    print the whole sheet tiny. Call it after the column widths are set."""
+    widths = {col: ws.column_dimensions[get_column_letter(col)].width or 8.43 for col in columns}
+    for row in range(first_row, last_row + 1):
+        needed = 0.0
+        for col in columns:
+            cell = ws.cell(row=row, column=col)
+            old = cell.alignment
+            cell.alignment = Alignment(
+                wrap_text=True, horizontal=old.horizontal, vertical=old.vertical or "top"
+            )
+            if isinstance(cell.value, str) and cell.value:
+                # 0.9: lines break at spaces and slashes, so they run a little short.
+                needed = max(needed, row_height(cell.value, widths[col] * 0.9))
+        current = ws.row_dimensions[row].height
+        if needed > 15.0 and (current is None or current < needed):
+            ws.row_dimensions[row].height = needed
+            for cell in ws[row]:  # the row's other cells line up with the wrapped text's top
+                if cell.alignment.vertical is None:
+                    old = cell.alignment
+                    cell.alignment = Alignment(
+                        horizontal=old.horizontal, indent=old.indent, vertical="top"
+                    )
+
+
+def span_note(ws: Worksheet, row: int, last_col: int) -> None:
+    """Let the text in column A of `row` wrap across columns A..last_col (merged), with the
+    row as tall as it needs. A long note left in one cell runs past the table's right edge,
+    and fit-to-width then shrinks the whole printed page to include it."""
+    cell = ws.cell(row=row, column=1)
+    width = sum(
+        ws.column_dimensions[get_column_letter(c)].width or 8.43 for c in range(1, last_col + 1)
+    )
+    ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=last_col)
+    cell.alignment = WRAP_TOP
+    ws.row_dimensions[row].height = row_height(str(cell.value or ""), width)
+
+
 def print_setup(ws: Worksheet, title_rows: str | None = None) -> None:
-    """Landscape, one page wide: what a reviewer prints to sign."""
+    """Landscape A4, one page wide and as many pages long as needed, narrow margins,
+    `title_rows` (e.g. "2:2", the table header) repeated on every page, and the sheet's name,
+    "Page n of m" and the file's name in the footer: what a reviewer prints to sign.
+    `page_header` adds the run to the header."""
     ws.page_setup.orientation = "landscape"
     ws.page_setup.paperSize = ws.PAPERSIZE_A4
     ws.sheet_properties.pageSetUpPr.fitToPage = True
     ws.page_setup.fitToWidth = 1
-    ws.page_setup.fitToHeight = 0
+    ws.page_setup.fitToHeight = 0  # 0: no limit on the number of pages down
+    ws.page_margins = PageMargins(**_MARGINS)
+    footer = ws.oddFooter
+    footer.left.text = "&A"  # Excel code: the sheet's name
+    footer.center.text = _PAGE_FOOTER
+    footer.right.text = "&F"  # Excel code: the workbook's file name
+    footer.left.size = footer.center.size = footer.right.size = 9
     if title_rows:
         ws.print_title_rows = title_rows
+
+
+def _column_px(width: float) -> int:
+    """Excel's on-screen pixel width of a column `width` characters wide (Calibri 11)."""
+    return int(width * 7 + 5)
+
+
+def printed_scale(ws: Worksheet, default_width: float = 8.43) -> float:
+    """The zoom that fit-to-width prints `ws` at (1.0 = full size): the printable width of
+    an A4 landscape page over the width of the used columns. A table much wider than the
+    page prints tiny; this says by how much, so a report can be kept readable."""
+    last = ws.max_column
+    total = 0
+    for col in range(1, last + 1):
+        width = ws.column_dimensions[get_column_letter(col)].width
+        total += _column_px(width if width else default_width)
+    margins = ws.page_margins
+    printable_px = (_A4_LANDSCAPE_IN[0] - margins.left - margins.right) * 96
+    return min(1.0, printable_px / max(1, total))
 
 
 # --------------------------------------------------------------------------- pictures

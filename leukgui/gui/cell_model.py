@@ -34,6 +34,7 @@ from PySide6.QtGui import QColor, QImage, QPainter, QPen, QPixmap
 
 from leukgui.core.cells import cell_image
 from leukgui.core.imaging import decode_image, thumbnail
+from leukgui.core.metrics import decided_label
 from leukgui.core.overlay import overlay
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE, CellResult
 
@@ -44,7 +45,10 @@ __all__ = [
     "CellFilterProxy",
     "CellListModel",
     "CellRole",
+    "ChangedRole",
     "LabelRole",
+    "LockedRole",
+    "ModelCallRole",
     "ModelLabelRole",
     "PAllRole",
     "ReviewLike",
@@ -52,6 +56,7 @@ __all__ = [
     "SampleRole",
     "ThumbnailCache",
     "UncertaintyRole",
+    "display_name",
     "path_key",
     "rgb_to_qimage",
 ]
@@ -66,18 +71,41 @@ PAllRole = Qt.ItemDataRole.UserRole + 4  # float P(ALL)
 ReviewedRole = Qt.ItemDataRole.UserRole + 5  # bool
 SampleRole = Qt.ItemDataRole.UserRole + 6  # sample (folder) name
 UncertaintyRole = Qt.ItemDataRole.UserRole + 7  # |P(ALL) - threshold|: small = least certain
+# The model's call as the review sees it: ALL / HEM, an UNCERTAIN label resolved by the
+# decision threshold (`ReviewState.suggestion`, what Enter confirms).
+ModelCallRole = Qt.ItemDataRole.UserRole + 8
+ChangedRole = Qt.ItemDataRole.UserRole + 9  # bool: reviewed to a label other than the call
+LockedRole = Qt.ItemDataRole.UserRole + 10  # bool: the cell's sample is signed off
 
-_REVIEW_ROLES = [LabelRole, ReviewedRole, Qt.ItemDataRole.ToolTipRole]
+_REVIEW_ROLES = [
+    LabelRole,
+    ReviewedRole,
+    ChangedRole,
+    ModelCallRole,
+    LockedRole,
+    Qt.ItemDataRole.ToolTipRole,
+]
 _DECORATION = [Qt.ItemDataRole.DecorationRole]
 
 
 class ReviewLike(Protocol):
     """What the models need from `leukgui.core.review.ReviewState` (typed loosely on purpose,
-    so this module works while the review module evolves)."""
+    so this module works while the review module evolves). `suggestion(cell)` and
+    `signed_off(sample)` are used when present: the model's call and the sample's lock."""
 
     def final_label(self, cell: CellResult) -> str: ...
 
     def is_reviewed(self, cell: CellResult) -> bool: ...
+
+
+def display_name(cell: CellResult) -> str:
+    """The name a tile shows: the file name, plus " #n" for the n-th cell of a smear field.
+
+    `n` is `CellResult.cell_index`, the same 1-based number as the cell's key (`...#n`), the
+    report's "File" column and the field view's tags, so a person can match them by eye.
+    """
+    name = Path(cell.path).name
+    return name if cell.cell_index is None else f"{name} #{cell.cell_index}"
 
 
 def path_key(path: Path | str | CellResult) -> str:
@@ -392,6 +420,8 @@ class CellListModel(QAbstractListModel):
         self._rows: dict[str, int] = {}
         self._final: list[str] = []
         self._reviewed: list[bool] = []
+        self._calls: list[str] = []  # the model's call (ALL / HEM) per row
+        self._changed: list[bool] = []  # reviewed to a label other than the call
         self._review: ReviewLike | None = None
         self._threshold = 0.5
         self._show_heatmaps = False
@@ -408,7 +438,10 @@ class CellListModel(QAbstractListModel):
         names.update(
             {
                 CellRole: b"cell",
+                ChangedRole: b"changed",
                 LabelRole: b"label",
+                LockedRole: b"locked",
+                ModelCallRole: b"modelCall",
                 ModelLabelRole: b"modelLabel",
                 PAllRole: b"pAll",
                 ReviewedRole: b"reviewed",
@@ -444,10 +477,16 @@ class CellListModel(QAbstractListModel):
             return float(cell.p_all)
         if role == ReviewedRole:
             return self._reviewed[row]
+        if role == ChangedRole:
+            return self._changed[row]
+        if role == LockedRole:
+            return self._signed_off(cell.sample) is not None
         if role == CellRole:
             return cell
         if role == Qt.ItemDataRole.DisplayRole:
-            return cell.path.name
+            return display_name(cell)
+        if role == ModelCallRole:
+            return self._calls[row]
         if role == ModelLabelRole:
             return cell.label
         if role == SampleRole:
@@ -478,6 +517,8 @@ class CellListModel(QAbstractListModel):
             self._p_all.append(float(cell.p_all))
             self._final.append(self._final_label(cell))
             self._reviewed.append(self._is_reviewed(cell))
+            self._calls.append(self._model_call(cell))
+            self._changed.append(self._is_changed(first + offset))
         self.endInsertRows()
 
     def clear(self) -> None:
@@ -489,6 +530,8 @@ class CellListModel(QAbstractListModel):
         self._rows.clear()
         self._final.clear()
         self._reviewed.clear()
+        self._calls.clear()
+        self._changed.clear()
         self._cache.clear()
         self.endResetModel()
 
@@ -508,6 +551,14 @@ class CellListModel(QAbstractListModel):
     def is_reviewed(self, row: int) -> bool:
         return self._reviewed[row]
 
+    def is_changed(self, row: int) -> bool:
+        """Whether the reviewer gave this cell a label other than the model's call."""
+        return self._changed[row]
+
+    def model_call(self, row: int) -> str:
+        """The model's call on this cell (ALL / HEM; see `ModelCallRole`)."""
+        return self._calls[row]
+
     def samples(self) -> list[str]:
         """Distinct sample names in order of first appearance (for a sample chooser)."""
         return list(dict.fromkeys(c.sample for c in self._cells))
@@ -523,9 +574,12 @@ class CellListModel(QAbstractListModel):
         return self._review
 
     def refresh_review(self) -> None:
-        """Re-read every cell's review (after an undo of many, a reopened sample, a load)."""
+        """Re-read every cell's review (after an undo of many, a sign-off or a reopened
+        sample, a load), so labels, changed flags and lock marks follow."""
         self._final = [self._final_label(c) for c in self._cells]
         self._reviewed = [self._is_reviewed(c) for c in self._cells]
+        self._calls = [self._model_call(c) for c in self._cells]
+        self._changed = [self._is_changed(row) for row in range(len(self._cells))]
         if self._cells:
             last = self.index(len(self._cells) - 1)
             self.dataChanged.emit(self.index(0), last, _REVIEW_ROLES)
@@ -538,6 +592,8 @@ class CellListModel(QAbstractListModel):
         cell = self._cells[row]
         self._final[row] = self._final_label(cell)
         self._reviewed[row] = self._is_reviewed(cell)
+        self._calls[row] = self._model_call(cell)
+        self._changed[row] = self._is_changed(row)
         index = self.index(row)
         self.dataChanged.emit(index, index, _REVIEW_ROLES)
 
@@ -546,6 +602,26 @@ class CellListModel(QAbstractListModel):
 
     def _is_reviewed(self, cell: CellResult) -> bool:
         return False if self._review is None else bool(self._review.is_reviewed(cell))
+
+    def _model_call(self, cell: CellResult) -> str:
+        """What the review counts as the model's call: `ReviewState.suggestion` (UNCERTAIN
+        resolved by the run's threshold), else the same rule at this model's threshold."""
+        suggestion = getattr(self._review, "suggestion", None)
+        if suggestion is not None:
+            try:
+                return str(suggestion(cell))
+            except ValueError:  # ReviewError: no threshold in the review, an odd label
+                pass
+        return decided_label(cell, self._threshold)
+
+    def _is_changed(self, row: int) -> bool:
+        return self._reviewed[row] and self._final[row] != self._calls[row]
+
+    def _signed_off(self, sample: str) -> Any:
+        """The review's sign-off of `sample` (with a `reviewer`), or None. Read live, so a
+        lock is never shown stale; the views repaint on `refresh_review()`."""
+        signed_off = getattr(self._review, "signed_off", None)
+        return None if signed_off is None else signed_off(sample)
 
     # ------------------------------------------------------------------ display settings
 
@@ -579,8 +655,12 @@ class CellListModel(QAbstractListModel):
             return
         self._threshold = t
         if self._cells:
+            # Without a review threshold, an UNCERTAIN cell's call follows this one.
+            self._calls = [self._model_call(c) for c in self._cells]
+            self._changed = [self._is_changed(row) for row in range(len(self._cells))]
             last = self.index(len(self._cells) - 1)
-            self.dataChanged.emit(self.index(0), last, [UncertaintyRole])
+            roles = [UncertaintyRole, ModelCallRole, ChangedRole]
+            self.dataChanged.emit(self.index(0), last, roles)
         self.threshold_changed.emit(t)
 
     def _all_decorations_changed(self) -> None:
@@ -598,9 +678,18 @@ class CellListModel(QAbstractListModel):
 
     def _tooltip(self, row: int) -> str:
         cell = self._cells[row]
-        lines = [str(cell.path), f"P(ALL) = {float(cell.p_all):.3f}", f"Model: {cell.label}"]
+        lines = [str(cell.path)]
+        if cell.cell_index is not None:
+            lines.append(f"Cell #{cell.cell_index} of this smear field")
+        lines += [f"P(ALL) = {float(cell.p_all):.3f}", f"Model: {cell.label}"]
         if self._reviewed[row]:
-            lines.append(f"Reviewed: {self._final[row]}")
+            if self._changed[row]:
+                lines.append(f"Reviewed: {self._final[row]} (changed from {self._calls[row]})")
+            else:
+                lines.append(f"Reviewed: {self._final[row]}")
+        signed = self._signed_off(cell.sample)
+        if signed is not None:
+            lines.append(f"Signed off by {signed.reviewer} — locked")
         if cell.truth:
             lines.append(f"Truth: {cell.truth}")
         reason = self._cache.failure_reason(self._keys[row])
@@ -615,8 +704,8 @@ class CellListModel(QAbstractListModel):
 
 
 class CellFilterProxy(QSortFilterProxyModel):
-    """The gallery's view of the cells: filtered by final label, sample and review state,
-    ordered by arrival, by P(ALL) (highest first) or least certain first.
+    """The gallery's view of the cells: filtered by final label, sample, review state and
+    "changed by review", ordered by arrival, by P(ALL) (highest first) or least certain first.
 
     Filters and comparisons read the source model's lists by row number, so one pass over
     10k cells stays in the tens of milliseconds. Ties keep arrival order.
@@ -627,6 +716,7 @@ class CellFilterProxy(QSortFilterProxyModel):
         self._labels: frozenset[str] | None = None
         self._sample: str | None = None
         self._reviewed: bool | None = None
+        self._changed: bool | None = None
         self._mode = "file"
         self._src: CellListModel | None = None
         self.setDynamicSortFilter(True)
@@ -669,6 +759,17 @@ class CellFilterProxy(QSortFilterProxyModel):
     def reviewed(self) -> bool | None:
         return self._reviewed
 
+    def set_changed(self, changed: bool | None) -> None:
+        """True: only cells the reviewer gave a label other than the model's call (what a
+        second reader checks); False: all other cells; None: both.
+
+        Follows review changes live: they carry the filter role (LabelRole), so the proxy
+        re-filters the row when a cell is re-labelled or undone."""
+        self._change_filter("_changed", None if changed is None else bool(changed))
+
+    def changed(self) -> bool | None:
+        return self._changed
+
     def _change_filter(self, name: str, value: Any) -> None:
         if getattr(self, name) == value:
             return
@@ -685,6 +786,8 @@ class CellFilterProxy(QSortFilterProxyModel):
         if self._labels is not None and src._final[source_row] not in self._labels:
             return False
         if self._sample is not None and src._cells[source_row].sample != self._sample:
+            return False
+        if self._changed is not None and src._changed[source_row] != self._changed:
             return False
         return self._reviewed is None or src._reviewed[source_row] == self._reviewed
 
@@ -724,6 +827,9 @@ class CellFilterProxy(QSortFilterProxyModel):
 
     @Slot(float)
     def _on_threshold_changed(self, _threshold: float) -> None:
+        if self._changed is not None:  # an UNCERTAIN cell's call may have moved
+            self.beginFilterChange()
+            self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
         if self._mode == "least_certain":
             self.invalidate()
 

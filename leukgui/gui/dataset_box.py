@@ -30,12 +30,11 @@ from PySide6.QtWidgets import (
 )
 
 from leukgui.core.results import ALL, HEM
+from leukgui.gui.theme import status_style
 from leukgui.gui.workers import Worker, WorkerGroup
 from training.datasets import DatasetPreview, preview_dataset
 
-__all__ = ["ERROR_STYLE", "DatasetBox", "hint_label"]
-
-ERROR_STYLE = "color: #B00020;"
+__all__ = ["DatasetBox", "hint_label"]
 
 
 def hint_label(text: str) -> QLabel:
@@ -56,6 +55,7 @@ class DatasetBox(QGroupBox):
     def __init__(self, title: str = "Labelled cells", parent: QWidget | None = None) -> None:
         super().__init__(title, parent)
         self._preview: DatasetPreview | None = None
+        self._failure = ""  # why the last scan crashed: Start must say so, not "Reading…"
         self._worker: Worker | None = None  # the scan whose result is still wanted
         self._workers = WorkerGroup(self)
         layout = QVBoxLayout(self)
@@ -125,6 +125,8 @@ class DatasetBox(QGroupBox):
         """Why training cannot start on the chosen data yet, or "" when it can."""
         if self.folder() is None:
             return "Choose a folder of labelled cells."
+        if self._failure:
+            return f"Could not read the data set: {self._failure}"
         if self._preview is None:
             return "Reading the data set…"
         return self._preview.problem()
@@ -155,6 +157,7 @@ class DatasetBox(QGroupBox):
                 self._worker.cancel()  # whatever is still being read is no longer wanted
                 self._worker = None
             self._preview = None
+            self._failure = ""
             self._show(None)
             self.scan_status.setVisible(False)
             self.changed.emit()
@@ -163,6 +166,7 @@ class DatasetBox(QGroupBox):
 
     def _start_scan(self, path: Path) -> None:
         self._preview = None
+        self._failure = ""
         self.preview_label.setVisible(True)
         self.preview_label.setStyleSheet("")
         self.preview_label.setText(f"Reading {html.escape(str(path))}…")
@@ -216,9 +220,11 @@ class DatasetBox(QGroupBox):
         if self.sender() is not self._worker:
             return
         self._worker = None
+        self._failure = message
         self.scan_status.setVisible(False)
         self.preview_label.setText(f"Could not read the data set: {html.escape(message)}")
-        self.preview_label.setStyleSheet(ERROR_STYLE)
+        self.preview_label.setStyleSheet(status_style("error"))
+        self.changed.emit()
         self.error.emit("Could not read the data set", message, details)
 
     # ------------------------------------------------------------------ showing
@@ -231,7 +237,7 @@ class DatasetBox(QGroupBox):
         if preview is None or preview.error is not None:
             self.preview_label.setVisible(preview is not None)
             if preview is not None:
-                self.preview_label.setStyleSheet(ERROR_STYLE)
+                self.preview_label.setStyleSheet(status_style("error"))
                 self.preview_label.setText(
                     "<b>This is not a labelled data set LeukGUI recognizes.</b><br>"
                     + html.escape(preview.error)
@@ -252,7 +258,8 @@ class DatasetBox(QGroupBox):
             folds = " · ".join(f"{k} {v}" for k, v in s["cells_per_fold"].items())
             lines.append(f"<b>Folds:</b> {html.escape(folds)}")
         lines += [
-            f"<span style='{ERROR_STYLE}'>{html.escape(w)}</span>" for w in preview.warnings()
+            f"<span style='{status_style('error')}'>{html.escape(w)}</span>"
+            for w in preview.warnings()
         ]
         self.preview_label.setVisible(True)
         self.preview_label.setStyleSheet("")

@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import QSettings, Qt, QTimer, QUrl, Signal
+from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -76,7 +76,15 @@ if TYPE_CHECKING:
 
 __all__ = ["LAYOUT_VERSION", "MainWindow"]
 
-LAYOUT_VERSION = 1  # bump when the dock/splitter layout changes: stale layouts are dropped
+LAYOUT_VERSION = 2  # bump when the dock/splitter layout changes: stale layouts are dropped
+
+
+def default_split(width: int) -> list[int]:
+    """Samples | gallery | inspector widths for a first layout: the samples table keeps its
+    key columns and the inspector its cell at 1024 px; a wider window goes to the gallery."""
+    samples = int(min(440, max(370, 0.28 * width)))
+    inspector = int(min(520, max(285, 0.29 * width)))
+    return [samples, max(200, width - samples - inspector), inspector]
 
 
 class DropArea(QFrame):
@@ -145,6 +153,9 @@ class MainWindow(QMainWindow):
         self._warming: Worker | None = None
         self._closing = False
         self._pending_splitter = None
+        # Until the user drags a splitter handle, the panes follow default_split as the
+        # window is resized (a restored layout counts as the user's).
+        self._split_sized = False
         self._summary_timer = QTimer(self, singleShot=True, interval=150)
         self._summary_timer.timeout.connect(self.refresh_summary)
 
@@ -208,9 +219,7 @@ class MainWindow(QMainWindow):
         self.demo_banner = QLabel(f"  {DEMO_NOTICE}  ")
         self.demo_banner.setObjectName("demoBanner")
         self.demo_banner.setAlignment(Qt.AlignmentFlag.AlignCenter)
-        self.demo_banner.setStyleSheet(
-            "#demoBanner { background: #fff3cd; color: #664d03; padding: 4px; font-weight: bold; }"
-        )
+        self._style_banner()
 
         # Analysis page: drop target when empty, else samples | gallery | inspector.
         self.stack = QStackedWidget()
@@ -247,6 +256,7 @@ class MainWindow(QMainWindow):
         self._content_built = True
         from leukgui.gui.cell_model import CellFilterProxy, CellListModel
         from leukgui.gui.cell_view import CellInspector
+        from leukgui.gui.flow_layout import FlowLayout
         from leukgui.gui.gallery import GalleryView
         from leukgui.gui.samples_panel import SamplesPanel
         from leukgui.gui.training_page import TrainingPage
@@ -261,7 +271,7 @@ class MainWindow(QMainWindow):
         middle = QWidget()
         mid_layout = QVBoxLayout(middle)
         mid_layout.setContentsMargins(0, 0, 0, 0)
-        filters = QHBoxLayout()
+        filters = FlowLayout()  # wraps onto a second row in a narrow pane
         self.label_filter = QComboBox()
         for text, labels in (
             ("All cells", None),
@@ -272,6 +282,7 @@ class MainWindow(QMainWindow):
         ):
             self.label_filter.addItem(text, labels)
         self.label_filter.addItem("Not reviewed", "unreviewed")
+        self.label_filter.addItem("Changed by review", "changed")
         self.label_filter.currentIndexChanged.connect(self._filter_changed)
         self.sort_combo = QComboBox()
         for text, mode in (
@@ -289,16 +300,26 @@ class MainWindow(QMainWindow):
         self.size_slider.setValue(
             self.prefs.thumb_size if 64 <= self.prefs.thumb_size <= 256 else 128
         )
-        self.size_slider.setMaximumWidth(140)
-        self.size_slider.setToolTip("Thumbnail size")
-        filters.addWidget(QLabel("Show"))
-        filters.addWidget(self.label_filter)
-        filters.addWidget(QLabel("Sort"))
-        filters.addWidget(self.sort_combo)
+        self.size_slider.setFixedWidth(110)
+        self.size_slider.setToolTip("Thumbnail size (also Ctrl+wheel over the gallery)")
+        for label, combo in (("Show", self.label_filter), ("Sort", self.sort_combo)):
+            combo.setSizeAdjustPolicy(
+                QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
+            )
+            combo.setMinimumContentsLength(9)  # two boxes share a row in a narrow pane
+            pair = QWidget()  # a label stays on the row of its box
+            pair_layout = QHBoxLayout(pair)
+            pair_layout.setContentsMargins(0, 0, 0, 0)
+            pair_layout.addWidget(QLabel(label))
+            pair_layout.addWidget(combo)
+            filters.addWidget(pair)
         filters.addWidget(self.heatmap_check)
-        filters.addStretch(1)
-        filters.addWidget(QLabel("Size"))
-        filters.addWidget(self.size_slider)
+        size_pair = QWidget()
+        size_layout = QHBoxLayout(size_pair)
+        size_layout.setContentsMargins(0, 0, 0, 0)
+        size_layout.addWidget(QLabel("Size"))
+        size_layout.addWidget(self.size_slider)
+        filters.addWidget(size_pair)
         self.gallery = GalleryView()
         self.gallery.setModel(self.proxy)
         self.gallery.set_thumb_size(self.size_slider.value())
@@ -307,7 +328,11 @@ class MainWindow(QMainWindow):
         mid_layout.addLayout(filters)
         mid_layout.addWidget(self.gallery, 1)
 
-        self.inspector = CellInspector()
+        self.inspector = CellInspector(layout=self.prefs.inspector_layout)
+        # Kept in the preferences (saved with them on close): the next start opens the same.
+        self.inspector.layout_changed.connect(
+            lambda mode: setattr(self.prefs, "inspector_layout", mode)
+        )
         from leukgui.gui.field_view import FieldView
 
         self.field_view = FieldView()
@@ -324,10 +349,14 @@ class MainWindow(QMainWindow):
         self.splitter.addWidget(self.samples)
         self.splitter.addWidget(middle)
         self.splitter.addWidget(right)
-        self.splitter.setStretchFactor(0, 2)
-        self.splitter.setStretchFactor(1, 5)
-        self.splitter.setStretchFactor(2, 3)
-        self.splitter.setSizes([380, 620, 400])  # four gallery columns at 1400 px
+        # A narrower window takes its pixels from the gallery (fewer tile columns) first, so
+        # the samples table keeps its key columns and the inspector its cell at 1024 px.
+        self.splitter.setStretchFactor(0, 1)
+        self.splitter.setStretchFactor(1, 4)
+        self.splitter.setStretchFactor(2, 1)
+        self.splitter.setSizes(default_split(1400))  # four gallery columns at 1400 px
+        self.splitter.splitterMoved.connect(lambda *_: setattr(self, "_split_sized", True))
+        self.splitter.installEventFilter(self)
         self.stack.addWidget(self.splitter)
 
         self.training_page = TrainingPage()
@@ -369,6 +398,15 @@ class MainWindow(QMainWindow):
             # module load (about 0.2 s on a 2-core machine).
             QTimer.singleShot(50, self.ensure_content)
 
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt override
+        if (
+            watched is getattr(self, "splitter", None)
+            and event.type() == QEvent.Type.Resize
+            and not self._split_sized
+        ):
+            self.splitter.setSizes(default_split(event.size().width()))
+        return super().eventFilter(watched, event)
+
     def _show_content(self) -> None:
         """Switch from the drop target to samples | gallery | inspector."""
         self.ensure_content()
@@ -377,6 +415,9 @@ class MainWindow(QMainWindow):
         if pending is not None:
             self._pending_splitter = None
             self.splitter.restoreState(pending)
+            self._split_sized = True  # the user's own sizes, kept as they were
+        elif not self._split_sized:
+            self.splitter.setSizes(default_split(self.splitter.width() or self.width()))
 
     def save_layout(self) -> None:
         settings = self._settings()
@@ -910,6 +951,7 @@ class MainWindow(QMainWindow):
         if ok and name.strip():
             self.prefs.reviewer = name.strip()
             self._update_reviewer_label()
+            self.save_preferences()  # kept even if the app or the computer stops uncleanly
 
     def _update_reviewer_label(self) -> None:
         if self._content_built:
@@ -1002,16 +1044,18 @@ class MainWindow(QMainWindow):
             return
         row = self.cells.row_of(entry.path)  # the gallery model's own index of cells by key
         cell = self.cells.cell(row) if row is not None else None
+        cleared = False
         if cell is not None:
             self.cells.cell_changed(cell.key)
-            self.select_cell(cell)
+            cleared = self.select_cell(cell)
             self._cell_selected(cell)
         self._summary_timer.start()
         name = Path(entry.path).name
         unreviewed = f"not reviewed (model: {entry.model_label})"
         before, after = entry.before or unreviewed, entry.after or unreviewed
         verb = "Undid" if undo else "Redid"
-        self.statusBar().showMessage(f"{verb}: {name} {before} → {after}", 8000)
+        shown = "; filters cleared to show the cell" if cleared else ""
+        self.statusBar().showMessage(f"{verb}: {name} {before} → {after}{shown}", 8000)
 
     def move_selection(self, step: int) -> None:
         if not self._content_built:
@@ -1056,6 +1100,8 @@ class MainWindow(QMainWindow):
             self._show_message("critical", "Review not saved", str(exc))
             return
         self.refresh_summary()
+        self.cells.refresh_review()  # the padlocks on the tiles
+        self._cell_selected()  # and in the inspector
 
     def close_discarding_review(self) -> None:
         """Close without asking about review work (the self-test; the session stays on disk)."""
@@ -1131,13 +1177,12 @@ class MainWindow(QMainWindow):
             self.samples.refresh(self.run, self.review)
 
     def _filter_changed(self) -> None:
+        """One Show choice at a time: a label, not yet reviewed, or changed by review (the
+        cells whose reviewed label differs from the model's call)."""
         data = self.label_filter.currentData()
-        if data == "unreviewed":
-            self.proxy.set_labels(None)
-            self.proxy.set_reviewed(False)
-        else:
-            self.proxy.set_reviewed(None)
-            self.proxy.set_labels(data)
+        self.proxy.set_reviewed(False if data == "unreviewed" else None)
+        self.proxy.set_changed(True if data == "changed" else None)
+        self.proxy.set_labels(None if data in ("unreviewed", "changed") else data)
 
     def _sort_changed(self) -> None:
         self.proxy.set_sort(self.sort_combo.currentData())
@@ -1156,12 +1201,25 @@ class MainWindow(QMainWindow):
 
     def _toggle_open_after(self) -> None:
         self.prefs.open_report_after_export = self.act_open_after.isChecked()
+        self.save_preferences()
+
+    def _style_banner(self) -> None:
+        """The DEMO banner: amber on either theme, never a light strip on a dark window."""
+        from leukgui.gui.theme import is_dark
+
+        background, text = ("#4a3b0a", "#ffe08a") if is_dark() else ("#fff3cd", "#664d03")
+        self.demo_banner.setStyleSheet(
+            f"#demoBanner {{ background: {background}; color: {text}; padding: 4px;"
+            " font-weight: bold; }"
+        )
 
     def _toggle_theme(self) -> None:
         from leukgui.gui.theme import apply_theme
 
         self.prefs.theme = "dark" if self.act_dark.isChecked() else "light"
         apply_theme(self.prefs.theme)
+        self._style_banner()
+        self.save_preferences()
 
     def _cell_selected(self, cell: CellResult | None = None) -> None:
         cell = self.current_cell() if cell is None or not isinstance(cell, CellResult) else cell
@@ -1176,13 +1234,29 @@ class MainWindow(QMainWindow):
             model_text = (
                 f"{info.model_name} v{info.model_version} (SHA-256 {info.model_sha256[:12]}…)"
             )
-        self.inspector.show_cell(cell, final_label=final, reviewed=reviewed, model_text=model_text)
+        locked = None
+        signed = self.review.signed_off(cell.sample) if self.review else None
+        if signed is not None:
+            from leukgui.core.formatting import local_minute
+
+            locked = f"Signed off by {signed.reviewer} at {local_minute(signed.time)} — locked"
+        row = self.cells.row_of(cell.key)  # the gallery's notion of the model's call
+        self.inspector.show_cell(
+            cell,
+            final_label=final,
+            reviewed=reviewed,
+            model_text=model_text,
+            locked=locked,
+            model_call=self.cells.model_call(row) if row is not None else None,
+        )
         self._show_field(cell)
 
     def _show_field(self, cell: CellResult) -> None:
         """The field a cell was found in, with every cell of that field boxed and lettered."""
         if not cell.in_field or self.run is None:
             self.field_view.setVisible(False)
+            if self.field_view.dialog is not None:  # the enlarged field: no field to show
+                self.field_view.dialog.hide()
             return
         from leukgui.core.imaging import decode_image
 
@@ -1190,20 +1264,24 @@ class MainWindow(QMainWindow):
             rgb = decode_image(cell.path)
         except Exception:  # noqa: BLE001 - the inspector already says the file is unreadable
             self.field_view.setVisible(False)
+            if self.field_view.dialog is not None:
+                self.field_view.dialog.hide()
             return
         siblings = [c for c in self.run.cells if c.in_field and c.path == cell.path]
         final = self.review.final_label if self.review else (lambda c: c.label)
         self.field_view.show_field(rgb, siblings, cell, final)
         self.field_view.setVisible(True)
 
-    def select_cell(self, cell: CellResult) -> None:
-        """Select a cell in the gallery (clearing filters that would hide it)."""
+    def select_cell(self, cell: CellResult) -> bool:
+        """Select a cell in the gallery, clearing filters that would hide it; whether any
+        filter had to be cleared (the caller says so: a filter never changes unseen)."""
         if self.cells.row_of(cell.key) is None or self.gallery.select_path(cell):
-            return
+            return False
         self.label_filter.setCurrentIndex(0)
         self.samples.clear_selection()
         self.proxy.set_sample(None)
         self.gallery.select_path(cell)
+        return True
 
     # ------------------------------------------------------------------ export
 
@@ -1247,15 +1325,25 @@ class MainWindow(QMainWindow):
 
     def _exported(self, path: Path) -> None:
         self.statusBar().showMessage(f"Wrote {path}", 8000)
-        if self.prefs.open_report_after_export:
-            self._open_file(path)
+        if self.prefs.open_report_after_export and not self._open_file(path):
+            kind = "Excel" if path.suffix.lower() == ".xlsx" else "CSV"
+            self.statusBar().showMessage(f"Wrote {path}; no program here opens it", 15000)
+            self._show_message(
+                "information",
+                "Report written, not opened",
+                f"The report was written to {path}, but no program on this computer opens "
+                f"{path.suffix} files, so it could not be opened for you.\n\n"
+                f"Install a program that reads {kind} files (Microsoft Excel or LibreOffice "
+                "Calc), or turn off File ▸ Open report after export.",
+            )
         self.export_finished.emit(path)
 
     def _export_failed(self, message: str) -> None:
         self.export_finished.emit(None)
 
-    def _open_file(self, path: Path) -> None:
-        QDesktopServices.openUrl(QUrl.fromLocalFile(str(path)))
+    def _open_file(self, path: Path) -> bool:
+        """Open a written file with its program; False when the system has none for it."""
+        return bool(QDesktopServices.openUrl(QUrl.fromLocalFile(str(path))))
 
     # ------------------------------------------------------------------ about
 
@@ -1287,6 +1375,10 @@ class MainWindow(QMainWindow):
                     self.act_export_csv,
                     self.act_quit,
                 ],
+            ),
+            (
+                "Inspector (the gallery, the inspector or the field has the focus)",
+                [self.act_zoom_in, self.act_zoom_out, self.act_zoom_fit, self.act_overlay],
             ),
             ("View and models", [self.act_heatmaps, self.act_model_card, self.act_shortcuts]),
         ]

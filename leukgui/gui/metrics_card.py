@@ -26,7 +26,7 @@ from PySide6.QtWidgets import (
 )
 
 from leukgui.core.formatting import duration, percent
-from leukgui.gui.dataset_box import ERROR_STYLE
+from leukgui.gui.theme import status_style
 from leukgui.gui.training_form import display_name
 
 __all__ = ["MetricsCard", "ResultsBox", "number"]
@@ -56,7 +56,7 @@ class MetricsCard(QFrame):
         self.cancelled_label = QLabel(
             f"CANCELLED — best epoch so far (epoch {run.best_epoch} of {len(run.history)} run)"
         )
-        self.cancelled_label.setStyleSheet(ERROR_STYLE + " font-weight: bold;")
+        self.cancelled_label.setStyleSheet(status_style("error", "font-weight: bold;"))
         self.cancelled_label.setVisible(bool(run.cancelled))
         layout.addWidget(self.cancelled_label)
 
@@ -125,7 +125,7 @@ class MetricsCard(QFrame):
 
     def set_message(self, text: str, error: bool = False) -> None:
         self.message.setText(text)
-        self.message.setStyleSheet(ERROR_STYLE if error else "")
+        self.message.setStyleSheet(status_style("error") if error else "")
         self.message.setVisible(bool(text))
 
     def set_registered(self, target: Path, text: str) -> None:

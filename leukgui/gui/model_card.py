@@ -15,8 +15,15 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayo
 from leukgui import APP_NAME, __version__
 from leukgui.core.bundle import BundleInfo
 from leukgui.core.results import DEMO_NOTICE
+from leukgui.gui.theme import status_colour
 
 __all__ = ["about_html", "model_card_dialog", "model_card_html"]
+
+
+def _warning_html(text: str) -> str:
+    """A bold warning line in the theme's warning colour (legible on light and dark)."""
+    return f"<p style='color:{status_colour('warning')}'><b>{html.escape(text)}</b></p>"
+
 
 _SCORES = (
     "evaluated_on",
@@ -47,11 +54,9 @@ def model_card_html(info: BundleInfo) -> str:
     ]
     out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]
     if info.demo:
-        out.append(f"<p style='color:#b45309'><b>{html.escape(DEMO_NOTICE)}</b></p>")
+        out.append(_warning_html(DEMO_NOTICE))
     elif info.score_warning:
-        out.append(
-            f"<p style='color:#b45309'><b>Caution: {html.escape(info.score_warning)}.</b></p>"
-        )
+        out.append(_warning_html(f"Caution: {info.score_warning}."))
     out.append("<table cellspacing=4>")
     for key, value in rows:
         out.append(f"<tr><td><b>{html.escape(key)}</b></td><td>{html.escape(str(value))}</td></tr>")
@@ -104,7 +109,7 @@ def about_html(info: BundleInfo | None) -> str:
         "person.</p>",
     ]
     if info is not None and info.demo:
-        parts.append(f"<p style='color:#b45309'><b>{DEMO_NOTICE}</b></p>")
+        parts.append(_warning_html(DEMO_NOTICE))
     if info is not None:
         parts.append(
             f"<p>Model: {info.name} v{info.version} ({info.backbone}), SHA-256 "

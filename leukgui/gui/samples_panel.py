@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -19,6 +19,8 @@ from PySide6.QtWidgets import (
     QLabel,
     QListWidget,
     QPushButton,
+    QStyledItemDelegate,
+    QStyleOptionViewItem,
     QTableWidget,
     QTableWidgetItem,
     QTabWidget,
@@ -26,35 +28,45 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from leukgui.core.formatting import percent
-from leukgui.core.metrics import sample_summary
+from leukgui.core.formatting import local_minute, percent
+from leukgui.core.metrics import SampleSummary, sample_summary
 from leukgui.core.results import UNCERTAIN, UNCLASSIFIABLE, FileError, RunResult
 
 if TYPE_CHECKING:
     from leukgui.core.review import ReviewState
 
-__all__ = ["COLUMNS", "SamplesPanel"]
+__all__ = ["COLUMNS", "SamplesPanel", "details_text"]
 
-# ALL % and its interval come right after the counts they are made of, so they stay in view
-# in a narrow panel; the wide UNCERTAIN / UNCLASSIFIABLE headings follow.
-COLUMNS = (
-    "Sample",
-    "Cells",
-    "ALL",
-    "HEM",
-    "ALL %",
-    "95% CI",
-    UNCERTAIN,
-    UNCLASSIFIABLE,
-    "Reviewed",
-    "Signed off",
-)
+# The key columns fit a 1024 px window without a horizontal scroll bar; the counts they are
+# made of (ALL, HEM, UNCERTAIN, UNCLASSIFIABLE) are in each row's tooltip and in the details
+# strip under the table, for the selected sample (or all samples).
+COLUMNS = ("Sample", "Cells", "ALL %", "95% CI", "Reviewed", "Signed off")
+_STRETCH = ("Sample", "Signed off")  # the two columns whose text can be long: elided
 _TOOLTIP = (
     "Counts of final labels: the reviewer's where a cell was reviewed, else the model's.\n"
-    "UNCERTAIN: the model's call lies in its uncertainty band and no one has reviewed it yet.\n"
-    "UNCLASSIFIABLE: a reviewer found the cell cannot be called.\n"
+    f"{UNCERTAIN}: the model's call lies in its uncertainty band and no one has reviewed it yet.\n"
+    f"{UNCLASSIFIABLE}: a reviewer found the cell cannot be called.\n"
     "ALL % = ALL / (ALL + HEM), with a Wilson 95% interval."
 )
+
+
+def details_text(s: SampleSummary) -> str:
+    """The counts behind a row, in words: the tooltip and the details strip."""
+    text = (
+        f"{s.sample}: {s.n_all} ALL · {s.n_hem} HEM · {s.n_uncertain} {UNCERTAIN} · "
+        f"{s.n_unclassifiable} {UNCLASSIFIABLE} · reviewed {s.reviewed} of {s.cells}"
+    )
+    if s.signed_off is not None:
+        text += f" · signed off by {s.signed_off.reviewer} at {local_minute(s.signed_off.time)}"
+    return text
+
+
+class _ElideRight(QStyledItemDelegate):
+    """A reviewer's name shortens at its end ("Dr. A. Exa…"), unlike sample paths."""
+
+    def initStyleOption(self, option: QStyleOptionViewItem, index: Any) -> None:  # noqa: N802
+        super().initStyleOption(option, index)
+        option.textElideMode = Qt.TextElideMode.ElideRight
 
 
 class SamplesPanel(QWidget):
@@ -71,11 +83,29 @@ class SamplesPanel(QWidget):
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
-        self.table.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        self.table.setToolTip(_TOOLTIP)
-        self.table.itemSelectionChanged.connect(
-            lambda: self.sample_selected.emit(self.selected_sample())
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
+        for name in _STRETCH:
+            header.setSectionResizeMode(COLUMNS.index(name), QHeaderView.ResizeMode.Stretch)
+        header.setMinimumSectionSize(24)
+        # The end of a sample's path tells samples apart (patient7/all, patient7/hem)
+        self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
+        self._elide_right = _ElideRight(self.table)
+        self.table.setItemDelegateForColumn(COLUMNS.index("Signed off"), self._elide_right)
+        self.table.setWordWrap(False)
+        self.table.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        self.table.horizontalHeaderItem(COLUMNS.index("Signed off")).setToolTip(
+            "Who signed the sample off (hover a row for when)"
         )
+        self.table.setToolTip(_TOOLTIP)
+        self.table.itemSelectionChanged.connect(self._selection_changed)
+        self.details = QLabel()
+        self.details.setWordWrap(True)
+        self.details.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+        self.details.setObjectName("sampleDetails")
+        self.details.setMinimumWidth(1)  # wraps to the panel, never widens it
+        self._summaries: list[SampleSummary] = []
+        self._run: RunResult | None = None
         self.errors = QListWidget()
         self.tabs = QTabWidget()
         self.tabs.addTab(self.table, "Samples")
@@ -84,6 +114,8 @@ class SamplesPanel(QWidget):
         self.sign_button = QPushButton("Sign off sample")
         self.sign_button.clicked.connect(self.sign_off_requested)
         self.reviewer_label = QLabel()
+        self.reviewer_label.setWordWrap(True)
+        self.reviewer_label.setMinimumWidth(1)
         sign_row = QHBoxLayout()
         sign_row.addWidget(self.reviewer_label, 1)
         sign_row.addWidget(self.sign_button)
@@ -91,39 +123,48 @@ class SamplesPanel(QWidget):
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.addWidget(self.tabs, 1)
+        layout.addWidget(self.details)
         layout.addLayout(sign_row)
 
     # ------------------------------------------------------------------ samples
 
     def refresh(self, run: RunResult | None, review: ReviewState | None = None) -> None:
-        """Per-sample counts on final labels, with the ALL % interval; keeps the selection."""
+        """Per-sample counts on final labels, with the ALL % interval; keeps the selection,
+        and goes back to the top when the results are new ones."""
         table = self.table
+        if run is not self._run:
+            self._run = run
+            table.scrollToTop()
+            table.horizontalScrollBar().setValue(0)
         if run is None:
             table.setRowCount(0)
+            self._summaries = []
+            self._show_details()
             return
         rows = sample_summary(run, review)
+        self._summaries = rows
         selected = self.selected_sample()
         table.blockSignals(True)
         table.setRowCount(len(rows))
         for r, s in enumerate(rows):
-            ci = "" if math.isnan(s.ci_low) else f"{100 * s.ci_low:.1f}–{100 * s.ci_high:.1f}"
+            # Whole percent: a Wilson interval over a few hundred cells is not known to a
+            # tenth of a percent (the report keeps one decimal in its own columns).
+            ci = "" if math.isnan(s.ci_low) else f"{100 * s.ci_low:.0f}–{100 * s.ci_high:.0f}%"
             values = (
                 s.sample,  # "All samples" on the last row
                 s.cells,
-                s.n_all,
-                s.n_hem,
                 percent(s.all_fraction, missing=""),
                 ci,
-                s.n_uncertain,
-                s.n_unclassifiable,
                 f"{s.reviewed}/{s.cells}",
                 s.signed_off.reviewer if s.signed_off else "",
             )
+            tip = details_text(s)
             for c, value in enumerate(values):
                 item = QTableWidgetItem(str(value))
+                item.setToolTip(tip)
                 if c == 0:
                     item.setData(Qt.ItemDataRole.UserRole, None if s.is_overall else s.sample)
-                else:
+                elif COLUMNS[c] != "Signed off":
                     item.setTextAlignment(
                         Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter
                     )
@@ -135,6 +176,22 @@ class SamplesPanel(QWidget):
             if selected is not None and s.sample == selected and not s.is_overall:
                 table.selectRow(r)
         table.blockSignals(False)
+        self._show_details()
+
+    def _selection_changed(self) -> None:
+        self._show_details()
+        self.sample_selected.emit(self.selected_sample())
+
+    def _show_details(self) -> None:
+        """The details strip describes the selected sample, else all samples."""
+        selected = self.selected_sample()
+        chosen = [
+            s
+            for s in self._summaries
+            if (not s.is_overall and s.sample == selected) or (s.is_overall and not selected)
+        ]
+        self.details.setText(details_text(chosen[0]) if chosen else "")
+        self.details.setVisible(bool(chosen))
 
     def selected_sample(self) -> str | None:
         """The sample whose row is selected (None for none, or for the "All samples" row)."""

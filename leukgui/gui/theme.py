@@ -9,7 +9,7 @@ from __future__ import annotations
 from PySide6.QtGui import QColor, QPalette
 from PySide6.QtWidgets import QApplication
 
-__all__ = ["apply_theme"]
+__all__ = ["apply_theme", "is_dark", "status_colour", "status_style"]
 
 _LIGHT = {
     QPalette.ColorRole.Window: "#f4f5f7",
@@ -59,3 +59,31 @@ def apply_theme(theme: str = "light") -> None:
     palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.WindowText, QColor("#9aa0a6"))
     palette.setColor(QPalette.ColorGroup.Disabled, QPalette.ColorRole.ButtonText, QColor("#9aa0a6"))
     app.setPalette(palette)
+
+
+# Text colours that carry a meaning, legible (contrast >= 4.5:1) on each theme's background.
+_STATUS = {
+    "light": {"error": "#B00020", "warning": "#8A4B00", "ok": "#1E7B34", "muted": "#5F6368"},
+    "dark": {"error": "#FF8A80", "warning": "#F2B84B", "ok": "#7BD88F", "muted": "#A0A7B0"},
+}
+
+
+def is_dark() -> bool:
+    """Whether the application's palette is a dark one (window darker than its text)."""
+    app = QApplication.instance()
+    if app is None:
+        return False
+    palette = app.palette()
+    window = palette.color(QPalette.ColorRole.Window).lightnessF()
+    return window < palette.color(QPalette.ColorRole.WindowText).lightnessF()
+
+
+def status_colour(kind: str) -> str:
+    """The colour for "error", "warning", "ok" or "muted" text in the current theme, so a
+    message keeps its meaning (and its contrast) when the user switches to the dark theme."""
+    return _STATUS["dark" if is_dark() else "light"][kind]
+
+
+def status_style(kind: str, extra: str = "") -> str:
+    """A style sheet for a label in a status colour (looked up now: call it when showing)."""
+    return f"color: {status_colour(kind)};{(' ' + extra) if extra else ''}"

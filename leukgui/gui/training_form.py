@@ -40,7 +40,9 @@ from leukgui.core.backbones import (
     resolve_imagenet_weights,
 )
 from leukgui.core.paths import user_models_dir
-from leukgui.gui.dataset_box import ERROR_STYLE, DatasetBox, hint_label
+from leukgui.gui.dataset_box import DatasetBox, hint_label
+from leukgui.gui.theme import status_style
+from training.splits import split_problem
 
 __all__ = [
     "AUTO_SIZE",
@@ -209,6 +211,7 @@ class TrainingForm(QWidget):
         self.weights_file_edit.textChanged.connect(self.check_weights)
         self.weights_file_browse.clicked.connect(self._browse_weights)
         self.weights_recheck.clicked.connect(self.check_weights)
+        self.seed_spin.valueChanged.connect(self.changed)  # the split depends on the seed
         return box
 
     def _build_split_group(self) -> QGroupBox:
@@ -232,6 +235,8 @@ class TrainingForm(QWidget):
                 "are on test."
             )
         )
+        self.validation_spin.valueChanged.connect(self.changed)
+        self.test_spin.valueChanged.connect(self.changed)
         return box
 
     def _build_output_group(self) -> QGroupBox:
@@ -282,7 +287,7 @@ class TrainingForm(QWidget):
 
     def problem(self) -> str:
         """Why Start cannot run with these settings, or "" when it can."""
-        data = self.dataset.problem()
+        data = self.dataset.problem() or self.split_problem()
         if data:
             return data
         if not self.selected_backbones():
@@ -292,6 +297,23 @@ class TrainingForm(QWidget):
         if not self.output_edit.text().strip():
             return "Choose where to save the model."
         return ""
+
+    def split_problem(self) -> str:
+        """Why the scanned cells cannot be split by subject with these settings, or "".
+
+        The rule is `training.splits.split_problem`, which runs the very splitter training
+        uses, so Start is never enabled for a split that would then be refused.
+        """
+        preview = self.dataset.preview()
+        if preview is None or preview.scan is None:
+            return ""
+        options = self.split_options()
+        return split_problem(
+            preview.scan.records,
+            validation=options.validation,
+            test=options.test,
+            seed=options.seed,
+        )
 
     def make_config(self) -> Any:
         """The trainer's TrainConfig for the first chosen backbone (ValueError if invalid)."""
@@ -418,6 +440,7 @@ class TrainingForm(QWidget):
         self.head_epochs_spin.setEnabled(mode != WEIGHTS_NONE)
         lines: list[str] = []
         problem = ""
+        error = status_style("error")
         backbones = self.selected_backbones()
         if mode == WEIGHTS_IMAGENET:
             for name in backbones:
@@ -427,7 +450,7 @@ class TrainingForm(QWidget):
                     spec = get_spec(name)
                     others = [d for d in imagenet_search_dirs() if d != keras_cache_dir()]
                     lines.append(
-                        f"<span style='{ERROR_STYLE}'>✗ {html.escape(display_name(name))}: "
+                        f"<span style='{error}'>✗ {html.escape(display_name(name))}: "
                         f"missing. Place <b>{html.escape(spec.weights_file)}</b> in "
                         f"<b>{html.escape(str(keras_cache_dir()))}</b>"
                         + "".join(f" or {html.escape(str(d))}" for d in others)
@@ -443,12 +466,12 @@ class TrainingForm(QWidget):
             text = self.weights_file_edit.text().strip()
             if len(backbones) > 1:
                 problem = "A weights file fits one backbone: choose only one."
-                lines.append(f"<span style='{ERROR_STYLE}'>{html.escape(problem)}</span>")
+                lines.append(f"<span style='{error}'>{html.escape(problem)}</span>")
             if not text:
                 problem = problem or "Choose the weights file."
             elif not Path(text).is_file():
                 problem = problem or "The weights file does not exist."
-                lines.append(f"<span style='{ERROR_STYLE}'>✗ not found: {html.escape(text)}</span>")
+                lines.append(f"<span style='{error}'>✗ not found: {html.escape(text)}</span>")
             else:
                 lines.append(f"✓ {html.escape(Path(text).name)}")
         else:

@@ -144,7 +144,11 @@ class TrainingPage(QWidget):
         if not self.run_control.is_running():
             if preview.scan is not None and preview.scan.records:
                 s = preview.scan.summary()
-                text = f"Data set ready: {s['cells']} cells of {s['subjects']} subjects."
+                counts = f"{s['cells']} cells of {s['subjects']} subjects"
+                if self.form.split_problem():  # "ready" only if it can be split
+                    text = f"Data set read: {counts}. Training cannot use it yet (see by Start)."
+                else:
+                    text = f"Data set ready: {counts}."
             else:
                 text = "Choose a folder of labelled cells to begin."
             self.run_control.set_status(text)

@@ -26,9 +26,9 @@ from PySide6.QtWidgets import (
 )
 
 from leukgui.core.formatting import clock, duration, percent
-from leukgui.gui.dataset_box import ERROR_STYLE
 from leukgui.gui.metrics_card import number
 from leukgui.gui.plot import LinePlot
+from leukgui.gui.theme import status_style
 from leukgui.gui.training_form import display_name
 from leukgui.gui.workers import Worker, WorkerGroup
 from training.history import PHASE_FINE_TUNE, PHASE_FULL, PHASE_HEAD, TrainingProgress
@@ -42,6 +42,7 @@ PHASE_NAMES = {
 }
 LOSS_SERIES = ("loss", "val_loss")
 METRIC_SERIES = ("val_accuracy", "val_balanced_accuracy", "val_auc")
+START_TIP = "Train each chosen backbone on the same split by subject"
 
 
 class ProgressThrottle:
@@ -157,6 +158,7 @@ class RunControl(QWidget):
         self.start_button = QPushButton("Start training")
         self.start_button.setDefault(True)
         self.start_button.setMinimumWidth(140)
+        self.start_button.setToolTip(START_TIP)
         self.cancel_button = QPushButton("Cancel")
         self.cancel_button.setEnabled(False)
         self.cancel_button.setToolTip(
@@ -192,10 +194,13 @@ class RunControl(QWidget):
         running = self._worker is not None
         self.start_button.setEnabled(not running and not problem)
         self.cancel_button.setEnabled(running and not self._worker.cancelled)
-        self.start_reason.setText("" if running else problem)
+        reason = "" if running else problem
+        self.start_reason.setText(reason)
+        # A disabled button shows its tooltip too: say there why it cannot be pressed.
+        self.start_button.setToolTip(f"Cannot start: {reason}" if reason else START_TIP)
 
     def set_status(self, text: str, error: bool = False) -> None:
-        self.status_label.setStyleSheet(ERROR_STYLE if error else "")
+        self.status_label.setStyleSheet(status_style("error") if error else "")
         self.status_label.setText(text)
 
     # ------------------------------------------------------------------ start / cancel

@@ -10,6 +10,8 @@ another tab never reaches a review.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QStyle
@@ -134,6 +136,50 @@ def build_actions(w: QMainWindow) -> None:
     )
     # "?" is a character a text field may want: it opens the sheet only from the cells.
     w.act_shortcuts_key = w._action("Keyboard shortcuts", w.show_shortcuts, "?", review=True)
+    # Zoom and the heatmap toggle act on the inspector from wherever the review focus is
+    # (gallery, inspector, field view); keys and buttons keep the cell centred.
+    w.act_zoom_in = w._action(
+        "Zoom &in", _on_inspector(w, "zoom_in"), "+", "Zoom the cell in (+)", review=True
+    )
+    w.act_zoom_in.setShortcuts(
+        [QKeySequence("+"), QKeySequence("="), QKeySequence(QKeySequence.StandardKey.ZoomIn)]
+    )
+    w.act_zoom_out = w._action(
+        "Zoom &out", _on_inspector(w, "zoom_out"), "-", "Zoom the cell out (−)", review=True
+    )
+    w.act_zoom_out.setShortcuts([QKeySequence("-"), QKeySequence(QKeySequence.StandardKey.ZoomOut)])
+    w.act_zoom_fit = w._action(
+        "&Fit cell in view",
+        _on_inspector(w, "zoom_fit"),
+        "0",
+        "The whole cell in view (0)",
+        review=True,
+    )
+    w.act_overlay = w._action(
+        "Heatmap &overlay on/off",
+        _on_inspector(w, "toggle_overlay"),
+        "O",
+        "Show the cell with or without its Grad-CAM heatmap (O)",
+        review=True,
+    )
+    for name, action in (
+        ("zoom_in", w.act_zoom_in),
+        ("zoom_out", w.act_zoom_out),
+        ("zoom_fit", w.act_zoom_fit),
+        ("toggle_overlay", w.act_overlay),
+    ):
+        action.setObjectName(name)  # the big field window answers the zoom keys itself
+
+
+def _on_inspector(w: QMainWindow, method: str) -> Callable[[], None]:
+    """A slot calling `w.inspector.<method>()`, a no-op before the inspector is built."""
+
+    def call() -> None:
+        inspector = getattr(w, "inspector", None)
+        if inspector is not None:
+            getattr(inspector, method)()
+
+    return call
 
 
 def build_menus(w: QMainWindow) -> None:
@@ -193,6 +239,12 @@ def build_menus(w: QMainWindow) -> None:
     review_menu.addAction(w.act_reviewer)
     view_menu = bar.addMenu("&View")
     view_menu.addAction(w.act_heatmaps)
+    view_menu.addAction(w.act_overlay)
+    view_menu.addSeparator()
+    view_menu.addAction(w.act_zoom_in)
+    view_menu.addAction(w.act_zoom_out)
+    view_menu.addAction(w.act_zoom_fit)
+    view_menu.addSeparator()
     view_menu.addAction(w.act_dark)
     help_menu = bar.addMenu("&Help")
     help_menu.addAction(w.act_shortcuts)
