@@ -26,8 +26,9 @@ def _answered_window_dialogs(request: pytest.FixtureRequest, monkeypatch) -> dic
         return answers
     from leukgui.gui.main_window import MainWindow
 
-    def unsaved(self, action: str, what: str) -> str:
+    def unsaved(self, action: str, what: str, *, can_export: bool = True) -> str:
         answers["asked"].append(("unsaved", action, what))
+        answers["can_export"] = can_export
         return answers["unsaved"]
 
     def sign_off(self, sample: str, text: str) -> bool:

@@ -966,3 +966,29 @@ def test_signing_off_locks_the_tiles_of_that_sample(qtbot, tmp_path) -> None:
     assert _tile_index(win, other).data(LockedRole) is False
     win.reopen_current_sample()
     assert index.data(LockedRole) is False
+
+
+def test_a_mark_that_hides_the_cell_moves_on_to_the_cell_that_followed_it(qtbot, tmp_path) -> None:
+    """Bug: under "Changed by review", Enter on a changed cell took it out of the list; the
+    highlight jumped to another tile while the inspector still showed the marked cell, and
+    the next key changed a cell that was not on screen."""
+    win = _window_with_review(qtbot, tmp_path)
+    by_name = {c.path.name: c for c in win.run.cells if not c.in_field}
+    a, b, c = by_name["a.png"], by_name["b.png"], by_name["c.png"]
+    for cell, key in ((a, Qt.Key.Key_H), (b, Qt.Key.Key_A), (c, Qt.Key.Key_H)):
+        _focus_cell(qtbot, win, cell)
+        qtbot.keyClick(win.gallery, key)  # three cells changed by review
+    win.label_filter.setCurrentIndex(win.label_filter.findText("Changed by review"))
+    listed = [win.proxy.cell(r).key for r in range(win.proxy.rowCount())]
+    assert listed == [a.key, b.key, c.key]
+
+    _focus_cell(qtbot, win, b)
+    qtbot.keyClick(win.gallery, Qt.Key.Key_Return)  # back to the model's HEM: leaves the list
+    assert win.review.final_label(b) == HEM
+    assert [win.proxy.cell(r).key for r in range(win.proxy.rowCount())] == [a.key, c.key]
+    assert win.current_cell().key == c.key  # the cell that followed b
+    assert win.inspector.cell().key == c.key  # and the inspector shows that same cell
+    qtbot.keyClick(win.gallery, Qt.Key.Key_A)  # so A acts on the cell on screen
+    assert win.review.final_label(c) == ALL and win.review.final_label(a) == HEM
+    # c agrees with the model now and leaves too; it was the last: the one before it is shown.
+    assert win.current_cell().key == a.key and win.inspector.cell().key == a.key

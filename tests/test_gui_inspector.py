@@ -168,6 +168,13 @@ def test_the_heatmap_says_which_class_it_explains_with_a_colour_scale(qtbot) -> 
     low, high = scale.colour_at(0.0), scale.colour_at(1.0)
     assert low.blue() > low.red() and high.red() > high.blue()  # blue = less, red = more
     assert (scale.LOW, scale.HIGH) == ("less", "more evidence")
+    inspector.toggle_overlay()  # O: the original alone; no scale for a heatmap not shown
+    assert not scale.isVisible() and not inspector.class_label.isVisible()
+    inspector.set_view_layout(SIDE_BY_SIDE)  # the overlay is on screen beside it again
+    assert scale.isVisible() and inspector.class_label.isVisible()
+    inspector.set_view_layout(OVERLAY)
+    inspector.toggle_overlay()
+    assert scale.isVisible()
 
     inspector.show_cell(cells[-1], final_label=HEM, reviewed=False, model_text="m")
     assert "evidence for HEM" in inspector.explanation()

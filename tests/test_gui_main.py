@@ -98,7 +98,7 @@ def test_dropping_a_folder_fills_gallery_samples_and_errors(qtbot, window, cells
     samples = [table.item(r, 0).text() for r in range(table.rowCount())]
     assert samples == ["patient7/all", "patient7/hem", "All samples"]
     headers = [table.horizontalHeaderItem(c).text() for c in range(table.columnCount())]
-    assert headers == list(COLUMNS)
+    assert [h.replace("\n", " ") for h in headers] == list(COLUMNS)
     overall = table.rowCount() - 1
     want = sample_summary(run, window.review)[-1]
     assert table.item(overall, COLUMNS.index("Cells")).text() == "12"
@@ -829,3 +829,63 @@ def test_reviewer_name_is_kept_at_once_not_only_at_a_clean_quit(
     assert {e.reviewer for e in window.review.audit} == {"Dr. Night"}
     saved, _ = load_preferences()  # as a crash would leave it: the window never closed
     assert saved.reviewer == "Dr. Night"
+
+
+def test_the_quit_question_counts_what_a_report_lacks_not_keystrokes(
+    qtbot, window, cells_folder, tmp_path, _answered_window_dialogs
+) -> None:
+    """A mark undone is nothing to lose; after an export only the missing sign-off is
+    asked about, without offering an export that cannot fix it."""
+    answers = _answered_window_dialogs
+    _analyze(qtbot, window, [cells_folder])
+    cell = _focus_gallery(qtbot, window)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_A)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_Z, Qt.KeyboardModifier.ControlModifier)
+    assert window.review.audit and not window.review.is_reviewed(cell)
+    assert window.unsaved_review() == ""  # marked and undone: the results are as analyzed
+    window.select_cell(cell)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)
+    assert window.unsaved_review().startswith("1 review change not yet exported")
+    with qtbot.waitSignal(window.export_finished, timeout=120_000):
+        window.export_excel(tmp_path / "r.xlsx")
+    assert window.unsaved_review() == f"reviewed samples not signed off: {cell.sample}"
+    answers["unsaved"] = "cancel"
+    window.close()
+    assert window.isVisible() and answers["asked"][-1][1] == "quit"
+    assert answers["can_export"] is False  # an export would not sign anything off
+    window.select_cell(cell)
+    qtbot.keyClick(window.gallery, Qt.Key.Key_U)  # a change after the export counts again
+    assert window.unsaved_review().startswith("1 review change not yet exported")
+    window.close()
+    assert answers["can_export"] is True
+
+
+def test_unsaved_dialog_texts(qapp) -> None:
+    from PySide6.QtCore import QTimer
+    from PySide6.QtWidgets import QApplication, QMessageBox
+
+    from leukgui.gui import review_dialogs
+
+    seen = []
+
+    def read_and_cancel() -> None:
+        box = QApplication.activeModalWidget()
+        if box is None:
+            QTimer.singleShot(20, read_and_cancel)
+            return
+        seen.append((box.windowTitle(), box.text(), [b.text() for b in box.buttons()]))
+        box.button(QMessageBox.StandardButton.Cancel).click()
+
+    QTimer.singleShot(20, read_and_cancel)
+    assert review_dialogs.ask_unsaved(None, "quit", "1 review change not yet exported") == "cancel"
+    QTimer.singleShot(20, read_and_cancel)
+    answer = review_dialogs.ask_unsaved(
+        None, "quit", "reviewed samples not signed off: S1", can_export=False
+    )
+    assert answer == "cancel"
+    (title1, text1, buttons1), (title2, text2, buttons2) = seen
+    assert "Export report…" in buttons1 and "Discard" in buttons1
+    assert "no report holds these changes" in text1
+    assert "Export report…" not in buttons2 and "Quit anyway" in buttons2
+    assert title2 == "Samples not signed off" and "Recent sessions" in text2
+    assert "report you sign has not been written" not in text2

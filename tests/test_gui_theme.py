@@ -14,12 +14,12 @@ from pathlib import Path  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 from PySide6.QtGui import QColor, QImage  # noqa: E402
-from PySide6.QtWidgets import QApplication, QWidget  # noqa: E402
+from PySide6.QtWidgets import QApplication, QLabel, QWidget  # noqa: E402
 
 from leukgui.core.paths import user_models_dir  # noqa: E402
 from leukgui.core.preferences import Preferences  # noqa: E402
 from leukgui.core.synthetic import write_dataset  # noqa: E402
-from leukgui.gui.theme import apply_theme, is_dark, status_colour  # noqa: E402
+from leukgui.gui.theme import apply_theme, is_dark, status_colour, status_style  # noqa: E402
 
 
 def _bright_share(widget: QWidget) -> float:
@@ -73,10 +73,20 @@ def test_switching_to_dark_darkens_gallery_inspector_table_and_training(qtbot, w
     qtbot.wait(50)
     light = {name: _bright_share(w) for name, w in parts.items()}
     assert max(light.values()) > 0.3  # the light theme really is light (the check can fail)
+    # Messages already on screen in a status colour (a sheet, or rich text) follow the switch.
+    styled = QLabel("Could not read the data set", window.training_page)
+    styled.setStyleSheet(status_style("error"))
+    rich = QLabel(f"<span style='{status_style('error')}'>✗ not found</span>", window)
+    light_error = status_colour("error")
     window.act_dark.trigger()  # View ▸ Dark theme, as a user switches
     QApplication.processEvents()
     qtbot.wait(50)
     assert is_dark() and window.prefs.theme == "dark"
+    assert status_colour("error") != light_error
+    assert status_colour("error") in styled.styleSheet() and light_error not in rich.text()
+    assert status_colour("error") in rich.text()
+    banner = window.demo_banner.styleSheet().lower()
+    assert QColor(re.search(r"background:\s*([^;]+);", banner).group(1)).lightnessF() < 0.5
     dark = {name: _bright_share(w) for name, w in parts.items()}
     assert all(share < 0.1 for share in dark.values()), dark
     window.tabs.setCurrentWidget(window.training_page)

@@ -50,6 +50,7 @@ def open_window(argv: Sequence[str]) -> MainWindow:
 
     window = MainWindow()
     apply_theme(window.prefs.theme)
+    window.restyle()  # the window was built before its preferences named the theme
     window.show()
     bundles = [a for a in argv if a.lower().endswith(".leukmodel") and Path(a).is_file()]
     folders = [a for a in argv if not a.startswith("-") and Path(a).exists() and a not in bundles]

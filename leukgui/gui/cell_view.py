@@ -276,6 +276,7 @@ class CellInspector(QWidget):
         self._view_layout = layout if layout in LAYOUTS else OVERLAY
         self._overlay_on = True
         self._has_heatmap = False
+        self._explained = False  # the shown cell has a heatmap the class line explains
         self._chip: tuple[str, bool, str | None] | None = None
         self._remeasures_left = 0
 
@@ -506,6 +507,9 @@ class CellInspector(QWidget):
             self._update_captions()
             for scene in (self._original_scene, self._overlay_scene):
                 scene.setSceneRect(QRectF(0, 0, 300, 120))
+            for view in (self.original_view, self.overlay_view):
+                view.resetTransform()  # the note at its own size, whatever the last zoom was
+            self._fit, self._zoom = True, 1.0
             return
 
         # The number first: a narrow panel clips the end of the title, never the "#n".
@@ -619,6 +623,7 @@ class CellInspector(QWidget):
             return
         self._view_layout = mode
         self._apply_view_layout()
+        self._show_explanation()
         self.layout_changed.emit(mode)
 
     def overlay_shown(self) -> bool:
@@ -636,6 +641,7 @@ class CellInspector(QWidget):
         self.opacity_slider.setEnabled(on)
         self.heatmap_button.setText("Heatmap on" if on else "Heatmap off")
         self._update_captions()
+        self._show_explanation()
         if changed:
             self.overlay_toggled.emit(on)
 
@@ -733,10 +739,17 @@ class CellInspector(QWidget):
                 "Heatmap hidden — O shows it" if side else "Original — O shows the heatmap"
             )
 
+    def _show_explanation(self) -> None:
+        """The class line and colour scale belong to a heatmap on screen: hidden without one
+        (no heatmap, or O showing the original alone in the one-view layout)."""
+        on = self._explained and (self._overlay_on or self._view_layout == SIDE_BY_SIDE)
+        self.class_label.setVisible(on)
+        self.colour_scale.setVisible(on)
+
     def _set_explanation(self, cell: CellResult | None) -> None:
         """The class line and colour scale, shown only with a real heatmap."""
-        self.class_label.setVisible(cell is not None)
-        self.colour_scale.setVisible(cell is not None)
+        self._explained = cell is not None
+        self._show_explanation()
         if cell is None:
             self.class_label.setText("")
             return

@@ -327,8 +327,9 @@ class FieldDialog(QDialog):
         self.setWindowTitle(f"Smear field — {name}")
         height, width = rgb.shape[:2]
         chosen = f"; selected #{current.cell_index}" if current is not None else ""
+        count = f"{len(cells)} white cell{'s' * (len(cells) != 1)}"
         self.caption.setText(
-            f"{name}: {width} × {height} px, {len(cells)} white cells{chosen}. "
+            f"{name}: {width} × {height} px, {count}{chosen}. "
             "Click a box to select its cell; the wheel zooms, + / − / 0 too; Esc closes."
         )
         self.view.show_field(rgb, cells, current, final_label)

@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
-from PySide6.QtCore import QPointF, Qt
-from PySide6.QtGui import QBrush, QColor, QIcon, QPainter, QPen, QPixmap, QRadialGradient
+from PySide6.QtCore import QPointF, QRectF, Qt
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QIcon,
+    QPainter,
+    QPen,
+    QPixmap,
+    QPolygonF,
+    QRadialGradient,
+)
 
-__all__ = ["app_icon", "icon_pixmap"]
+__all__ = ["app_icon", "icon_pixmap", "shape_icon"]
 
 
 def icon_pixmap(size: int) -> QPixmap:
@@ -55,3 +64,34 @@ if __name__ == "__main__":
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     write_icon(sys.argv[1])
+
+
+def shape_icon(shape: str) -> QIcon:
+    """Toolbar icons in mid colours with a dark rim, visible on the light and the dark theme
+    alike (the style's own play/stop icons are black, lost on a dark toolbar): "play" is a
+    green triangle, "stop" a red square."""
+    icon = QIcon()
+    fill, rim = {"play": ("#2E9E4F", "#14532d"), "stop": ("#C8473A", "#6b1d16")}[shape]
+    for size in (16, 24, 32, 48):
+        pixmap = QPixmap(size, size)
+        pixmap.fill(Qt.GlobalColor.transparent)
+        p = QPainter(pixmap)
+        p.setRenderHint(QPainter.RenderHint.Antialiasing)
+        p.setPen(QPen(QColor(rim), max(1.0, size / 16)))
+        p.setBrush(QColor(fill))
+        s = float(size)
+        if shape == "play":
+            p.drawPolygon(
+                QPolygonF(
+                    [
+                        QPointF(s * 0.25, s * 0.15),
+                        QPointF(s * 0.85, s * 0.5),
+                        QPointF(s * 0.25, s * 0.85),
+                    ]
+                )
+            )
+        else:
+            p.drawRoundedRect(QRectF(s * 0.2, s * 0.2, s * 0.6, s * 0.6), s * 0.08, s * 0.08)
+        p.end()
+        icon.addPixmap(pixmap)
+    return icon

@@ -148,7 +148,9 @@ class MainWindow(QMainWindow):
 
         self._content_built = False
         self._review_actions: list[QAction] = []  # keys scoped to the gallery and inspector
-        self._exported_changes = 0  # review changes the last export of this run included
+        # The review as the last export of these results wrote it (cell reviews, sign-offs):
+        # what closing would lose is the difference, so a mark undone is nothing to lose.
+        self._exported_state: tuple[dict, dict] = ({}, {})
         self._discard_ok = False  # close_discarding_review: the caller already decided
         self._warming: Worker | None = None
         self._closing = False
@@ -750,7 +752,7 @@ class MainWindow(QMainWindow):
         if not self.may_discard_review("analyze new images"):
             return None
         self._close_session()
-        self._exported_changes = 0
+        self._exported_state = ({}, {})
         self.cells.clear()
         self.samples.clear()
         self.run = None
@@ -907,7 +909,7 @@ class MainWindow(QMainWindow):
         run, review = session.run, session.review
         self.run = run
         self.review = review
-        self._exported_changes = 0  # nothing says the restored changes were ever exported
+        self._exported_state = ({}, {})  # nothing says the restored changes were exported
         self._update_banner()
         self._update_title()
         self.inputs = list(run.info.inputs)
@@ -995,23 +997,38 @@ class MainWindow(QMainWindow):
         except SessionError as exc:  # not on disk, so not applied either (write-ahead)
             self._show_message("critical", "Review not saved", str(exc))
             return False
-        self.cells.cell_changed(cell.key)
-        self._cell_selected(cell)
+        self.cells.cell_changed(cell.key)  # a filter may hide the cell now
+        self._cell_selected()  # the inspector shows the gallery's current cell, always
         self._summary_timer.start()
         return True
 
     def review_current(self, label: str) -> None:
         """A / H / U: set the reviewed label and move on to the next cell."""
-        if self.review is None:
-            return
-        if self._apply_review(lambda cell, who: self.review.set_label(cell, label, who)):
-            self.move_selection(1)
+        if self.review is not None:
+            self._mark_and_advance(lambda cell, who: self.review.set_label(cell, label, who))
 
     def confirm_current(self) -> None:
-        if self.review is None:
+        if self.review is not None:
+            self._mark_and_advance(lambda cell, who: self.review.confirm(cell, who))
+
+    def _mark_and_advance(self, change: Any) -> None:
+        """Mark the current cell, then select the cell that followed it in the gallery.
+
+        The next cell is chosen before the mark: under a filter such as "Changed by review"
+        the marked cell may leave the list, and the row after it is then a different cell;
+        the next key must act on the cell the inspector shows, never on another."""
+        row = self.gallery.currentIndex().row()
+        following = self.proxy.cell(row + 1) if 0 <= row < self.proxy.rowCount() - 1 else None
+        marked = self.current_cell()
+        if not self._apply_review(change):
             return
-        if self._apply_review(lambda cell, who: self.review.confirm(cell, who)):
-            self.move_selection(1)
+        if following is not None and self.gallery.select_path(following):
+            pass
+        elif marked is not None and self.gallery.select_path(marked):
+            pass  # the last cell, still listed: stay on it
+        elif self.proxy.rowCount():  # the last cell left the list: the one before it
+            self.gallery.setCurrentIndex(self.proxy.index(self.proxy.rowCount() - 1, 0))
+        self._cell_selected()
 
     def undo_last_review(self) -> None:
         """Ctrl+Z / Backspace: undo the newest review change, wherever its cell is, go back to
@@ -1108,13 +1125,28 @@ class MainWindow(QMainWindow):
         self._discard_ok = True
         self.close()
 
+    def _review_state(self) -> tuple[dict, dict]:
+        """The review's cell reviews and sign-offs as they stand (copies)."""
+        if self.review is None:
+            return ({}, {})
+        return (dict(self.review.reviews), dict(self.review.signoffs))
+
+    def unexported_changes(self) -> int:
+        """Cells whose review, and samples whose sign-off, differ from what the last Excel
+        report of these results holds (all of them before any export)."""
+        changed = 0
+        for current, exported in zip(self._review_state(), self._exported_state, strict=True):
+            keys = current.keys() | exported.keys()
+            changed += sum(1 for key in keys if current.get(key) != exported.get(key))
+        return changed
+
     def unsaved_review(self) -> str:
         """What would be lost by replacing or closing these results, in words ("" if nothing):
-        review changes made since the last export, and reviewed samples not signed off."""
+        review changes no report holds yet, and reviewed samples not signed off."""
         if self.review is None or self.run is None or not self.review.audit:
             return ""
         parts = []
-        changes = len(self.review.audit) - self._exported_changes
+        changes = self.unexported_changes()
         if changes > 0:
             parts.append(f"{changes} review change{'s' * (changes != 1)} not yet exported")
         reviewed = {c.sample for c in self.run.cells if self.review.is_reviewed(c)}
@@ -1125,18 +1157,19 @@ class MainWindow(QMainWindow):
 
     def may_discard_review(self, action: str) -> bool:
         """Ask before `action` replaces or closes results holding review work. Export starts
-        the export and stops the action (do it again once the report is written)."""
+        the export and stops the action (do it again once the report is written); it is
+        offered only when a report is missing changes (it cannot sign a sample off)."""
         what = self.unsaved_review()
         if not what:
             return True
-        answer = self._ask_unsaved(action, what)
+        answer = self._ask_unsaved(action, what, can_export=self.unexported_changes() > 0)
         if answer == "export":
             self.choose_export_excel()
             return False
         return answer == "discard"
 
-    def _ask_unsaved(self, action: str, what: str) -> str:
-        return review_dialogs.ask_unsaved(self, action, what)
+    def _ask_unsaved(self, action: str, what: str, *, can_export: bool = True) -> str:
+        return review_dialogs.ask_unsaved(self, action, what, can_export=can_export)
 
     def _ask_restore(self, text: str) -> str:
         return review_dialogs.ask_restore(self, text)
@@ -1203,6 +1236,13 @@ class MainWindow(QMainWindow):
         self.prefs.open_report_after_export = self.act_open_after.isChecked()
         self.save_preferences()
 
+    def restyle(self) -> None:
+        """Fit what carries its own colours to the theme now applied (banner, messages)."""
+        from leukgui.gui.theme import restyle_status
+
+        self._style_banner()
+        restyle_status(self)
+
     def _style_banner(self) -> None:
         """The DEMO banner: amber on either theme, never a light strip on a dark window."""
         from leukgui.gui.theme import is_dark
@@ -1218,7 +1258,7 @@ class MainWindow(QMainWindow):
 
         self.prefs.theme = "dark" if self.act_dark.isChecked() else "light"
         apply_theme(self.prefs.theme)
-        self._style_banner()
+        self.restyle()
         self.save_preferences()
 
     def _cell_selected(self, cell: CellResult | None = None) -> None:
@@ -1306,11 +1346,11 @@ class MainWindow(QMainWindow):
         if self.run is None:
             return None
         run, review = self.run, self.review
-        changes = len(review.audit) if review is not None else 0
+        state = self._review_state()  # what this report will hold
 
         def written(done: Path) -> None:
-            if self.run is run:  # the results shown are the ones exported
-                self._exported_changes = max(self._exported_changes, changes)
+            if self.run is run and writer == "write_excel":  # the report of these results
+                self._exported_state = state
             self._exported(done)
 
         def write(worker: Worker) -> Path:

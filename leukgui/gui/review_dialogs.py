@@ -28,23 +28,37 @@ __all__ = [
 ]
 
 
-def ask_unsaved(parent: QWidget, action: str, what: str) -> str:
-    """The one dialog that guards review work: "export", "discard" or "cancel"."""
+def ask_unsaved(parent: QWidget, action: str, what: str, *, can_export: bool = True) -> str:
+    """The one dialog that guards review work: "export", "discard" or "cancel". Export is
+    offered only when a report is missing review changes (`can_export`); when the only
+    concern is samples not signed off, the text says the review can be signed off later."""
+    later = (
+        "The review stays in the session folder, but no report holds these changes yet."
+        if can_export
+        else "The review stays in the session folder: File ▸ Recent sessions reopens it to "
+        "sign the samples off."
+    )
     box = QMessageBox(
         QMessageBox.Icon.Warning,
-        "Review work not saved",
-        f"Before you {action}: {what}.\n\nThe review stays in the session folder, but the "
-        "report you sign has not been written.",
+        "Review work not saved" if can_export else "Samples not signed off",
+        f"Before you {action}: {what}.\n\n{later}",
         QMessageBox.StandardButton.NoButton,
         parent,
     )
-    export = box.addButton("Export report…", QMessageBox.ButtonRole.AcceptRole)
-    discard = box.addButton("Discard", QMessageBox.ButtonRole.DestructiveRole)
+    export = None
+    if can_export:
+        export = box.addButton("Export report…", QMessageBox.ButtonRole.AcceptRole)
+    discard = box.addButton(
+        "Discard" if can_export else f"{action[:1].upper()}{action[1:]} anyway",
+        QMessageBox.ButtonRole.DestructiveRole,
+    )
     cancel = box.addButton(QMessageBox.StandardButton.Cancel)
     box.setDefaultButton(cancel)
     box.exec()
     clicked = box.clickedButton()
-    return "export" if clicked is export else "discard" if clicked is discard else "cancel"
+    if export is not None and clicked is export:
+        return "export"
+    return "discard" if clicked is discard else "cancel"
 
 
 def ask_restore(parent: QWidget, text: str) -> str:

@@ -11,7 +11,7 @@ import math
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QEvent, Qt, Signal
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -41,7 +41,8 @@ __all__ = ["COLUMNS", "SamplesPanel", "details_text"]
 # made of (ALL, HEM, UNCERTAIN, UNCLASSIFIABLE) are in each row's tooltip and in the details
 # strip under the table, for the selected sample (or all samples).
 COLUMNS = ("Sample", "Cells", "ALL %", "95% CI", "Reviewed", "Signed off")
-_STRETCH = ("Sample", "Signed off")  # the two columns whose text can be long: elided
+_STRETCH = ("Sample", "Signed off")  # the two columns whose text can be long
+_SIGNED_HEADING = "Signed\noff"
 _TOOLTIP = (
     "Counts of final labels: the reviewer's where a cell was reviewed, else the model's.\n"
     f"{UNCERTAIN}: the model's call lies in its uncertainty band and no one has reviewed it yet.\n"
@@ -78,15 +79,18 @@ class SamplesPanel(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self.table = QTableWidget(0, len(COLUMNS))
-        self.table.setHorizontalHeaderLabels(list(COLUMNS))
+        # "Signed off" on two lines: its names are elided anyway; the sample's name gets room
+        headings = [_SIGNED_HEADING if c == "Signed off" else c for c in COLUMNS]
+        self.table.setHorizontalHeaderLabels(headings)
         self.table.verticalHeader().setVisible(False)
         self.table.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.table.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.table.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         header = self.table.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
-        for name in _STRETCH:
-            header.setSectionResizeMode(COLUMNS.index(name), QHeaderView.ResizeMode.Stretch)
+        for name in _STRETCH:  # sized by _fit_columns: the sample's name comes first
+            header.setSectionResizeMode(COLUMNS.index(name), QHeaderView.ResizeMode.Fixed)
+        self.table.viewport().installEventFilter(self)
         header.setMinimumSectionSize(24)
         # The end of a sample's path tells samples apart (patient7/all, patient7/hem)
         self.table.setTextElideMode(Qt.TextElideMode.ElideLeft)
@@ -176,7 +180,31 @@ class SamplesPanel(QWidget):
             if selected is not None and s.sample == selected and not s.is_overall:
                 table.selectRow(r)
         table.blockSignals(False)
+        table.resizeColumnsToContents()
+        self._fit_columns()
         self._show_details()
+
+    def eventFilter(self, watched: Any, event: Any) -> bool:  # noqa: N802 - Qt override
+        if watched is self.table.viewport() and event.type() == QEvent.Type.Resize:
+            self._fit_columns()
+        return super().eventFilter(watched, event)
+
+    def _fit_columns(self) -> None:
+        """Share what the count columns leave between Sample and Signed off: the sample's
+        name whole first, the reviewer's name with what remains (at least its heading)."""
+        table, header = self.table, self.table.horizontalHeader()
+        sample_col, signed_col = COLUMNS.index("Sample"), COLUMNS.index("Signed off")
+        fixed = sum(header.sectionSize(c) for c in range(len(COLUMNS)) if c not in (0, signed_col))
+        room = max(0, table.viewport().width() - fixed)
+        pad = 2 * table.style().pixelMetric(table.style().PixelMetric.PM_FocusFrameHMargin) + 8
+        lines = _SIGNED_HEADING.splitlines()
+        heading = max(header.fontMetrics().horizontalAdvance(line) for line in lines) + pad
+        wanted_sample = max(table.sizeHintForColumn(sample_col) + 8, heading)
+        wanted_signed = max(table.sizeHintForColumn(signed_col), heading)
+        signed = min(wanted_signed, max(heading, room - wanted_sample))
+        signed = min(signed, room // 2) if room - signed < heading else signed
+        header.resizeSection(signed_col, signed)
+        header.resizeSection(sample_col, max(0, room - signed))
 
     def _selection_changed(self) -> None:
         self._show_details()

@@ -6,10 +6,11 @@ palette is the only thing that changes between themes.
 
 from __future__ import annotations
 
+from PySide6.QtCore import Qt
 from PySide6.QtGui import QColor, QPalette
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QLabel, QWidget
 
-__all__ = ["apply_theme", "is_dark", "status_colour", "status_style"]
+__all__ = ["apply_theme", "is_dark", "restyle_status", "status_colour", "status_style"]
 
 _LIGHT = {
     QPalette.ColorRole.Window: "#f4f5f7",
@@ -28,10 +29,17 @@ _LIGHT = {
 _DARK = {
     QPalette.ColorRole.Window: "#1e2126",
     QPalette.ColorRole.WindowText: "#e6e8eb",
-    QPalette.ColorRole.Base: "#15171b",
-    QPalette.ColorRole.AlternateBase: "#23272e",
+    # Base a step lighter than the window, so check boxes and fields stand out from it
+    # (Fusion draws their outlines from the window colour, which vanish on a dark one).
+    QPalette.ColorRole.Base: "#2a2e35",
+    QPalette.ColorRole.AlternateBase: "#30353d",
+    QPalette.ColorRole.Light: "#4a505a",
+    QPalette.ColorRole.Midlight: "#3a3f47",
+    QPalette.ColorRole.Mid: "#5b616b",
+    QPalette.ColorRole.Dark: "#121417",
+    QPalette.ColorRole.Shadow: "#000000",
     QPalette.ColorRole.Text: "#e6e8eb",
-    QPalette.ColorRole.Button: "#2a2e35",
+    QPalette.ColorRole.Button: "#353a42",
     QPalette.ColorRole.ButtonText: "#e6e8eb",
     QPalette.ColorRole.Highlight: "#4c8dff",
     QPalette.ColorRole.HighlightedText: "#ffffff",
@@ -87,3 +95,26 @@ def status_colour(kind: str) -> str:
 def status_style(kind: str, extra: str = "") -> str:
     """A style sheet for a label in a status colour (looked up now: call it when showing)."""
     return f"color: {status_colour(kind)};{(' ' + extra) if extra else ''}"
+
+
+def restyle_status(root: QWidget) -> None:
+    """After a theme switch, move every status colour already on screen (a label's style
+    sheet or rich text) to the new theme's shade, so an error written in dark red before the
+    switch does not stay dark red on a dark window."""
+    new = "dark" if is_dark() else "light"
+    old = "light" if new == "dark" else "dark"
+    swaps = {_STATUS[old][k].lower(): _STATUS[new][k] for k in _STATUS[old]}
+
+    def swap(text: str) -> str:
+        for before, after in swaps.items():
+            text = text.replace(before, after).replace(before.upper(), after)
+        return text
+
+    for widget in [root, *root.findChildren(QWidget)]:
+        sheet = widget.styleSheet()
+        if sheet and swap(sheet) != sheet:
+            widget.setStyleSheet(swap(sheet))
+        if isinstance(widget, QLabel) and widget.textFormat() != Qt.TextFormat.PlainText:
+            text = widget.text()
+            if "color" in text and swap(text) != text:
+                widget.setText(swap(text))

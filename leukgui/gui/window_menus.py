@@ -17,6 +17,7 @@ from PySide6.QtGui import QAction, QActionGroup, QKeySequence
 from PySide6.QtWidgets import QMainWindow, QStyle
 
 from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE
+from leukgui.gui.icons import shape_icon
 
 __all__ = ["build_actions", "build_menus"]
 
@@ -40,14 +41,14 @@ def build_actions(w: QMainWindow) -> None:
         "F5",
         "Classify the loaded images with the chosen model",
     )
-    w.act_analyze.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaPlay))
+    w.act_analyze.setIcon(shape_icon("play"))
     w.act_cancel = w._action(
         "&Cancel",
         w.cancel_analysis,
         "Esc",
         "Stop after the current batch; finished cells stay",
     )
-    w.act_cancel.setIcon(style.standardIcon(QStyle.StandardPixmap.SP_MediaStop))
+    w.act_cancel.setIcon(shape_icon("stop"))
     w.act_export = w._action(
         "Export &Excel report…",
         w.choose_export_excel,
