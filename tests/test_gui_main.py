@@ -538,6 +538,7 @@ def test_window_layout_is_remembered_and_stale_layouts_dropped(qtbot, installed_
     first.show()
     first._show_content()  # the samples | gallery | inspector page
     first.splitter.setSizes([700, 300, 300])
+    first.splitter.splitterMoved.emit(700, 1)  # what a drag of the handle sends
     wanted = first.splitter.sizes()
     first.close()
     second = mw.MainWindow(Preferences(), restore_check=False)
@@ -889,3 +890,27 @@ def test_unsaved_dialog_texts(qapp) -> None:
     assert "Export report…" not in buttons2 and "Quit anyway" in buttons2
     assert title2 == "Samples not signed off" and "Recent sessions" in text2
     assert "report you sign has not been written" not in text2
+
+
+def test_panes_not_dragged_fit_each_new_window(qtbot, installed_tiny) -> None:
+    """Sizes the user never chose are not carried from a wide window to a narrow one: the
+    samples table keeps its room at 1024 px after a session at 1600 px."""
+    from leukgui.gui import main_window as mw
+
+    first = mw.MainWindow(Preferences(), restore_check=False)
+    first._settings().remove("splitter")  # no sizes dragged by an earlier test's user
+    first._pending_splitter = None
+    qtbot.addWidget(first)
+    first.resize(1600, 1000)
+    first.show()
+    first._show_content()
+    first.close()
+    second = mw.MainWindow(Preferences(), restore_check=False)
+    qtbot.addWidget(second)
+    second.show()
+    second.resize(1024, 700)
+    second._show_content()
+    qtbot.wait(20)
+    assert second.splitter.sizes()[0] >= 360
+    handles = second.splitter.handleWidth() * 2
+    assert second.splitter.sizes() == mw.default_split(second.splitter.width() - handles)

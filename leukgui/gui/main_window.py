@@ -406,8 +406,13 @@ class MainWindow(QMainWindow):
             and event.type() == QEvent.Type.Resize
             and not self._split_sized
         ):
-            self.splitter.setSizes(default_split(event.size().width()))
+            QTimer.singleShot(0, self._fit_split)  # after the splitter has its new width
         return super().eventFilter(watched, event)
+
+    def _fit_split(self) -> None:
+        if not self._split_sized and self.splitter.isVisible():
+            handles = self.splitter.handleWidth() * (self.splitter.count() - 1)
+            self.splitter.setSizes(default_split(self.splitter.width() - handles))
 
     def _show_content(self) -> None:
         """Switch from the drop target to samples | gallery | inspector."""
@@ -419,14 +424,16 @@ class MainWindow(QMainWindow):
             self.splitter.restoreState(pending)
             self._split_sized = True  # the user's own sizes, kept as they were
         elif not self._split_sized:
-            self.splitter.setSizes(default_split(self.splitter.width() or self.width()))
+            QTimer.singleShot(0, self._fit_split)
 
     def save_layout(self) -> None:
         settings = self._settings()
         settings.setValue("layout_version", LAYOUT_VERSION)
         settings.setValue("geometry", self.saveGeometry())
         settings.setValue("state", self.saveState(LAYOUT_VERSION))
-        if self._content_built and self._pending_splitter is None:
+        # Only sizes the user chose (dragged, or restored from a drag) are kept; otherwise
+        # the next start fits the panes to its own window again (default_split).
+        if self._content_built and self._pending_splitter is None and self._split_sized:
             settings.setValue("splitter", self.splitter.saveState())
         settings.sync()
 
