@@ -116,14 +116,14 @@ def test_unreadable_file_is_an_error_row(tiny_bundle, tmp_path: Path, monkeypatc
     cell = make_cell("HEM", np.random.default_rng(1), size=64).image
     for name in ("a.png", "locked.png", "c.png"):
         (tmp_path / name).write_bytes(_png(cell))
-    real = np.fromfile
+    real = os.open
 
-    def fromfile(path, *args, **kwargs):
+    def open_(path, *args, **kwargs):
         if str(path).endswith("locked.png"):
             raise PermissionError(13, "Permission denied")
         return real(path, *args, **kwargs)
 
-    monkeypatch.setattr(imaging.np, "fromfile", fromfile)
+    monkeypatch.setattr(imaging.os, "open", open_)
     run = analyze_paths([tmp_path], tiny_bundle)
     assert [Path(o.path).name for o in run.outcomes] == ["a.png", "c.png", "locked.png"]
     assert run.errors[0].reason == "cannot be read (permission denied)"
@@ -162,6 +162,85 @@ def test_inputs_that_are_no_images_or_cannot_be_reached_get_their_kind(
         ("locked", "folder cannot be read (permission denied)", UNREADABLE),
         ("notes.txt", "not a supported image type (.txt)", NOT_AN_IMAGE),
         ("README", "not a supported image type (no file extension)", NOT_AN_IMAGE),
-        ("pipe.png", "not a regular file or folder", NOT_AN_IMAGE),
+        ("pipe.png", "not a regular file (a pipe), skipped", NOT_AN_IMAGE),
         ("missing", "no such file or folder", UNREADABLE),
     ]
+
+
+def _within(seconds: float, fn):
+    """fn() in a daemon thread; fail instead of hanging when it blocks (e.g. on a FIFO)."""
+    import threading
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised below
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert not thread.is_alive(), "blocked: a special file was opened"
+    if "error" in box:
+        raise box["error"]
+    return box["value"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no FIFOs on this OS")
+def test_fifo_inside_a_folder_is_one_error_row_and_never_opened(tiny_bundle, tmp_path: Path):
+    cell = make_cell("HEM", np.random.default_rng(3), size=64).image
+    folder = tmp_path / "cells"
+    folder.mkdir()
+    (folder / "a.png").write_bytes(_png(cell))
+    os.mkfifo(folder / "b.png")
+    os.mkfifo(folder / "notes.fifo")  # no image name: ignored like any other non-image
+    (folder / "c.png").write_bytes(_png(cell))
+    items, errors = _within(20, lambda: discover([folder]))
+    assert [i.path.name for i in items] == ["a.png", "c.png"]
+    assert [(Path(e.path).name, e.reason, e.kind, e.sample) for e in errors] == [
+        ("b.png", "not a regular file (a pipe), skipped", NOT_AN_IMAGE, "cells"),
+    ]
+    run = _within(120, lambda: analyze_paths([folder], tiny_bundle))
+    assert [Path(o.path).name for o in run.outcomes] == ["b.png", "a.png", "c.png"]
+    assert [e.reason for e in run.errors] == ["not a regular file (a pipe), skipped"]
+    assert len(run.cells) == 2
+
+
+def test_valid_files_with_appended_data_are_classified(tiny_bundle, tmp_path: Path) -> None:
+    """Cameras append metadata after the end marker: such files are no errors."""
+    cell = make_cell("ALL", np.random.default_rng(4), size=96).image
+    bgr = cv2.cvtColor(cell, cv2.COLOR_RGB2BGR)
+    tail = np.random.default_rng(5).integers(0, 256, 2048, np.uint8).tobytes()
+    (tmp_path / "tail.jpg").write_bytes(cv2.imencode(".jpg", bgr)[1].tobytes() + tail)
+    (tmp_path / "tail.png").write_bytes(_png(cell) + tail)
+    jpeg = cv2.imencode(".jpg", bgr)[1].tobytes()
+    (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
+    run = analyze_paths([tmp_path], tiny_bundle)
+    assert sorted(Path(c.path).name for c in run.cells) == ["tail.jpg", "tail.png"]
+    # The skipped tail is said on the cell (the report's Note), not hidden.
+    assert all("after the end of the image ignored" in c.note for c in run.cells)
+    assert [(Path(e.path).name, e.reason, e.kind) for e in run.errors] == [
+        ("cut.jpg", "truncated JPEG", UNREADABLE)
+    ]
+
+
+def test_file_over_the_byte_limit_is_a_too_large_row(tiny_bundle, tmp_path: Path) -> None:
+    """A sparse 2 GiB file with a valid TIFF header: refused by size, unread, in the run."""
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((64, 64), np.uint8))
+    with open(tmp_path / "sparse.tif", "wb") as f:
+        f.write(buf.getvalue())
+        f.truncate(2**31)
+    run = analyze_paths([tmp_path], tiny_bundle)
+    assert [(e.reason, e.kind) for e in run.errors] == [
+        ("too large: 2 GiB file (limit 512 MiB)", TOO_LARGE)
+    ]
+    # The limit is a setting of the run.
+    (tmp_path / "sparse.tif").unlink()
+    cv2.imwrite(str(tmp_path / "small.png"), np.zeros((64, 64, 3), np.uint8))
+    run = analyze_paths([tmp_path], tiny_bundle, AnalysisOptions(max_bytes=100))
+    assert [e.kind for e in run.errors] == [TOO_LARGE] and "limit 100 B" in run.errors[0].reason
+    with pytest.raises(ValueError, match="max_bytes"):
+        AnalysisOptions(max_bytes=0)

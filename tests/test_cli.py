@@ -134,9 +134,9 @@ def test_models_lists_name_backbone_version_and_sha(
     monkeypatch.setenv("LEUKGUI_USER_DIR", str(tmp_path))
     (tmp_path / "models").mkdir()
     shutil.copy(tiny_bundle_path, tmp_path / "models")
-    from leukgui.core.bundle import read_manifest
+    from leukgui.core.bundle import IDENTITY_KEY, read_manifest
 
-    sha = read_manifest(tiny_bundle_path)["weights_sha256"]
+    sha = read_manifest(tiny_bundle_path)[IDENTITY_KEY]  # the bundle's identity
     code, stdout, _ = _run(["models"], capsys)
     assert code == 0
     line = next(line for line in stdout.splitlines() if line.startswith("tiny-test"))
@@ -216,10 +216,11 @@ def test_ctrl_c_keeps_finished_cells_and_marks_the_report(tiny_bundle_path: Path
     assert 0 < done < 1000
 
 
+@pytest.mark.parametrize("value", ["0", "-5"])
 @pytest.mark.parametrize("option", ["--batch-size", "--max-pixels"])
-def test_sizes_below_one_are_usage_errors(option: str, tmp_path: Path, capsys) -> None:
+def test_sizes_below_one_are_usage_errors(option: str, value: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
-        cli.main(["analyze", str(tmp_path), option, "0"])
+        cli.main(["analyze", str(tmp_path), option, value])
     assert exit_info.value.code == cli.EXIT_USAGE
     assert f"{option} must be at least 1" in capsys.readouterr().err
 
@@ -283,3 +284,269 @@ def test_image_kind_option_and_its_old_name(capsys) -> None:
         parse(["analyze", "--help"])
     text = capsys.readouterr().out
     assert "--image-kind" in text and "--fields" not in text  # one name in the help
+
+
+# --------------------------------------------------------------------------- issue 13
+
+# Runs the real `leukgui` entry point in a fresh process with report.write_excel slowed down:
+# "EXPORT-STARTED" on stderr says the export has begun, so a SIGINT sent then lands in it.
+_SLOW_EXPORT = """
+import sys, time
+import leukgui.core.report as report
+real = report.write_excel
+def slow(*args, **kwargs):
+    sys.stderr.write("EXPORT-STARTED\\n")
+    sys.stderr.flush()
+    time.sleep(float(sys.argv[1]))
+    return real(*args, **kwargs)
+report.write_excel = slow
+from leukgui import cli
+sys.exit(cli.main(sys.argv[2:]))
+"""
+
+
+def _slow_export(delay: float, args: list[str]) -> subprocess.Popen:
+    import os
+
+    return subprocess.Popen(
+        [sys.executable, "-c", _SLOW_EXPORT, str(delay), *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+
+
+def _wait_for(process: subprocess.Popen, text: str) -> list[str]:
+    seen = []
+    for line in process.stderr:
+        seen.append(line)
+        if text in line:
+            return seen
+    raise AssertionError(f"{text!r} never printed: {''.join(seen)}")
+
+
+def test_first_ctrl_c_during_export_finishes_the_report(tiny_bundle_path: Path, tmp_path: Path):
+    """Bug 5: one SIGINT after "N/N" used to give a traceback and lose the whole run."""
+    import signal
+
+    write_dataset(tmp_path / "cells", n_per_class=10, seed=21, fmt="png", size=64)
+    out = tmp_path / "r.xlsx"
+    process = _slow_export(
+        2.0,
+        ["analyze", str(tmp_path / "cells"), "--model", str(tiny_bundle_path), "--out", str(out)],
+    )
+    seen = _wait_for(process, "EXPORT-STARTED")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=300)
+    stderr = "".join(seen) + stderr
+    assert "Traceback" not in stderr and "KeyboardInterrupt" not in stderr, stderr
+    assert process.returncode == cli.EXIT_OK, stderr  # every cell was analyzed and reported
+    assert "Finishing the report" in stderr
+    assert stdout.startswith("20 cells: ") and f"report {out}" in stdout
+    assert len(list(openpyxl.load_workbook(out)["Cells"].iter_rows())) > 20
+
+
+def test_second_ctrl_c_during_export_aborts_and_keeps_the_old_report(
+    tiny_bundle_path: Path, tmp_path: Path
+):
+    import signal
+
+    write_dataset(tmp_path / "cells", n_per_class=2, seed=22, fmt="png", size=64)
+    out = tmp_path / "r.xlsx"
+    out.write_bytes(b"previous report")
+    out.with_suffix(".csv").write_bytes(b"previous csv")
+    args = ["analyze", str(tmp_path / "cells"), "--model", str(tiny_bundle_path)]
+    process = _slow_export(120.0, [*args, "--out", str(out), "--csv"])
+    seen = _wait_for(process, "EXPORT-STARTED")
+    process.send_signal(signal.SIGINT)
+    seen += _wait_for(process, "Finishing the report")
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=60)
+    stderr = "".join(seen) + stderr
+    assert process.returncode == cli.EXIT_INTERRUPTED, stderr
+    assert "Traceback" not in stderr and "aborted" in stderr
+    assert out.read_bytes() == b"previous report"
+    assert out.with_suffix(".csv").read_bytes() == b"previous csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.csv", "r.xlsx"]
+
+
+def _analyze_args(tiny_bundle_path: Path, data: Path, out: Path) -> list[str]:
+    return ["analyze", str(data), "--model", str(tiny_bundle_path), "--out", str(out)]
+
+
+def test_a_failing_csv_replaces_nothing_and_exit_5_is_true(
+    tiny_bundle_path: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Bug 7: the xlsx used to be replaced before the CSV failed, yet exit 5 said "intact"."""
+    import leukgui.core.exports as exports
+    from leukgui.core.atomic import ReportWriteError
+
+    write_dataset(tmp_path / "cells", n_per_class=1, seed=23, fmt="png")
+    out = tmp_path / "r.xlsx"
+    out.write_bytes(b"previous report")
+    out.with_suffix(".csv").write_bytes(b"previous csv")
+
+    def full_disk(run, path, review=None):
+        raise ReportWriteError(f"cannot write report to {path}: the disk is full")
+
+    monkeypatch.setattr(exports, "write_csv", full_disk)
+    args = [*_analyze_args(tiny_bundle_path, tmp_path / "cells", out), "--csv", "-q"]
+    code, stdout, stderr = _run(args, capsys)
+    assert code == cli.EXIT_REPORT
+    assert out.read_bytes() == b"previous report"
+    assert out.with_suffix(".csv").read_bytes() == b"previous csv"
+    assert f"cannot write report to {out.with_suffix('.csv')}: the disk is full" in stderr
+    assert "nothing was replaced" in stderr
+    assert stdout.startswith("2 cells: ") and "report NOT written" in stdout  # always a summary
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.csv", "r.xlsx"]
+
+
+def test_a_rename_failing_midway_names_exactly_the_new_files(
+    tiny_bundle_path: Path, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    import os
+
+    write_dataset(tmp_path / "cells", n_per_class=1, seed=24, fmt="png")
+    out = tmp_path / "r.xlsx"
+    csv_path = out.with_suffix(".csv")
+    out.write_bytes(b"previous report")
+    csv_path.write_bytes(b"previous csv")
+    real_replace = os.replace
+
+    def csv_open_elsewhere(src, dst):
+        if Path(dst) == csv_path:
+            raise PermissionError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", csv_open_elsewhere)
+    args = [*_analyze_args(tiny_bundle_path, tmp_path / "cells", out), "--csv", "-q"]
+    code, stdout, stderr = _run(args, capsys)
+    assert code == cli.EXIT_REPORT
+    assert f"cannot replace {csv_path}" in stderr
+    assert f"New from this run: report {out};" in stderr and "NOT from this run" in stderr
+    assert "Summary" in openpyxl.load_workbook(out).sheetnames
+    assert csv_path.read_bytes() == b"previous csv"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.csv", "r.xlsx"]
+
+
+def test_csv_and_heatmaps_are_written_with_the_report(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    write_dataset(tmp_path / "cells", n_per_class=1, seed=25, fmt="png")
+    out = tmp_path / "r.xlsx"
+    maps = tmp_path / "maps"
+    maps.mkdir()
+    (maps / "keep.txt").write_text("not ours")
+    args = _analyze_args(tiny_bundle_path, tmp_path / "cells", out)
+    code, _, stderr = _run([*args, "--csv", "--heatmaps", str(maps)], capsys)
+    assert code == cli.EXIT_OK, stderr
+    assert "Wrote 2 heatmap overlays" in stderr
+    assert len(list(maps.rglob("*_gradcam.png"))) == 2 and (maps / "keep.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "maps", "r.csv", "r.xlsx"]
+
+
+@pytest.mark.parametrize(
+    ("word", "hint"),
+    [("analyse", "analyze"), ("anlyze", "analyze"), ("modles", "models"), ("blah", None)],
+)
+def test_an_unknown_word_is_a_usage_error_not_an_empty_window(
+    word: str, hint: str | None, tmp_path: Path, capsys, monkeypatch
+) -> None:
+    """Bug 9: `leukgui analyse DIR` opened an empty window (offscreen: hung)."""
+    import leukgui.gui.app as app
+
+    opened: list[list[str]] = []
+    monkeypatch.setattr(app, "main", lambda argv: opened.append(list(argv)) or 0)
+    monkeypatch.chdir(tmp_path)
+    code, _, stderr = _run([word, str(tmp_path)], capsys)
+    assert code == cli.EXIT_USAGE and opened == []
+    assert f"'{word}' is neither a command nor an existing file or folder" in stderr
+    if hint:
+        assert f"Did you mean 'leukgui {hint}'?" in stderr
+    else:
+        assert "Did you mean" not in stderr
+    # An existing folder (even one named like a typo) still opens the window.
+    (tmp_path / word).mkdir()
+    code, _, _ = _run([word], capsys)
+    assert code == 0 and opened == [[word]]
+
+
+def test_control_characters_never_reach_the_terminal(tmp_path: Path, capsys) -> None:
+    from leukgui.cli.console import clean
+
+    assert clean("a\x1b[31mred\x07\tb\n\x9b2J\x00z") == "a[31mred\tb\n2Jz"
+    assert clean("\r[###] 1/2 images") == "\r[###] 1/2 images"  # the progress bar's redraw
+    assert clean("x\rhidden") == "xhidden"
+    assert clean("M\udcfcller") == "M\ufffdller"  # undecodable file name bytes
+    hostile = tmp_path / "cells\x1b]0;pwned\x07\x1b[2J"
+    hostile.mkdir()
+    code, _, stderr = _run(["analyze", str(hostile), "--out", str(tmp_path / "r.xlsx")], capsys)
+    assert code == cli.EXIT_NO_IMAGES
+    assert "no images found in" in stderr and "cells]0;pwned[2J" in stderr
+    assert "\x1b" not in stderr and "\x07" not in stderr
+
+
+def test_a_second_run_on_the_same_report_stops_with_a_clear_message(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    from leukgui.cli.analyze import _ReportLock
+
+    write_dataset(tmp_path / "cells", n_per_class=1, seed=26, fmt="png")
+    out = tmp_path / "r.xlsx"
+    out.write_bytes(b"the first run's report")
+    first = _ReportLock(out)  # another run, holding the report's lock
+    assert first.acquire()
+    try:
+        code, stdout, stderr = _run(
+            [*_analyze_args(tiny_bundle_path, tmp_path / "cells", out), "-q"], capsys
+        )
+    finally:
+        first.release()
+    assert code == cli.EXIT_REPORT and stdout == ""
+    assert f"another leukgui run is writing {out}" in stderr and "r.xlsx.lock" in stderr
+    assert out.read_bytes() == b"the first run's report"
+    # A lock file left by a killed run holds no OS lock: it never blocks a later run.
+    out.with_name("r.xlsx.lock").write_text("")
+    code, _, stderr = _run(
+        [*_analyze_args(tiny_bundle_path, tmp_path / "cells", out), "-q"], capsys
+    )
+    assert code == cli.EXIT_OK, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.xlsx"]  # lock removed
+
+
+def test_the_lock_is_exclusive_and_released() -> None:
+    import tempfile
+
+    from leukgui.cli.analyze import _ReportLock
+
+    with tempfile.TemporaryDirectory() as folder:
+        report = Path(folder) / "r.xlsx"
+        a, b = _ReportLock(report), _ReportLock(report)
+        assert a.acquire() and not b.acquire()
+        a.release()
+        assert b.acquire()
+        b.release()
+        assert not report.with_name("r.xlsx.lock").exists()
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="symlinks need privileges on Windows")
+def test_a_symlinked_out_is_written_through_to_its_target(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    write_dataset(tmp_path / "cells", n_per_class=1, seed=27, fmt="png")
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    target = shared / "latest.xlsx"
+    target.write_bytes(b"old")
+    link = tmp_path / "r.xlsx"
+    link.symlink_to(target)
+    args = [*_analyze_args(tiny_bundle_path, tmp_path / "cells", link), "--csv", "-q"]
+    code, stdout, stderr = _run(args, capsys)
+    assert code == cli.EXIT_OK, stderr
+    assert link.is_symlink() and link.resolve() == target.resolve()
+    assert "Summary" in openpyxl.load_workbook(target).sheetnames
+    assert f"report {link}" in stdout
+    assert sorted(p.name for p in shared.iterdir()) == ["latest.xlsx"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.csv", "r.xlsx", "shared"]

@@ -21,6 +21,18 @@ def test_manifest_says_demo_and_records_a_held_out_score(demo_bundle) -> None:
     assert demo_bundle.path.stat().st_size <= 25e6
 
 
+def test_the_demo_file_is_signed_and_its_weights_are_known_as_the_demo(demo_bundle) -> None:
+    """The shipped file records the identity that covers its manifest (format 2), and its
+    weights are the ones `DEMO_WEIGHTS_SHA256` lists, so no edited copy can drop `demo`.
+    Regenerating the demo (`python -m training.demo`) means adding its new weights' hash."""
+    from leukgui.core.bundle import DEMO_WEIGHTS_SHA256, FORMAT_VERSION, bundle_identity
+
+    manifest = demo_bundle.manifest
+    assert manifest["format_version"] == FORMAT_VERSION == 2
+    assert demo_bundle.sha256 == manifest["bundle_sha256"] == bundle_identity(manifest)
+    assert demo_bundle.weights_sha256 in DEMO_WEIGHTS_SHA256
+
+
 def test_demo_model_separates_fresh_synthetic_cells(demo_bundle) -> None:
     """Cells from a seed the training never saw, scored again here (not read from the file)."""
     from leukgui.core.engine import Analyzer

@@ -312,14 +312,14 @@ def test_a_failing_decoder_call_becomes_an_error_of_its_kind(
     import leukgui.core.engine as engine
 
     paths = write_dataset(tmp_path, n_per_class=1, seed=14, fmt="png", size=64)
-    real = engine.decode_image
+    real = engine.read_image
 
     def decode(path, **kwargs):
         if Path(path) == paths[0]:
             raise exception
         return real(path, **kwargs)
 
-    monkeypatch.setattr(engine, "decode_image", decode)
+    monkeypatch.setattr(engine, "read_image", decode)
     run = analyze_paths([tmp_path], analyzer)
     assert [(Path(e.path), e.reason, e.kind) for e in run.errors] == [(paths[0], reason, kind)]
     assert len(run.cells) == 1

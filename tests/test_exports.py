@@ -105,6 +105,8 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "kind",
         "reason",
         "path",
+        "path_exact",
+        "sha256",
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -129,6 +131,8 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "",
         "",
         str(run.cells[0].path),
+        str(run.cells[0].path),  # path_exact: an ordinary path reads the same
+        "",  # sha256: this hand-made result has no stamp
     ]
     assert body[5][6] == ""  # unknown truth is blank
     assert body[-1][3:9] == ["error", "", "", "", "unreadable", "truncated PNG"]

@@ -992,3 +992,61 @@ def test_a_mark_that_hides_the_cell_moves_on_to_the_cell_that_followed_it(qtbot,
     assert win.review.final_label(c) == ALL and win.review.final_label(a) == HEM
     # c agrees with the model now and leaves too; it was the last: the one before it is shown.
     assert win.current_cell().key == a.key and win.inspector.cell().key == a.key
+
+
+def test_a_damaged_journal_line_is_said_when_the_window_restores(qtbot, tmp_path) -> None:
+    """The review journal keeps the changes after a damaged line; the window says which line
+    was skipped instead of restoring quietly."""
+    from review_samples import info
+
+    from leukgui.core.preferences import Preferences
+    from leukgui.core.results import RunResult
+    from leukgui.core.sessions import ReviewSession
+    from leukgui.gui.main_window import MainWindow
+
+    cells = _review_cells(tmp_path / "images")
+    run = RunResult(info(inputs=[str(tmp_path / "images")]), list(cells))
+    session = ReviewSession.create(tmp_path / "sessions", run)
+    a, b, c = cells[:3]
+    session.review.set_label(a, HEM, "Dr. Test")
+    session.review.set_label(b, ALL, "Dr. Test")
+    session.review.set_label(c, HEM, "Dr. Test")
+    session.close()
+    journal = session.store.journal_path
+    lines = journal.read_bytes().splitlines(keepends=True)
+    lines[1] = lines[1].replace(b'"ALL"', b'"HEM"')  # a flipped label: its checksum fails
+    journal.write_bytes(b"".join(lines))
+
+    win = MainWindow(
+        Preferences(reviewer="Dr. Test", open_report_after_export=False, preload_model=False),
+        restore_check=False,
+    )
+    qtbot.addWidget(win)
+    messages = []
+    win._show_message = lambda *a, **k: messages.append(a)
+    win.show()
+    win.restore_session(session.folder)
+    assert win.review.final_label(a) == HEM and win.review.final_label(c) == HEM
+    assert not win.review.is_reviewed(b)  # the damaged change is not applied
+    assert len(messages) == 1 and messages[0][1] == "Review restored with gaps"
+    assert "line 2" in messages[0][2]
+
+
+def test_a_file_name_that_is_not_text_shows_with_a_replacement_character(qtbot, tmp_path):
+    """Qt drops a lone surrogate silently ("Patient_Mller.bmp"); the window shows the
+    undecodable byte as U+FFFD, as the report does, and keeps the exact path for reading."""
+    import os
+
+    name = os.fsdecode(b"Patient_M\xfcller.bmp")
+    cell = CellResult(tmp_path / name, "S\udcfc", 0.9, ALL, np.zeros((8, 8), np.float32), 40, 30)
+    model = CellListModel()
+    model.append_cells([cell])
+    index = model.index(0)
+    assert index.data(Qt.ItemDataRole.DisplayRole) == "Patient_M\ufffdller.bmp"
+    assert "\ufffd" in index.data(Qt.ItemDataRole.ToolTipRole)
+    assert index.data(CellRole).path == tmp_path / name  # the real path, for re-reading
+    inspector = CellInspector()
+    qtbot.addWidget(inspector)
+    inspector.show_cell(cell, final_label=ALL, reviewed=False, model_text="m")
+    assert inspector._title.full_text() == "Patient_M\ufffdller.bmp"
+    assert "Patient_M\ufffdller.bmp" in inspector.details_text()

@@ -381,3 +381,24 @@ def test_a_long_title_shortens_in_the_middle_and_a_change_reads_model_then_revie
     assert chip.text() == "HEM → ALL  ✓" and "the model's call was HEM" in chip.toolTip()
     inspector.show_cell(cell, final_label=HEM, reviewed=True, model_text="m", model_call=HEM)
     assert chip.text() == "HEM  ✓ reviewed"
+
+
+def test_a_file_changed_since_analysis_is_not_shown_as_the_analyzed_cell(
+    qtbot, tmp_path: Path
+) -> None:
+    """The reviewer never judges a call against pixels the model did not see."""
+    import dataclasses
+
+    from leukgui.core.results import IMAGE_CHANGED, FileStamp
+
+    source = _single_cells()[0]
+    path = tmp_path / "cell.png"
+    shutil.copy(source.path, path)
+    cell = dataclasses.replace(source, path=path, stamp=FileStamp.of(path))
+    inspector = _inspector(qtbot)
+    inspector.show_cell(cell, final_label=ALL, reviewed=False, model_text="m")
+    assert not inspector.original_item.pixmap().isNull()
+    os.utime(path, ns=(1, 1))  # rewritten since (same bytes would still be "changed" by time)
+    inspector.show_cell(cell, final_label=ALL, reviewed=False, model_text="m")
+    assert inspector.original_item.pixmap().isNull()
+    assert IMAGE_CHANGED in inspector._overlay_note.toPlainText()

@@ -914,3 +914,36 @@ def test_panes_not_dragged_fit_each_new_window(qtbot, installed_tiny) -> None:
     assert second.splitter.sizes()[0] >= 360
     handles = second.splitter.handleWidth() * 2
     assert second.splitter.sizes() == mw.default_split(second.splitter.width() - handles)
+
+
+def test_an_unusable_model_file_is_listed_with_its_reason_and_hides_nothing(
+    qtbot, installed_tiny
+) -> None:
+    import json
+    import zipfile
+
+    from leukgui.gui.main_window import MainWindow
+
+    bad = user_models_dir() / "typo.leukmodel"
+    with zipfile.ZipFile(installed_tiny) as src, zipfile.ZipFile(bad, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "manifest.json":
+                manifest = json.loads(data)
+                manifest["decision_threshold"] = "0.5"  # a typo a lab could make by hand
+                data = json.dumps(manifest).encode()
+            dst.writestr(item, data)
+    try:
+        win = MainWindow(Preferences(preload_model=False), restore_check=False)
+        qtbot.addWidget(win)
+        win.show()
+        combo = win.model_combo
+        texts = [combo.itemText(i) for i in range(combo.count())]
+        assert any("typo.leukmodel" in t and "unusable" in t for t in texts)
+        row = next(i for i, t in enumerate(texts) if "typo.leukmodel" in t)
+        assert not combo.model().item(row).isEnabled()
+        assert "decision_threshold" in combo.itemData(row, Qt.ItemDataRole.ToolTipRole)
+        assert win.current_bundle_path() is not None  # the good model is still chosen
+        assert combo.currentIndex() != row
+    finally:
+        bad.unlink()

@@ -26,6 +26,7 @@ from leukgui.core.imaging import (
 )
 from leukgui.core.results import (
     NOT_AN_IMAGE,
+    TOO_LARGE,
     UNREADABLE,
     FileError,
     InputFile,
@@ -159,6 +160,7 @@ def test_multipage_tiff_uses_first_page(tmp_path: Path) -> None:
     pages = np.stack([np.full((10, 10, 3), v, np.uint8) for v in (11, 22, 33)])
     tifffile.imwrite(tmp_path / "pages.tif", pages, photometric="rgb")
     assert np.all(decode_image(tmp_path / "pages.tif") == 11)
+    assert imaging.read_image(tmp_path / "pages.tif").notes == ("first of 3 pages used",)
 
 
 def test_grayscale_png_becomes_three_channels(tmp_path: Path) -> None:
@@ -255,7 +257,63 @@ def test_truncated_jpeg(tmp_path: Path) -> None:
 
 def test_jpeg_that_does_not_decode(tmp_path: Path) -> None:
     data = b"\xff\xd8\xff\xe0" + b"\x00" * 200 + b"\xff\xd9"
-    assert _reason(_write(tmp_path / "bad.jpg", data)) == "truncated JPEG"
+    assert _reason(_write(tmp_path / "bad.jpg", data)) == "not a valid JPEG"
+
+
+def _junk(n: int, seed: int = 5) -> bytes:
+    """Random bytes without 0xFF, so they hold no JPEG marker."""
+    raw = np.random.default_rng(seed).integers(0, 255, n, np.uint8)
+    return raw.tobytes()
+
+
+def test_junk_between_jpeg_markers_is_not_a_valid_jpeg(tmp_path: Path) -> None:
+    data = _encode(_cell(64, 64), ".jpg")
+    bad = _write(tmp_path / "junk.jpg", data[:2] + _junk(3000) + data[2:])
+    assert _reason(bad) == "not a valid JPEG"
+    only_junk = _write(tmp_path / "only.jpg", b"\xff\xd8" + _junk(3000) + b"\xff\xd9")
+    assert _reason(only_junk) == "not a valid JPEG"
+
+
+def test_jpeg_junk_libjpeg_skips_decodes_with_note(tmp_path: Path) -> None:
+    rgb = _cell(64, 64)
+    data = _encode(rgb, ".jpg")
+    sof = data.index(b"\xff\xc0")
+    path = _write(tmp_path / "pad.jpg", data[:sof] + _junk(300) + data[sof:])
+    out = imaging.read_image(path)
+    np.testing.assert_array_equal(out.rgb, decode_image(_write(tmp_path / "ok.jpg", data)))
+    assert out.notes == ("damaged bytes between JPEG markers skipped",)
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_data_after_end_marker_is_ignored_with_note(tmp_path: Path, ext: str) -> None:
+    rgb = _cell(64, 64)
+    data = _encode(rgb, ext)
+    # 2 KiB of appended metadata, with end-marker look-alikes inside it.
+    tail = b"\xff\xd9IEND" + np.random.default_rng(1).integers(0, 256, 2042, np.uint8).tobytes()
+    path = _write(tmp_path / f"tail{ext}", data + tail)
+    expected = decode_image(_write(tmp_path / f"plain{ext}", data))
+    out = imaging.read_image(path)
+    np.testing.assert_array_equal(out.rgb, expected)
+    assert out.notes == ("2 KiB after the end of the image ignored",)
+    assert imaging.read_image(tmp_path / f"plain{ext}").notes == ()
+
+
+@pytest.mark.parametrize("ext", [".jpg", ".png"])
+def test_cut_file_with_end_marker_lookalike_still_truncated(tmp_path: Path, ext: str) -> None:
+    """An end marker inside the data (an EXIF thumbnail's EOI, IEND in a text chunk) does not
+    make a cut file complete: the walk follows the structure, not the last kilobyte."""
+    data = _encode(_cell(128, 128), ext)
+    cut = data[: len(data) // 2]
+    if ext == ".jpg":
+        payload = b"Exif\x00\x00" + b"\xff\xd8" + b"\x00" * 40 + b"\xff\xd9"
+        app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+        cut = cut[:2] + app1 + cut[2:]
+    else:
+        text = b"tEXtnote\x00IEND"
+        chunk = struct.pack(">I", len(text) - 4) + text + struct.pack(">I", zlib.crc32(text))
+        cut = cut[:33] + chunk + cut[33:]
+    kind = "JPEG" if ext == ".jpg" else "PNG"
+    assert _reason(_write(tmp_path / f"cut{ext}", cut)) == f"truncated {kind}"
 
 
 def test_truncated_png(tmp_path: Path) -> None:
@@ -321,19 +379,171 @@ def test_unreadable_file_chmod(tmp_path: Path) -> None:
 
 
 def test_permission_denied_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "locked.png", _encode(_cell(), ".png"))
+
     def denied(*_args: object, **_kw: object) -> None:
         raise PermissionError(errno.EACCES, "Permission denied")
 
-    monkeypatch.setattr(imaging.np, "fromfile", denied)
-    assert _reason(tmp_path / "locked.png") == "cannot be read (permission denied)"
+    monkeypatch.setattr(imaging.os, "open", denied)
+    assert _reason(path) == "cannot be read (permission denied)"
 
 
 def test_other_os_error_reported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = _write(tmp_path / "x.png", _encode(_cell(), ".png"))
+
     def io_error(*_args: object, **_kw: object) -> None:
         raise OSError(errno.EIO, "Input/output error")
 
-    monkeypatch.setattr(imaging.np, "fromfile", io_error)
-    assert _reason(tmp_path / "x.png") == "cannot be read (Input/output error)"
+    monkeypatch.setattr(imaging.os, "open", io_error)
+    assert _reason(path) == "cannot be read (Input/output error)"
+
+
+# --------------------------------------------------------------------------------------------
+# decode_image: size limits checked from the header, before the file is read whole
+# --------------------------------------------------------------------------------------------
+
+
+def _sparse(path: Path, head: bytes, size: int = 2**31) -> Path:
+    """A file of `size` bytes that starts with `head` and takes no disk space."""
+    with open(path, "wb") as f:
+        f.write(head)
+        f.truncate(size)
+    return path
+
+
+def _forbid_big_reads(monkeypatch: pytest.MonkeyPatch, limit: int = 2**20) -> list[int]:
+    """Make any read of more than `limit` bytes fail; return the sizes asked for."""
+    asked: list[int] = []
+
+    def fromfile(*_args: object, **_kw: object) -> None:
+        raise AssertionError("the whole file must not be read")
+
+    real_empty = np.empty
+
+    def empty(shape: object, *args: object, **kw: object) -> np.ndarray:
+        n = int(np.prod(shape))
+        asked.append(n)
+        if n > limit:
+            raise AssertionError(f"must not allocate {n} bytes for the file")
+        return real_empty(shape, *args, **kw)
+
+    monkeypatch.setattr(imaging.np, "fromfile", fromfile)
+    monkeypatch.setattr(imaging.np, "empty", empty)
+    return asked
+
+
+def test_sparse_file_claiming_huge_image_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = _sparse(tmp_path / "huge.png", _png_header_only(40000, 40000))
+    _forbid_big_reads(monkeypatch)
+    assert _reason(path, max_bytes=2**40) == "too large: 40000 x 40000 px"
+
+
+def test_file_over_byte_limit_refused_unread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # A small, valid header (a 100 x 100 TIFF) followed by 2 GiB of nothing.
+    buf = io.BytesIO()
+    tifffile.imwrite(buf, np.zeros((100, 100), np.uint8))
+    path = _sparse(tmp_path / "sparse.tif", buf.getvalue())
+    asked = _forbid_big_reads(monkeypatch)
+    with pytest.raises(ImageError) as info:
+        decode_image(path)
+    assert info.value.reason == "too large: 2 GiB file (limit 512 MiB)"
+    assert info.value.kind == TOO_LARGE
+    assert asked == []
+    small = _write(tmp_path / "c.png", _encode(_cell(), ".png"))
+    size = small.stat().st_size
+    assert _reason(small, max_bytes=100) == f"too large: {size} B file (limit 100 B)"
+    assert _reason(small, max_bytes=size - 1).startswith("too large: ")
+    assert decode_image(small, max_bytes=size).shape == (32, 32, 3)
+    big = _sparse(tmp_path / "big.tif", buf.getvalue(), 3 * 2**30 // 2)
+    assert _reason(big, max_bytes=2**30) == "too large: 1.5 GiB file (limit 1 GiB)"
+
+
+def test_default_byte_limit_is_512_mib() -> None:
+    assert imaging.DEFAULT_MAX_BYTES == 512 * 2**20
+
+
+# --------------------------------------------------------------------------------------------
+# decode_image: orientation, pages, special files
+# --------------------------------------------------------------------------------------------
+
+
+def _with_exif_orientation(jpeg: bytes, orientation: int, byteorder: str = "<") -> bytes:
+    """`jpeg` with an EXIF APP1 segment whose IFD0 holds only an Orientation tag."""
+    mark = b"II" if byteorder == "<" else b"MM"
+    entry = struct.pack(byteorder + "HHIHH", 274, 3, 1, orientation, 0)
+    tiff = mark + struct.pack(byteorder + "HI", 42, 8) + struct.pack(byteorder + "H", 1)
+    tiff += entry + struct.pack(byteorder + "I", 0)
+    payload = b"Exif\x00\x00" + tiff
+    app1 = b"\xff\xe1" + struct.pack(">H", len(payload) + 2) + payload
+    return jpeg[:2] + app1 + jpeg[2:]
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("byteorder", ["<", ">"])
+def test_exif_orientation_applied_like_opencv(
+    tmp_path: Path, orientation: int, byteorder: str
+) -> None:
+    rgb = np.zeros((24, 48, 3), np.uint8)
+    rgb[:8, :16] = 255  # a white block in the top-left corner as stored
+    data = _with_exif_orientation(_encode(rgb, ".jpg"), orientation, byteorder)
+    out = imaging.read_image(_write(tmp_path / "o.jpg", data))
+    # OpenCV applies EXIF orientation in IMREAD_COLOR mode: the reference for every value.
+    ref = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1]
+    np.testing.assert_array_equal(out.rgb, ref)
+    assert out.rgb.flags["C_CONTIGUOUS"]
+    if orientation == 1:
+        assert out.notes == ()
+    else:
+        assert out.notes == (imaging.NOTE_ROTATED,)
+    if orientation == 6:  # rotated 90 degrees clockwise: the block is now top-right
+        assert out.rgb.shape == (48, 24, 3)
+        assert out.rgb[2, -3].min() > 200 and out.rgb[-3, 2].max() < 50
+
+
+def test_multipage_tiff_first_page_with_note(tmp_path: Path) -> None:
+    pages = [np.full((10, 12, 3), v, np.uint8) for v in (11, 22, 33)]
+    assert cv2.imwritemulti(str(tmp_path / "multi.tif"), pages)
+    out = imaging.read_image(tmp_path / "multi.tif")
+    assert out.rgb.shape == (10, 12, 3) and np.all(out.rgb == 11)
+    assert out.notes == ("first of 3 pages used",)
+    single = _write(tmp_path / "one.tif", _encode(_cell(), ".tif"))
+    assert imaging.read_image(single).notes == ()
+
+
+def test_fifo_is_refused_without_opening(tmp_path: Path) -> None:
+    if not hasattr(os, "mkfifo"):
+        pytest.skip("no FIFOs on this OS")
+    pipe = tmp_path / "pipe.png"
+    os.mkfifo(pipe)
+    with pytest.raises(ImageError) as info:
+        _in_thread(lambda: decode_image(pipe))
+    assert info.value.reason == "not a regular file (a pipe), skipped"
+    assert info.value.kind == NOT_AN_IMAGE
+
+
+def _in_thread(fn, timeout: float = 20.0):
+    """Run fn in a daemon thread and fail (instead of hanging) if it does not return."""
+    import threading
+
+    box: dict[str, object] = {}
+
+    def target() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - re-raised in the caller
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(timeout)
+    assert not thread.is_alive(), "blocked on a special file"
+    if "error" in box:
+        raise box["error"]  # type: ignore[misc]
+    return box.get("value")
 
 
 # --------------------------------------------------------------------------------------------

@@ -369,6 +369,8 @@ def test_csv_gets_review_columns(run: RunResult, review: ReviewState, tmp_path: 
         "kind",
         "reason",
         "path",
+        "path_exact",
+        "sha256",
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -394,4 +396,6 @@ def test_without_review_the_csv_is_unchanged(run: RunResult, tmp_path: Path) -> 
     plain = (tmp_path / "plain.csv").read_bytes()
     assert plain == (tmp_path / "none.csv").read_bytes()
     header = plain.decode("utf-8-sig").splitlines()[0]
-    assert header == "file,sample,subject,status,label,p_all,truth,kind,reason,path"
+    assert header == (
+        "file,sample,subject,status,label,p_all,truth,kind,reason,path,path_exact,sha256"
+    )

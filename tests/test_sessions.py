@@ -36,7 +36,7 @@ from leukgui.core.results import (
     FileError,
     RunResult,
 )
-from leukgui.core.review import UNCLASSIFIABLE, AuditEntry, ReviewState
+from leukgui.core.review import UNCLASSIFIABLE, AuditEntry, ReviewState, cell_key
 from leukgui.core.sessions import (
     CLOSED_MARKER,
     SESSION_VERSION,
@@ -232,17 +232,74 @@ def test_complete_last_entry_without_newline_is_kept(run: RunResult, tmp_path: P
     assert len(SessionStore.open(folder)[1].audit) == 2
 
 
-def test_damage_before_the_last_line_is_an_error(run: RunResult, tmp_path: Path) -> None:
+def test_damage_before_the_last_line_skips_only_that_line(run: RunResult, tmp_path: Path) -> None:
     folder = tmp_path / "session"
     SessionStore.create(folder, run)
     good = json.dumps(AuditEntry("/x", "S1", ALL, None, HEM, "Ann", "t", "label").__dict__)
-    (folder / "review.jsonl").write_text(f"{good}\nnot json\n{good}\n", encoding="utf-8")
-    with pytest.raises(SessionError, match="line 2 is damaged"):
-        SessionStore.open(folder)
+    later = good.replace('"Ann"', '"Bo"')
+    (folder / "review.jsonl").write_text(f"{good}\nnot json\n{later}\n", encoding="utf-8")
+    store = SessionStore(folder)
+    with pytest.warns(SessionRecoveryWarning, match="line 2"):
+        _, state = store.load()
+    assert [e.reviewer for e in state.audit] == ["Ann", "Bo"]  # the later entry is kept
+    assert [n for n, _ in store.damaged_lines] == [2]
     bad_action = good.replace('"label"', '"delete"')
-    (folder / "review.jsonl").write_text(f"{bad_action}\n{good}\n", encoding="utf-8")
-    with pytest.raises(SessionError, match="line 1 is damaged.*unknown action"):
-        SessionStore.open(folder)
+    (folder / "review.jsonl").write_text(f"{bad_action}\n{later}\n", encoding="utf-8")
+    store = SessionStore(folder)
+    with pytest.warns(SessionRecoveryWarning, match="line 1: unknown action"):
+        _, state = store.load()
+    assert [e.reviewer for e in state.audit] == ["Bo"]
+
+
+def test_journal_lines_carry_a_checksum_that_is_enforced(run: RunResult, tmp_path: Path) -> None:
+    folder = tmp_path / "session"
+    store = SessionStore.create(folder, run)
+    state = ReviewState(threshold=0.5, on_change=store.append)
+    cells = _cells(run)
+    state.set_label(cells["a"], HEM, "Ann")
+    state.set_label(cells["b"], ALL, "Ann")
+    state.set_label(cells["c"], HEM, "Ann")
+    store.close()
+    journal = folder / "review.jsonl"
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert all(b'"crc32": "' in line for line in lines)
+    # A flipped label that is still valid JSON and a valid entry: only the checksum knows.
+    lines[1] = lines[1].replace(b'"after": "ALL"', b'"after": "HEM"')
+    journal.write_bytes(b"".join(lines))
+    store2 = SessionStore(folder)
+    with pytest.warns(SessionRecoveryWarning, match="line 2: checksum does not match"):
+        _, restored = store2.load()
+    assert [e.path for e in restored.audit] == [state.audit[0].path, state.audit[2].path]
+    assert restored.final_label(cells["b"]) == cells["b"].label  # the forged change is ignored
+    # After a checksummed line, a line without a checksum is not accepted either.
+    plain = json.dumps(state.audit[1].to_json()).encode() + b"\n"
+    journal.write_bytes(lines[0] + plain + lines[2])
+    with pytest.warns(SessionRecoveryWarning, match="line 2: no checksum"):
+        _, restored = SessionStore(folder).load()
+    assert len(restored.audit) == 2
+
+
+def test_old_journals_without_checksums_still_load_and_grow(run: RunResult, tmp_path: Path) -> None:
+    folder = tmp_path / "session"
+    SessionStore.create(folder, run)
+    cells = _cells(run)
+    old = [
+        AuditEntry(cell_key(cells[name]), "S1", cells[name].label, None, HEM, "Ann", "t", "label")
+        for name in ("a", "b")
+    ]
+    journal = folder / "review.jsonl"
+    journal.write_text("".join(json.dumps(e.to_json()) + "\n" for e in old), encoding="utf-8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        store = SessionStore(folder)
+        loaded, state = store.load()
+    assert state.audit == old
+    state.set_label(_cells(loaded)["c"], ALL, "Bo")  # appended with a checksum
+    store.close()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        _, again = SessionStore.open(folder)
+    assert [e.reviewer for e in again.audit] == ["Ann", "Ann", "Bo"]
 
 
 def test_a_failed_save_leaves_the_review_unchanged(run: RunResult, tmp_path: Path) -> None:

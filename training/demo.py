@@ -137,7 +137,7 @@ def train_demo(
     import keras
 
     from leukgui.core.backbones import build_classifier
-    from leukgui.core.bundle import make_manifest, save_bundle
+    from leukgui.core.bundle import DEMO_WEIGHTS_SHA256, make_manifest, read_manifest, save_bundle
     from leukgui.core.metrics import binary_metrics
 
     started = time.time()
@@ -222,6 +222,10 @@ def train_demo(
     )
     path = save_bundle(model, manifest, out, overwrite=True)
     log(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+    weights = read_manifest(path)["weights_sha256"]
+    if weights not in DEMO_WEIGHTS_SHA256:
+        # Only weights listed there can never be relabelled as a real model (demo: false).
+        log(f"new demo weights: add {weights} to DEMO_WEIGHTS_SHA256 in leukgui/core/bundle.py")
     log(json.dumps(metrics, indent=2))
     return path
 

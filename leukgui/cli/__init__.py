@@ -9,9 +9,11 @@ TensorFlow is imported only when a command needs the network, so `leukgui models
 from __future__ import annotations
 
 import argparse
+import difflib
 import os
 import sys
 from collections.abc import Sequence
+from typing import TextIO
 
 from leukgui import __version__
 from leukgui.cli import analyze, train
@@ -24,6 +26,8 @@ from leukgui.cli.console import (
     EXIT_REPORT,
     EXIT_SOME_ERRORS,
     EXIT_USAGE,
+    CleanStream,
+    clean,
 )
 
 # The exit codes are part of the command's documented interface (see `--help`).
@@ -65,6 +69,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in _COMMANDS and not argv[0].startswith("-")):
+        if argv and not os.path.exists(argv[0]):
+            return _unknown_command(argv[0], sys.stderr)
         # No command: the desktop app (folders given on the command line are opened).
         from leukgui.gui.app import main as gui_main
 
@@ -72,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.self_test:
-        return analyze.cmd_self_test(args, sys.stdout, sys.stderr)
+        return analyze.cmd_self_test(args, CleanStream(sys.stdout), CleanStream(sys.stderr))
     if args.command is None:
         parser.print_help()
         return EXIT_USAGE
@@ -80,4 +86,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch-size must be at least 1")
     if getattr(args, "max_pixels", 1) < 1:
         parser.error("--max-pixels must be at least 1")
-    return int(args.func(args, sys.stdout, sys.stderr))
+    # Everything a command prints passes through `clean`: no escape codes from file or model
+    # names reach the terminal.
+    return int(args.func(args, CleanStream(sys.stdout), CleanStream(sys.stderr)))
+
+
+def _unknown_command(word: str, err: TextIO) -> int:
+    """`leukgui WORD` where WORD is neither a command nor an existing file or folder: say so
+    (with the nearest command) instead of opening an empty window."""
+    near = difflib.get_close_matches(word.lower(), _COMMANDS, n=1, cutoff=0.6)
+    hint = f" Did you mean 'leukgui {near[0]}'?" if near else ""
+    err.write(
+        clean(
+            f"leukgui: '{word}' is neither a command nor an existing file or folder.{hint}\n"
+            f"Commands: {', '.join(_COMMANDS)}; 'leukgui FOLDER' opens the window with a "
+            "folder; 'leukgui --help' explains them.\n"
+        )
+    )
+    return EXIT_USAGE

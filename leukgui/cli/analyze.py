@@ -7,7 +7,12 @@ TensorFlow is imported only when a command needs the network, so `leukgui models
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
+import shutil
+import sys
+import tempfile
 import time
 from datetime import datetime
 from pathlib import Path
@@ -22,13 +27,16 @@ from leukgui.cli.console import (
     EXIT_SOME_ERRORS,
     EXIT_USAGE,
     ProgressPrinter,
+    clean,
     ctrl_c_cancels,
     load_model,
 )
+from leukgui.core.atomic import try_lock, unlock
 from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths
 from leukgui.core.formatting import percent
 from leukgui.core.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from leukgui.core.results import DEMO_NOTICE, CancelToken
+from leukgui.core.text import display_path
 
 __all__ = ["add_parsers", "cmd_analyze", "cmd_models", "cmd_self_test"]
 
@@ -39,8 +47,12 @@ exit codes:
   {EXIT_USAGE}    the command line was wrong
   {EXIT_NO_IMAGES}    no images were found in the inputs
   {EXIT_MODEL}    the model could not be found or failed its checks
-  {EXIT_REPORT}    the report could not be written (an older report is left intact)
-  {EXIT_INTERRUPTED}  interrupted with Ctrl-C; the cells finished so far are still reported
+  {EXIT_REPORT}    the report could not be written: every earlier report, CSV and heatmap is
+       left intact, unless the message names the files that are new; also when another
+       run is writing the same --out
+  {EXIT_INTERRUPTED}  cancelled with Ctrl-C; the cells finished so far are still reported (a
+       Ctrl-C while the report is being written lets it finish; a second one aborts
+       and leaves the earlier report intact)
 """
 
 ANALYZE_EXAMPLES = """\
@@ -55,9 +67,183 @@ def _default_report_name() -> Path:
     return Path(f"leukgui-report-{datetime.now():%Y%m%d-%H%M%S}.xlsx")
 
 
+EXPORT_CANCEL_MESSAGE = (
+    "Finishing the report first (Ctrl-C again to abort; the previous report files are then "
+    "left as they were)..."
+)
+
+
+def _new_file_mode() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+def _os_reason(exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        return "the file is open in another program or you do not have permission to replace it"
+    text = exc.strerror or str(exc) or type(exc).__name__
+    return text[:1].lower() + text[1:]
+
+
+class _ReportLock:
+    """An OS lock on `<report>.lock`, held while one run writes a report, so that a second
+    run aimed at the same file stops at once with a clear message instead of silently
+    overwriting the first one's report. The operating system drops the lock when the process
+    ends (crash or kill included), so a leftover lock file never blocks a later run; the file
+    is removed on release."""
+
+    def __init__(self, report: Path) -> None:
+        self.path = report.with_name(report.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> bool:
+        """True when this run holds the lock, False when another run does; OSError when the
+        lock file cannot be created (missing or read-only folder)."""
+        for _ in range(20):
+            fd = try_lock(self.path)
+            if fd is None:
+                return False
+            if sys.platform != "win32":
+                # The run that held it may have removed the file after we opened it: then we
+                # locked a deleted file and must lock the one now at the path instead.
+                try:
+                    same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+                except OSError:
+                    same = False
+                if not same:
+                    unlock(fd)
+                    continue
+            self._fd = fd
+            return True
+        return False
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if sys.platform == "win32":
+            unlock(fd)
+            with contextlib.suppress(OSError):  # another run may have it open: it stays
+                self.path.unlink()
+        else:
+            with contextlib.suppress(OSError):  # removed while locked; see acquire()
+                self.path.unlink()
+            unlock(fd)
+
+
+class _Outputs:
+    """All files of one run, written to temporary names beside their targets and swapped in
+    together at the end, so the xlsx, the CSV and the heatmaps always come from one run."""
+
+    def __init__(self, report: Path, csv: bool, heatmaps: str | None) -> None:
+        # (what, the path the user named, the real file written: through a symlink)
+        self.targets: list[tuple[str, Path, Path]] = [
+            ("report", report, Path(os.path.realpath(report)))
+        ]
+        if csv:
+            named = report.with_suffix(".csv")
+            self.targets.append(("CSV", named, Path(os.path.realpath(named))))
+        if heatmaps:
+            self.targets.append(("heatmaps", Path(heatmaps), Path(os.path.realpath(heatmaps))))
+        self.temps: dict[str, Path] = {}
+        self.new: list[str] = []  # descriptions of the outputs now in place
+        self.heatmap_count = 0
+
+    def temp_for(self, what: str, named: Path, real: Path) -> Path:
+        if what == "heatmaps":
+            real.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(dir=real.parent, prefix=f".{real.name}.new-"))
+        else:
+            fd, name = tempfile.mkstemp(
+                dir=real.parent, prefix=f".{real.stem}.new-", suffix=named.suffix
+            )
+            os.close(fd)
+            tmp = Path(name)
+        self.temps[what] = tmp
+        return tmp
+
+    def discard(self) -> None:
+        """Remove every temporary file not (yet) moved into place."""
+        for tmp in self.temps.values():
+            if tmp.is_dir():
+                shutil.rmtree(tmp, ignore_errors=True)
+            else:
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+        self.temps.clear()
+
+    def check_replaceable(self) -> None:
+        """On Windows a file open in Excel cannot be replaced: find out before replacing any
+        file, so that a locked CSV does not leave a new report beside an old CSV."""
+        if sys.platform != "win32":
+            return
+        for what, named, real in self.targets:
+            if what != "heatmaps" and real.is_file():
+                try:
+                    with open(real, "r+b"):
+                        pass
+                except OSError as exc:
+                    raise ReportSwapError(f"cannot replace {named}: {_os_reason(exc)}") from exc
+
+    def swap(self) -> None:
+        """Move every temporary output onto its target (report first, heatmaps last)."""
+        for what, named, real in self.targets:
+            tmp = self.temps[what]
+            if what == "heatmaps":
+                self._move_heatmaps(tmp, named, real)
+            else:
+                try:
+                    mode = real.stat().st_mode & 0o777 if real.exists() else _new_file_mode()
+                    os.chmod(tmp, mode)
+                except OSError:
+                    pass  # permissions are a nicety
+                try:
+                    _replace(tmp, real)
+                except OSError as exc:
+                    raise ReportSwapError(f"cannot replace {named}: {_os_reason(exc)}") from exc
+                self.new.append(f"{what} {named}")
+            del self.temps[what]
+
+    def _move_heatmaps(self, tmp: Path, named: Path, real: Path) -> None:
+        files = sorted(p for p in tmp.rglob("*") if p.is_file())
+        moved = 0
+        try:
+            for source in files:
+                target = real / source.relative_to(tmp)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _replace(source, target)
+                moved += 1
+        except OSError as exc:
+            if moved:
+                self.new.append(f"{moved} of {len(files)} heatmaps in {named}")
+            raise ReportSwapError(
+                f"cannot move the heatmaps into {named}: {_os_reason(exc)}"
+            ) from exc
+        shutil.rmtree(tmp, ignore_errors=True)
+        self.heatmap_count = len(files)
+        self.new.append(f"heatmaps {named}")
+
+
+class ReportSwapError(Exception):
+    """A finished output could not be moved onto its target; str() is the reason."""
+
+
+def _replace(src: Path, dst: Path) -> None:
+    # Windows (antivirus, search indexer) can hold a fresh file for a moment: retry.
+    tries = 5 if sys.platform == "win32" else 1
+    for attempt in range(tries):
+        try:
+            os.replace(src, dst)
+            return
+        except PermissionError:
+            if attempt == tries - 1:
+                raise
+            time.sleep(0.2)
+
+
 def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """Classify the inputs with one model, write the report(s), print a one-line summary."""
-    from leukgui.core.atomic import ReportWriteError
     from leukgui.core.imaging import discover
 
     report_path = Path(args.out) if args.out else _default_report_name()
@@ -76,66 +262,139 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"leukgui: no images found in {', '.join(args.inputs)} (looked for {kinds})\n")
         return EXIT_NO_IMAGES
 
+    # Claimed before the model loads: a second run aimed at the same report stops at once.
+    lock = _ReportLock(Path(os.path.realpath(report_path)))
+    try:
+        claimed = lock.acquire()
+    except OSError as exc:
+        err.write(f"leukgui: cannot write report to {report_path}: {_os_reason(exc)}\n")
+        return EXIT_REPORT
+    if not claimed:
+        err.write(
+            f"leukgui: another leukgui run is writing {report_path} right now (lock file "
+            f"{lock.path}); wait for it to finish or choose another --out\n"
+        )
+        return EXIT_REPORT
+    try:
+        return _analyze_and_report(args, report_path, options, (items, walk_errors), out, err)
+    finally:
+        lock.release()
+
+
+def _analyze_and_report(
+    args: argparse.Namespace,
+    report_path: Path,
+    options: AnalysisOptions,
+    discovered: Any,
+    out: TextIO,
+    err: TextIO,
+) -> int:
     bundle = load_model(args.model, err, "leukgui", announce=not args.quiet)
     if bundle is None:
         return EXIT_MODEL
 
     cancel = CancelToken()
     started = time.perf_counter()
+    outputs = _Outputs(report_path, args.csv, args.heatmaps)
     try:
-        with (
-            ctrl_c_cancels(cancel, err),
-            ProgressPrinter(err, enabled=not args.quiet and not args.no_progress) as printer,
-        ):
-            run = analyze_paths(
-                args.inputs,
-                bundle,
-                options,
-                progress=printer,
-                cancel=cancel,
-                discovered=(items, walk_errors),
-            )
+        with ctrl_c_cancels(cancel, err) as ctrl_c:
+            with ProgressPrinter(err, enabled=not args.quiet and not args.no_progress) as printer:
+                run = analyze_paths(
+                    args.inputs,
+                    bundle,
+                    options,
+                    progress=printer,
+                    cancel=cancel,
+                    discovered=discovered,
+                )
+            elapsed = time.perf_counter() - started
+            # From here the first Ctrl-C finishes the report (of what is done); a second one
+            # aborts and leaves every previous file as it was.
+            ctrl_c.message = EXPORT_CANCEL_MESSAGE
+            if not args.quiet:
+                err.write(f"Writing report {report_path} ...\n")
+                err.flush()
+            failure = _write_outputs(run, outputs, args, ctrl_c)
     except KeyboardInterrupt:
-        err.write("leukgui: aborted; no report written\n")
+        outputs.discard()
+        err.write("leukgui: aborted; no report written (any previous report is left as it was)\n")
         return EXIT_INTERRUPTED
-    elapsed = time.perf_counter() - started
+    except BaseException:
+        outputs.discard()
+        raise
 
-    from leukgui.core.exports import write_csv, write_heatmaps
     from leukgui.core.metrics import sample_summary
-    from leukgui.core.report import write_excel
-
-    images = {"auto": None, "yes": True, "no": False}[args.images]
-    try:
-        write_excel(run, report_path, images=images)
-        if args.csv:
-            write_csv(run, report_path.with_suffix(".csv"))
-    except ReportWriteError as exc:
-        err.write(f"leukgui: {exc}\n")
-        return EXIT_REPORT
-    if args.heatmaps:
-        try:
-            heatmap_paths = write_heatmaps(run, Path(args.heatmaps))
-        except (ReportWriteError, OSError) as exc:
-            err.write(f"leukgui: heatmaps could not be written: {exc}\n")
-            return EXIT_REPORT
-        if not args.quiet:
-            err.write(f"Wrote {len(heatmap_paths)} heatmap overlays to {args.heatmaps}\n")
 
     every = sample_summary(run)[-1]  # the "All samples" row
     state = "CANCELLED: " if run.info.cancelled else ""
+    where = f"report {report_path}" if failure is None else "report NOT written"
     out.write(
         f"{state}{every.cells} cells: ALL {every.n_all} ({percent(every.all_fraction)} of "
         f"ALL+HEM), HEM {every.n_hem}, uncertain {every.n_uncertain}; {every.errors} errors; "
-        f"{elapsed:.1f} s; report {report_path}\n"
+        f"{elapsed:.1f} s; {where}\n"
     )
+    if failure is None and args.heatmaps and not args.quiet:
+        err.write(f"Wrote {outputs.heatmap_count} heatmap overlays to {args.heatmaps}\n")
     if run.errors and not args.quiet:
         for e in run.errors[:10]:
             err.write(f"  error: {e.path}: {e.reason}\n")
         if len(run.errors) > 10:
             err.write(f"  ... and {len(run.errors) - 10} more (see the Errors sheet)\n")
+    if failure is not None:
+        err.write(failure)
+        return EXIT_REPORT
     if run.info.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_SOME_ERRORS if run.errors else EXIT_OK
+
+
+def _write_outputs(
+    run: Any, outputs: _Outputs, args: argparse.Namespace, ctrl_c: Any
+) -> str | None:
+    """Write every output of the run to temporary files, then swap them all in. None when all
+    are in place, else the message that says what failed and exactly which files are new."""
+    from leukgui.core.atomic import ReportWriteError
+    from leukgui.core.exports import write_csv, write_heatmaps
+    from leukgui.core.report import write_excel
+
+    images = {"auto": None, "yes": True, "no": False}[args.images]
+    kept = "nothing was replaced; every previous file is left as it was"
+    current = outputs.targets[0]
+    try:
+        for current in outputs.targets:
+            what, named, real = current
+            tmp = outputs.temp_for(what, named, real)
+            if what == "report":
+                write_excel(run, tmp, images=images)
+            elif what == "CSV":
+                write_csv(run, tmp)
+            else:
+                write_heatmaps(run, tmp)
+        outputs.check_replaceable()
+    except (ReportWriteError, ReportSwapError, OSError) as exc:
+        text = str(exc)
+        for what, named, _real in outputs.targets:  # name the user's files, not temp files
+            tmp = outputs.temps.get(what)
+            if tmp is not None:
+                text = text.replace(str(tmp), str(named))
+        if isinstance(exc, OSError):  # a temporary file could not be created
+            text = f"cannot write {current[0]} to {current[1]}: {_os_reason(exc)}"
+        outputs.discard()
+        return f"leukgui: {text}; {kept}\n"
+    # The swap takes milliseconds and must not stop half-way; after it nothing is left to
+    # abort, so a later Ctrl-C only says that the command is finishing.
+    ctrl_c.abortable = False
+    try:
+        outputs.swap()
+    except ReportSwapError as exc:
+        outputs.discard()
+        if not outputs.new:
+            return f"leukgui: {exc}; {kept}\n"
+        return (
+            f"leukgui: {exc}. New from this run: {', '.join(outputs.new)}; every other "
+            "output is NOT from this run (left as it was, or missing)\n"
+        )
+    return None
 
 
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
@@ -143,6 +402,8 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.bundle import find_bundles
     from leukgui.core.paths import bundled_models_dir, user_models_dir
 
+    if args.upgrade is not None:
+        return _upgrade_model(args.upgrade, args.out, out, err)
     found, broken = find_bundles()
     if args.json:
         rows = [
@@ -182,6 +443,37 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write(f"\n[DEMO] {DEMO_NOTICE}\n")
     for path, reason in broken:
         err.write(f"unreadable model file {path}: {reason}\n")
+    return EXIT_OK
+
+
+def _upgrade_model(old: Path, new: Path | None, out: TextIO, err: TextIO) -> int:
+    """`models --upgrade OLD --out NEW`: a lab's model from before manifests were hashed,
+    made usable again by the person who knows where it came from (never done silently)."""
+    from leukgui.core.bundle import BundleError, read_manifest, upgrade_bundle
+
+    if new is None:
+        err.write("leukgui models: --upgrade needs --out NEW.leukmodel\n")
+        return EXIT_USAGE
+    try:
+        upgrade_bundle(old, new)
+        manifest = read_manifest(new)
+    except FileExistsError as exc:
+        err.write(f"leukgui models: {clean(str(exc))}\n")
+        return EXIT_USAGE
+    except (BundleError, OSError, ValueError, KeyError) as exc:
+        name = clean(display_path(old))
+        err.write(f"leukgui models: {name} cannot be upgraded: {clean(str(exc))}\n")
+        return EXIT_MODEL
+    out.write(
+        clean(
+            f"Wrote {display_path(new)}: {manifest['name']} v{manifest['version']} "
+            f"({manifest['backbone']}), threshold {manifest['decision_threshold']}, "
+            f"{'DEMO' if manifest.get('demo') else 'not a demo'}, "
+            f"model SHA-256 {manifest['bundle_sha256']}.\n"
+            "The old file's manifest was not covered by any hash: check these values against "
+            "what the model was trained and validated with before analyzing with it.\n"
+        )
+    )
     return EXIT_OK
 
 
@@ -277,4 +569,13 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         "folder, with name, version, backbone, input size and the SHA-256 of the weights.",
     )
     models.add_argument("--json", action="store_true", help="machine-readable output")
+    models.add_argument(
+        "--upgrade",
+        metavar="OLD",
+        type=Path,
+        help="rewrite a model file from an older LeukGUI (format 1) in the current format, "
+        "with its weights checked and its manifest, as it stands, covered by the new hash; "
+        "needs --out. Check the model card of the result before using it.",
+    )
+    models.add_argument("--out", type=Path, help="where --upgrade writes the new model file")
     models.set_defaults(func=cmd_models)

@@ -7,6 +7,7 @@ other.
 from __future__ import annotations
 
 import contextlib
+import re
 import signal
 from collections.abc import Iterator
 from typing import Any, TextIO
@@ -23,7 +24,10 @@ __all__ = [
     "EXIT_REPORT",
     "EXIT_SOME_ERRORS",
     "EXIT_USAGE",
+    "CleanStream",
+    "CtrlC",
     "ProgressPrinter",
+    "clean",
     "ctrl_c_cancels",
     "load_model",
 ]
@@ -40,18 +44,81 @@ EXIT_INTERRUPTED = 130
 CANCEL_MESSAGE = "Cancelling after the current batch (Ctrl-C again to abort)..."
 
 
+# C0 and C1 control characters (ESC, BEL, backspace, CSI...), DEL, and the Unicode line and
+# paragraph separators: a name in a model manifest or a file name must never be able to move
+# the cursor, retitle the terminal or hide text. Newline and tab stay.
+_CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+# Lone surrogates (undecodable bytes of a file name) cannot be printed: shown as U+FFFD.
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def clean(text: str) -> str:
+    """`text` without terminal control characters (newline and tab kept; a leading carriage
+    return, the progress bar's redraw, too) and with lone surrogates shown as U+FFFD."""
+    text = _SURROGATE.sub("\ufffd", text)
+    if text.startswith("\r"):
+        return "\r" + _CONTROL.sub("", text[1:])
+    return _CONTROL.sub("", text)
+
+
+class CleanStream:
+    """A text stream that passes everything written through `clean`: every command writes
+    to the terminal through one of these, so nothing it prints can carry escape codes."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self._stream = stream
+
+    def write(self, text: str) -> int:
+        return self._stream.write(clean(text))
+
+    def flush(self) -> None:
+        self._stream.flush()
+
+    def isatty(self) -> bool:
+        return hasattr(self._stream, "isatty") and self._stream.isatty()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._stream, name)
+
+
+class CtrlC:
+    """What the Ctrl-C handler of `ctrl_c_cancels` does now; a command changes it by phase.
+
+    `message` is said on the first Ctrl-C. While `abortable` is False (e.g. while finished
+    report files are being moved into place) a second Ctrl-C only repeats that the command is
+    finishing, so an abort can never leave half of a run's files swapped.
+    """
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+        self.abortable = True
+        self.pressed = 0
+
+
 @contextlib.contextmanager
 def ctrl_c_cancels(
     cancel: CancelToken, err: TextIO, message: str = CANCEL_MESSAGE
-) -> Iterator[None]:
+) -> Iterator[CtrlC]:
     """While inside: the first Ctrl-C cancels between batches (finished work is kept), a
-    second one raises KeyboardInterrupt (abort). The previous handler is restored on exit."""
+    second one raises KeyboardInterrupt (abort). The previous handler is restored on exit.
+
+    Yields a `CtrlC` whose `message` and `abortable` the command may change per phase (the
+    export phase says that the report is being finished instead of "after the current
+    batch")."""
+    state = CtrlC(message)
 
     def handler(signum: int, frame: Any) -> None:
+        state.pressed += 1
         if cancel.cancelled:
-            raise KeyboardInterrupt
+            if state.abortable:
+                raise KeyboardInterrupt
+            err.write("\nFinishing the report files; they are almost in place...\n")
+            err.flush()
+            return
         cancel.cancel()
-        err.write(f"\n{message}\n")
+        err.write(f"\n{state.message}\n")
         err.flush()
 
     try:
@@ -59,7 +126,7 @@ def ctrl_c_cancels(
     except ValueError:  # not the main thread (e.g. called from a test runner thread)
         previous = None
     try:
-        yield
+        yield state
     finally:
         if previous is not None:
             signal.signal(signal.SIGINT, previous)

@@ -3,6 +3,10 @@
 A report is first written to a temporary file in the target's own folder (same file system,
 so the final rename is atomic), flushed to disk, then renamed over the target. If anything
 fails, the temporary file is removed and the old report is left exactly as it was.
+
+A process that is killed mid-write cannot remove its temporary file; the next write to the
+same target removes such leftovers (`.<stem>.<8 random characters><suffix>`, exactly the
+names `tempfile.mkstemp` gives here, older than `STALE_TEMP_AGE_S`), so they never pile up.
 """
 
 from __future__ import annotations
@@ -10,18 +14,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import re
+import stat
 import sys
 import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["ReportWriteError", "atomic_write"]
+__all__ = [
+    "STALE_TEMP_AGE_S",
+    "ReportWriteError",
+    "atomic_write",
+    "remove_stale_temps",
+    "try_lock",
+    "unlock",
+]
 
 _IS_WINDOWS = sys.platform == "win32"
 # Windows (antivirus, search indexer) can hold a fresh file for a moment: retry the rename.
 _REPLACE_RETRIES = 5 if _IS_WINDOWS else 1
 _REPLACE_RETRY_DELAY_S = 0.2
+# A temporary file this old belongs to no running export (a big report takes minutes).
+STALE_TEMP_AGE_S = 3600.0
 
 
 class ReportWriteError(Exception):
@@ -94,6 +109,36 @@ def _replace(src: Path, dst: Path) -> None:
             time.sleep(_REPLACE_RETRY_DELAY_S)
 
 
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    """The names `atomic_write` gives the temporary files of `path` (see `tempfile.mkstemp`:
+    8 characters from lower-case letters, digits and '_')."""
+    return re.compile(re.escape(f".{path.stem}.") + "[a-z0-9_]{8}" + re.escape(path.suffix))
+
+
+def remove_stale_temps(path: Path, max_age_s: float = STALE_TEMP_AGE_S) -> list[Path]:
+    """Remove the temporary files an interrupted write of `path` left beside it (names made
+    by `atomic_write`, older than `max_age_s`); returns what was removed. Best effort."""
+    path = Path(path)
+    pattern = _temp_pattern(path)
+    now = time.time()
+    removed: list[Path] = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        if not pattern.fullmatch(name):
+            continue
+        leftover = path.parent / name
+        with contextlib.suppress(OSError):
+            st = leftover.lstat()
+            if not stat.S_ISREG(st.st_mode) or now - st.st_mtime < max_age_s:
+                continue
+            leftover.unlink()
+            removed.append(leftover)
+    return removed
+
+
 def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """Call `write(tmp)` to produce the file at a temp path, then move it onto `path`.
 
@@ -103,6 +148,7 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
     """
     path = Path(path)
     folder = path.parent
+    remove_stale_temps(path)
     stage = "create"
     tmp: Path | None = None
     try:
@@ -133,3 +179,45 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
         raise ReportWriteError(
             f"cannot write report to {path}: {_reason(exc, path, stage)}"
         ) from exc
+
+
+_O_BINARY = getattr(os, "O_BINARY", 0)
+
+
+def try_lock(path: Path) -> int | None:
+    """An open descriptor holding an exclusive OS lock on `path` (created if missing), or
+    None if another process holds it.
+
+    The operating system drops the lock when its process ends, crash or kill included, so a
+    lock never outlives its holder and needs no clean-up (sessions, and `--out` reports).
+    """
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o666)
+    try:
+        if _IS_WINDOWS:
+            import msvcrt
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        return None
+    return fd
+
+
+def unlock(fd: int) -> None:
+    """Release a lock from `try_lock` and close its descriptor."""
+    with contextlib.suppress(OSError):
+        if _IS_WINDOWS:
+            import msvcrt
+
+            os.lseek(fd, 0, os.SEEK_SET)
+            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
+        else:
+            import fcntl
+
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    os.close(fd)

@@ -3,16 +3,25 @@
 A bare weights file says nothing about how it was trained or which threshold to use, and
 can be swapped silently. A bundle carries its manifest (classes, backbone, input size,
 preprocessing, threshold and uncertainty band, training data, held-out metrics) and the
-SHA-256 of its weights; loading verifies that hash and uses Keras `safe_mode`, and every
-report names the bundle and its hash.
+SHA-256 of its weights; loading verifies that hash and uses Keras `safe_mode`.
+
+The manifest is covered too: it records `bundle_sha256`, the SHA-256 of its own canonical
+JSON form without that field (`bundle_identity`), and since the manifest holds the weights'
+hash, that one value names weights and manifest together. It is the hash every report,
+listing and window shows. Reading refuses a manifest whose recorded identity does not match
+(an edited threshold, name or demo flag), a zip holding anything but exactly one manifest and
+one model entry, oversized entries (checked before decompressing), and manifests of format 1,
+which predate the identity and so cannot be verified.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import zipfile
+import zlib
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -26,7 +35,10 @@ from leukgui.core.results import ALL, DEMO_NOTICE
 
 BUNDLE_SUFFIX = ".leukmodel"
 FORMAT_NAME = "leukgui-model"
-FORMAT_VERSION = 1
+# 2: the manifest records `bundle_sha256`, which covers the manifest and (through
+# `weights_sha256`) the weights. Format 1 files carry no such field and are refused.
+FORMAT_VERSION = 2
+IDENTITY_KEY = "bundle_sha256"
 MODEL_MEMBER = "model.keras"
 MANIFEST_MEMBER = "manifest.json"
 REQUIRED_KEYS = (
@@ -43,6 +55,22 @@ REQUIRED_KEYS = (
     "uncertainty_band",
     "weights_sha256",
     "created",
+    IDENTITY_KEY,
+)
+
+# Limits checked on the zip's directory before anything is decompressed: a manifest is a few
+# kilobytes; the largest backbone's weights (VGG16 without its top) are under 100 MB.
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_MODEL_BYTES = 1 << 30
+# Above this size an entry may not expand more than MAX_RATIO times (a zip bomb does 1000x).
+RATIO_CHECK_BYTES = 1 << 20
+MAX_RATIO = 50
+
+# The weights of the bundled demo model (`python -m training.demo`): a file carrying them must
+# say it is the demo, whatever else its manifest was edited to say. Regenerating the demo
+# with new weights means adding their hash here (tests/test_demo_model.py checks it).
+DEMO_WEIGHTS_SHA256 = frozenset(
+    {"8602817fee091d23d819a249f8ef6183c75aee9453b8b968b1aae84e28d0996b"}
 )
 
 
@@ -77,6 +105,12 @@ class BundleInfo:
 
     @property
     def sha256(self) -> str:
+        """The bundle's identity: SHA-256 over its manifest, which includes the weights' hash.
+        What reports, listings and the window show to name the exact model."""
+        return str(self.manifest[IDENTITY_KEY])
+
+    @property
+    def weights_sha256(self) -> str:
         return str(self.manifest["weights_sha256"])
 
     @property
@@ -132,51 +166,257 @@ def _sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def validate_manifest(manifest: dict[str, Any]) -> None:
-    """Refuse a manifest that lacks fields or holds values the engine cannot use."""
-    missing = [key for key in REQUIRED_KEYS if key not in manifest]
+def _describe(value: Any) -> str:
+    """A JSON value as the user would name it in a message."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        shown = value if len(value) <= 40 else value[:40] + "…"
+        return f"the text {shown!r}"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_sha256(value: Any) -> bool:
+    return (
+        isinstance(value, str) and len(value) == 64 and all(c in "0123456789abcdef" for c in value)
+    )
+
+
+def _need(ok: bool, key: str, what: str, value: Any) -> None:
+    if not ok:
+        raise BundleError(f"{key} must be {what}, not {_describe(value)}")
+
+
+def check_manifest_fields(manifest: Any, *, identity: bool = True) -> None:
+    """Check every field's type and range; raise BundleError naming the first bad one.
+
+    `identity=False` skips `bundle_sha256` (for `save_bundle`, which adds it last).
+    """
+    if not isinstance(manifest, dict):
+        raise BundleError(f"the manifest must be a JSON object, not {_describe(manifest)}")
+    required = [k for k in REQUIRED_KEYS if identity or k != IDENTITY_KEY]
+    fmt = manifest.get("format")
+    if "format" in manifest and fmt != FORMAT_NAME:
+        raise BundleError(f"not a LeukGUI model file (format {_describe(fmt)})")
+    version = manifest.get("format_version")
+    if "format_version" in manifest:
+        _need(_is_int(version) and version >= 1, "format_version", "a whole number", version)
+        if version > FORMAT_VERSION:
+            raise BundleError(
+                f"model file format version {version} is newer than this LeukGUI "
+                f"understands ({FORMAT_VERSION}); update LeukGUI"
+            )
+        if version < FORMAT_VERSION:
+            raise BundleError(
+                f"model file format version {version} was written by an older LeukGUI and its "
+                "manifest (threshold, name, demo flag) is not covered by any hash, so it cannot "
+                "be verified; refusing it. Export or train the model again with this LeukGUI."
+            )
+    missing = [key for key in required if key not in manifest]
     if missing:
         raise BundleError(f"manifest is missing {', '.join(missing)}")
-    if manifest["format"] != FORMAT_NAME:
-        raise BundleError(f"not a LeukGUI model file (format {manifest['format']!r})")
-    if int(manifest["format_version"]) > FORMAT_VERSION:
-        raise BundleError(
-            f"model file format version {manifest['format_version']} is newer than this LeukGUI "
-            f"understands ({FORMAT_VERSION}); update LeukGUI"
-        )
-    if list(manifest["class_names"]) != list(CLASS_NAMES):
-        raise BundleError(f"manifest classes {manifest['class_names']} are not {list(CLASS_NAMES)}")
-    get_spec(manifest["backbone"])  # raises ValueError for unknown backbones
-    low, high = manifest["uncertainty_band"]
+    for key in ("name", "version", "preprocessing", "cam_layer", "created"):
+        value = manifest[key]
+        _need(isinstance(value, str) and value.strip() != "", key, "non-empty text", value)
+    name = manifest["name"]
+    _need(len(name) <= 200, "name", "at most 200 characters", name)
+    names = manifest["class_names"]
+    _need(
+        isinstance(names, list) and all(isinstance(n, str) for n in names),
+        "class_names",
+        "a list of class names",
+        names,
+    )
+    if names != list(CLASS_NAMES):
+        raise BundleError(f"manifest classes {names} are not {list(CLASS_NAMES)}")
+    backbone = manifest["backbone"]
+    _need(isinstance(backbone, str), "backbone", "the name of a backbone", backbone)
+    try:
+        get_spec(backbone)
+    except ValueError as exc:
+        raise BundleError(str(exc)) from None
+    size = manifest["input_size"]
+    _need(_is_int(size) and 32 <= size <= 4096, "input_size", "a whole number 32..4096", size)
     threshold = manifest["decision_threshold"]
+    _need(
+        _is_number(threshold) and 0.0 <= threshold <= 1.0,
+        "decision_threshold",
+        "a number between 0 and 1",
+        threshold,
+    )
+    band = manifest["uncertainty_band"]
+    _need(
+        isinstance(band, list) and len(band) == 2 and all(_is_number(v) for v in band),
+        "uncertainty_band",
+        "a list of two numbers [low, high]",
+        band,
+    )
+    low, high = band
     if not (0.0 <= low <= threshold <= high <= 1.0):
         raise BundleError(
             f"uncertainty band {low}..{high} must contain the threshold {threshold} within 0..1"
         )
+    digest = manifest["weights_sha256"]
+    _need(_is_sha256(digest), "weights_sha256", "64 lowercase hex digits", digest)
+    if identity:
+        value = manifest[IDENTITY_KEY]
+        _need(_is_sha256(value), IDENTITY_KEY, "64 lowercase hex digits", value)
+    for key, kind, what in (
+        ("demo", bool, "true or false"),
+        ("notice", str, "text"),
+        ("description", str, "text"),
+        ("positive_class", str, "text"),
+        ("metrics", dict, "an object"),
+        ("training_data", dict, "an object"),
+    ):
+        if key in manifest:
+            _need(isinstance(manifest[key], kind), key, what, manifest[key])
 
 
-def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
-    """Read and check a bundle's manifest without loading TensorFlow."""
-    path = Path(path)
+def validate_manifest(manifest: Any) -> None:
+    """Refuse a manifest that lacks fields, holds values the engine cannot use, or whose
+    recorded identity (`bundle_sha256`) does not match its contents."""
+    check_manifest_fields(manifest)
+    expected = bundle_identity(manifest)
+    if manifest[IDENTITY_KEY] != expected:
+        raise BundleError(
+            "the manifest has been changed after the model file was written (its SHA-256 "
+            f"{expected[:12]}… does not match the recorded {manifest[IDENTITY_KEY][:12]}…); "
+            "refusing to load it. Re-install or re-import the original model file."
+        )
+    if manifest["weights_sha256"] in DEMO_WEIGHTS_SHA256 and manifest.get("demo") is not True:
+        raise BundleError(
+            "these are the weights of the bundled demo model, but the manifest does not say "
+            "demo: true; refusing a demo model presented as a real one"
+        )
+
+
+def bundle_identity(manifest: dict[str, Any]) -> str:
+    """SHA-256 over the canonical JSON of the manifest without `bundle_sha256` (sorted keys,
+    no spaces, UTF-8). The manifest holds `weights_sha256`, so this names both."""
+    body = {k: v for k, v in manifest.items() if k != IDENTITY_KEY}
+    text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return _sha256_bytes(b"leukgui-model-identity\n" + text.encode("utf-8"))
+
+
+def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in seen:
+            raise BundleError(f"the manifest names {key!r} twice")
+        seen[key] = value
+    return seen
+
+
+def _no_constant(name: str) -> Any:
+    raise BundleError(f"the manifest holds {name}, which is not a number")
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.1f} MB"
+
+
+def _check_members(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.ZipInfo]:
+    """Exactly one manifest and one model entry, within the size limits (checked on the
+    zip's directory, before decompressing anything)."""
+    infos = archive.infolist()
+    names = [i.filename for i in infos]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise BundleError(f"{label}: the file holds {', '.join(duplicates)} more than once")
+    unexpected = sorted(set(names) - {MANIFEST_MEMBER, MODEL_MEMBER})
+    if unexpected:
+        shown = ", ".join(repr(n) for n in unexpected[:5])
+        raise BundleError(f"{label}: the file holds unexpected entries ({shown})")
+    if MANIFEST_MEMBER not in names or MODEL_MEMBER not in names:
+        raise BundleError(
+            f"{label} is not a model file (missing {MANIFEST_MEMBER} or {MODEL_MEMBER})"
+        )
+    members = {i.filename: i for i in infos}
+    for name, limit in ((MANIFEST_MEMBER, MAX_MANIFEST_BYTES), (MODEL_MEMBER, MAX_MODEL_BYTES)):
+        info = members[name]
+        if info.flag_bits & 0x1:
+            raise BundleError(f"{label}: {name} is encrypted")
+        if info.file_size > limit:
+            raise BundleError(
+                f"{label}: {name} would unpack to {_mb(info.file_size)}, more than the "
+                f"{_mb(limit)} allowed; refusing to unpack it"
+            )
+        ratio = info.file_size / max(info.compress_size, 1)
+        if info.file_size > RATIO_CHECK_BYTES and ratio > MAX_RATIO:
+            raise BundleError(
+                f"{label}: {name} would expand {ratio:.0f} times when unpacked "
+                f"(more than {MAX_RATIO}); refusing to unpack it"
+            )
+    return members
+
+
+def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, label: str) -> bytes:
+    """An entry's bytes, never more than `limit` even if its declared size lies."""
+    with archive.open(info) as stream:
+        data = stream.read(limit + 1)
+    if len(data) > limit:
+        raise BundleError(f"{label}: {info.filename} is larger than the {_mb(limit)} allowed")
+    return data
+
+
+def _read_archive(path: Path, *, model: bool) -> tuple[dict[str, Any], bytes | None]:
+    """The checked manifest and (when `model`) the model's bytes."""
+    data = None
     try:
         with zipfile.ZipFile(path) as archive:
-            names = archive.namelist()
-            if MANIFEST_MEMBER not in names or MODEL_MEMBER not in names:
-                raise BundleError(
-                    f"{path.name} is not a model file (missing {MANIFEST_MEMBER} or {MODEL_MEMBER})"
-                )
-            manifest = json.loads(archive.read(MANIFEST_MEMBER).decode("utf-8"))
-    except (zipfile.BadZipFile, json.JSONDecodeError, UnicodeDecodeError) as exc:
+            members = _check_members(archive, path.name)
+            raw = _read_member(archive, members[MANIFEST_MEMBER], MAX_MANIFEST_BYTES, path.name)
+            if model:
+                data = _read_member(archive, members[MODEL_MEMBER], MAX_MODEL_BYTES, path.name)
+        manifest = json.loads(
+            raw.decode("utf-8"),
+            object_pairs_hook=_no_duplicate_keys,
+            parse_constant=_no_constant,
+        )
+    except BundleError as exc:
+        text = str(exc)
+        raise BundleError(text if text.startswith(path.name) else f"{path.name}: {text}") from None
+    except (
+        zipfile.BadZipFile,
+        zipfile.LargeZipFile,
+        json.JSONDecodeError,
+        UnicodeDecodeError,
+        NotImplementedError,
+        EOFError,
+        RecursionError,
+        ValueError,
+        zlib.error,
+    ) as exc:
         raise BundleError(f"{path.name} is not a readable model file ({exc})") from exc
     except OSError as exc:
         raise BundleError(f"cannot read {path}: {exc.strerror or exc}") from exc
-    if not isinstance(manifest, dict):
-        raise BundleError(f"{path.name}: manifest is not a JSON object")
     try:
         validate_manifest(manifest)
-    except ValueError as exc:
-        raise BundleError(f"{path.name}: {exc}") from exc
-    return manifest
+    except BundleError as exc:
+        raise BundleError(f"{path.name}: {exc}") from None
+    return manifest, data
+
+
+def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and check a bundle's manifest (types, ranges, identity) without TensorFlow."""
+    return _read_archive(Path(path), model=False)[0]
 
 
 def _check_model_matches(model: Any, manifest: dict[str, Any]) -> None:
@@ -208,9 +448,8 @@ def _check_model_matches(model: Any, manifest: dict[str, Any]) -> None:
 def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
     """Verify and load a bundle. Refuses changed weights and manifest/model mismatches."""
     path = Path(path)
-    manifest = read_manifest(path)
-    with zipfile.ZipFile(path) as archive:
-        data = archive.read(MODEL_MEMBER)
+    manifest, data = _read_archive(path, model=True)
+    assert data is not None
     digest = _sha256_bytes(data)
     if digest != manifest["weights_sha256"]:
         raise BundleError(
@@ -310,9 +549,22 @@ def save_bundle(
         model_path = Path(tmp) / MODEL_MEMBER
         model.save(model_path)
         data = model_path.read_bytes()
-    manifest = dict(manifest, weights_sha256=_sha256_bytes(data))
-    validate_manifest(manifest)
+    manifest = dict(manifest, format_version=FORMAT_VERSION, weights_sha256=_sha256_bytes(data))
+    manifest.pop(IDENTITY_KEY, None)
+    check_manifest_fields(manifest, identity=False)
     _check_model_matches(model, manifest)
+    _write_bundle(out, manifest, data)
+    return out
+
+
+def _write_bundle(out: Path, manifest: dict[str, Any], data: bytes) -> None:
+    """Sign `manifest` (add `bundle_sha256`) and write it with the model bytes, atomically."""
+    manifest = dict(manifest)
+    manifest.pop(IDENTITY_KEY, None)
+    manifest[IDENTITY_KEY] = bundle_identity(manifest)
+    validate_manifest(manifest)
+    if len(data) > MAX_MODEL_BYTES:
+        raise BundleError(f"the model is {_mb(len(data))}, more than {_mb(MAX_MODEL_BYTES)}")
 
     def write(target: Path) -> None:
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -320,6 +572,29 @@ def save_bundle(
             archive.writestr(MODEL_MEMBER, data)
 
     atomic_write(out, write)
+
+
+def upgrade_bundle(
+    path: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
+    """Rewrite a format-1 bundle in the current format with the same model bytes.
+
+    Only for files whose origin is known (the maintainers' re-signing of the bundled demo):
+    it verifies the weights against the old manifest, then signs that manifest as it is.
+    """
+    path, out = Path(path), Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; model files are never overwritten")
+    with zipfile.ZipFile(path) as archive:
+        members = _check_members(archive, path.name)
+        raw = _read_member(archive, members[MANIFEST_MEMBER], MAX_MANIFEST_BYTES, path.name)
+        data = _read_member(archive, members[MODEL_MEMBER], MAX_MODEL_BYTES, path.name)
+    manifest = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
+    if _sha256_bytes(data) != manifest.get("weights_sha256"):
+        raise BundleError(f"{path.name}: the weights do not match the manifest's hash")
+    manifest["format_version"] = FORMAT_VERSION
+    check_manifest_fields(manifest, identity=False)
+    _write_bundle(out, manifest, data)
     return out
 
 
@@ -335,6 +610,8 @@ def find_bundles() -> tuple[list[BundleInfo], list[tuple[Path, str]]]:
                 found.append(BundleInfo(path=path, manifest=read_manifest(path), source=source))
             except BundleError as exc:
                 broken.append((path, str(exc)))
+            except Exception as exc:  # noqa: BLE001 - one bad file never hides the good ones
+                broken.append((path, f"{path.name}: unusable ({type(exc).__name__}: {exc})"))
     return found, broken
 
 
@@ -447,14 +724,14 @@ def install_bundle(
         except BundleError:
             continue
         if (str(theirs["name"]), str(theirs["version"])) == (name, version) and theirs[
-            "weights_sha256"
-        ] != manifest["weights_sha256"]:
+            IDENTITY_KEY
+        ] != manifest[IDENTITY_KEY]:
             return InstallOutcome(
                 source,
                 other,
                 CONFLICT,
                 f"model {name} version {version} is already installed as {other.name} with "
-                "other weights; a report could not tell them apart",
+                "other weights or settings; a report could not tell them apart by name",
             )
     folder.mkdir(parents=True, exist_ok=True)
     partial = folder / f".{source.name}.{os.getpid()}.partial"

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from leukgui.core.imaging import DEFAULT_MAX_PIXELS, decode_image
-from leukgui.core.results import CellResult
+from leukgui.core.imaging import DEFAULT_MAX_PIXELS, ImageError, decode_image
+from leukgui.core.results import IMAGE_CHANGED, CellResult
 
 __all__ = ["cell_image", "cell_mask"]
 
@@ -26,7 +26,11 @@ def cell_mask(cell: CellResult) -> np.ndarray | None:
 
 
 def cell_image(cell: CellResult, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """RGB uint8 of the cell as the model saw it before resizing (raises ImageError)."""
+    """RGB uint8 of the cell as the model saw it before resizing (raises ImageError, with
+    `IMAGE_CHANGED` when the file's size or time differ from the analysis: a reviewer must
+    never judge a call against other pixels than the model's; a cheap check, no hashing)."""
+    if cell.stamp is not None and not cell.stamp.same_file_info(cell.path):
+        raise ImageError(IMAGE_CHANGED)
     rgb = decode_image(cell.path, max_pixels=max_pixels)
     mask = cell_mask(cell)
     if mask is None:

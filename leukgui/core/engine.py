@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import os
 import queue
 import threading
 import time
@@ -31,10 +32,12 @@ from leukgui.core import fields
 from leukgui.core.bundle import LoadedBundle
 from leukgui.core.fields import DetectorSettings
 from leukgui.core.imaging import (
+    DEFAULT_MAX_BYTES,
     DEFAULT_MAX_PIXELS,
+    DecodedImage,
     ImageError,
-    decode_image,
     discover,
+    read_image,
     to_model_input,
 )
 from leukgui.core.results import (
@@ -42,9 +45,11 @@ from leukgui.core.results import (
     NO_WHITE_CELL,
     TOO_LARGE,
     UNEXPECTED,
+    UNREADABLE,
     CancelToken,
     CellResult,
     FileError,
+    FileStamp,
     InputFile,
     Outcome,
     Progress,
@@ -89,13 +94,14 @@ class AnalysisOptions:
     image_kind: str = "auto"
     detector: DetectorSettings | Mapping[str, Any] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
 
     def __post_init__(self) -> None:
         if self.image_kind not in IMAGE_KINDS:
             raise ValueError(
                 f"image kind must be one of {', '.join(IMAGE_KINDS)}, not {self.image_kind!r}"
             )
-        for name in ("batch_size", "max_pixels"):
+        for name in ("batch_size", "max_pixels", "max_bytes"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -158,6 +164,7 @@ class _Decoded:
     cell_index: int | None = None
     mask_bits: bytes | None = None
     note: str = ""
+    stamp: FileStamp | None = None
 
 
 @dataclass
@@ -184,22 +191,55 @@ class _Cell:
     note: str = ""
 
 
+def _stamp(path: Path) -> FileStamp | None:
+    try:
+        return FileStamp.of(path)
+    except OSError:
+        return None  # decode_image says why the file cannot be read
+
+
+def _decode_stamped(
+    item: InputFile, options: AnalysisOptions
+) -> tuple[DecodedImage, FileStamp | None]:
+    """The image and the stamp (size, time, SHA-256) of the bytes it was decoded from.
+
+    The file is stamped before it is decoded and checked after: a file that changed in
+    between is read again, so the hash in a report is always the hash of the analyzed pixels.
+    """
+    for _ in range(3):
+        try:
+            before = os.stat(item.path)
+        except OSError:
+            before = None  # read_image says why the file cannot be read
+        # Decoded first: read_image refuses an oversized file from its header, before any
+        # full read (hashing it first would read a 2 GiB file only to refuse it).
+        decoded = read_image(item.path, max_pixels=options.max_pixels, max_bytes=options.max_bytes)
+        stamp = _stamp(item.path)
+        if stamp is None or before is None:
+            return decoded, stamp
+        if (stamp.size, stamp.mtime_ns) == (int(before.st_size), int(before.st_mtime_ns)):
+            return decoded, stamp
+    raise ImageError("the file kept changing while it was being read", UNREADABLE)
+
+
 def _decode_one(
     item: InputFile, size: int, options: AnalysisOptions
-) -> tuple[list[_Cell], int, int]:
+) -> tuple[list[_Cell], int, int, FileStamp | None]:
     """The model inputs of one file: itself if it is a single-cell crop, else one C-NMC-like
-    crop per white cell found in the smear field (ImageError when there is none)."""
-    rgb = decode_image(item.path, max_pixels=options.max_pixels)
+    crop per white cell found in the smear field (ImageError when there is none), with the
+    file's stamp."""
+    decoded, stamp = _decode_stamped(item, options)
+    rgb, file_note = decoded.rgb, "; ".join(decoded.notes)  # e.g. turned upright by EXIF
     height, width = rgb.shape[:2]
     kind = options.image_kind
     if kind == "cells" or (kind == "auto" and fields.looks_like_single_cell(rgb)):
-        return [_Cell(to_model_input(rgb, size))], width, height
+        return [_Cell(to_model_input(rgb, size), note=file_note)], width, height, stamp
     found = fields.detect_cells(rgb, options.detector)
     if not found.cells:
         hints = [n for n in found.notes if fields.NOTE_NO_CELL not in n]
         notes = f" ({'; '.join(hints)})" if hints else ""
         raise ImageError(f"no white cell found in this field{notes}", NO_WHITE_CELL)
-    note = "; ".join(n for n in found.notes if fields.NOTE_NO_CELL not in n)
+    note = "; ".join(n for n in (file_note, *found.notes) if n and fields.NOTE_NO_CELL not in n)
     ordered = sorted(found.cells, key=lambda c: (c.box[1] + c.box[3], c.box[0] + c.box[2]))
     cells = []
     for index, cell in enumerate(ordered, 1):
@@ -215,7 +255,7 @@ def _decode_one(
                 ),
             )
         )
-    return cells, width, height
+    return cells, width, height, stamp
 
 
 def _file_error(item: InputFile, exc: BaseException) -> FileError:
@@ -244,7 +284,7 @@ def _producer(
                 return
             done_items += 1
             try:
-                cells, width, height = _decode_one(item, size, options)
+                cells, width, height, stamp = _decode_one(item, size, options)
             except Exception as exc:  # one strange file must not end the run
                 entries.append(_file_error(item, exc))
             else:
@@ -262,6 +302,7 @@ def _producer(
                             cell.cell_index,
                             cell.mask_bits,
                             cell.note,
+                            stamp,
                         )
                     )
                     rows.append(cell.pixels)
@@ -371,6 +412,7 @@ class Analyzer:
                     cell_index=entry.cell_index,
                     mask_bits=entry.mask_bits,
                     note=entry.note,
+                    stamp=entry.stamp,
                 )
             )
         return outcomes

@@ -2,7 +2,10 @@
 file helpers the Excel report shares with them (display names, re-reading a cell's image).
 
 Text from files and folders is untrusted: `csv_safe` keeps a file named `=HYPERLINK(...).png`
-from running as a formula when the CSV is opened in a spreadsheet. Every file is written
+from running as a formula when the CSV is opened in a spreadsheet, and writes every text in its
+display form (`text.display_text`: undecodable bytes of a file name and control characters as
+U+FFFD), so the CSV is always valid UTF-8; the `path_exact` column keeps each path losslessly
+(`text.exact_path`). Every file is written
 atomically (see `atomic.py`) or, for heatmaps, removed again when its write fails.
 """
 
@@ -22,15 +25,18 @@ import numpy as np
 from leukgui.core.atomic import ReportWriteError, atomic_write
 from leukgui.core.imaging import ImageError, decode_image
 from leukgui.core.overlay import overlay
-from leukgui.core.results import CellResult, RunResult
+from leukgui.core.results import IMAGE_CHANGED, CellResult, FileStamp, RunResult
+from leukgui.core.text import display_path, display_text, exact_path
 
 if TYPE_CHECKING:
     from leukgui.core.review import ReviewState
 
 __all__ = [
+    "IMAGE_CHANGED",
     "DisplayNames",
     "HeatmapPaths",
     "csv_safe",
+    "exact_full_path",
     "full_path",
     "png_bytes",
     "reread_cell",
@@ -42,22 +48,32 @@ _CSV_RISKY_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 
 
 def csv_safe(value: object) -> str:
-    """OWASP CSV-injection rule: prefix texts a spreadsheet would run as a formula with '."""
+    """OWASP CSV-injection rule: prefix texts a spreadsheet would run as a formula with '.
+
+    The text is in its display form (`text.display_text`), so it always encodes as UTF-8."""
     if value is None:
         return ""
-    text = str(value)
+    text = display_text(value)
     if text.startswith(_CSV_RISKY_PREFIXES):
         return "'" + text
     return text
 
 
 def full_path(path: str | Path) -> str:
-    """The absolute path, so a signed report still locates its image from any folder."""
-    return str(Path(path).absolute())
+    """The absolute path as a person reads it (`text.display_path`), so a signed report
+    still names its image from any folder."""
+    return display_path(Path(path).absolute())
+
+
+def exact_full_path(path: str | Path) -> str:
+    """The absolute path exactly, as printable text (`text.exact_path`; reversed by
+    `text.path_from_exact`): what finds the file again when its name is not valid text."""
+    return exact_path(Path(path).absolute())
 
 
 class DisplayNames:
-    """File names as the user thinks of them: relative to the input folder they came from."""
+    """File names as the user thinks of them: relative to the input folder they came from,
+    in display form (`text.display_path`: undecodable bytes and control characters as U+FFFD)."""
 
     def __init__(self, inputs: Sequence[str]) -> None:
         roots = [PurePath(str(i)) for i in inputs if str(i)]
@@ -68,19 +84,29 @@ class DisplayNames:
         p = PurePath(str(path))
         for root in self._roots:
             if p == root:
-                return p.name
+                return display_path(p.name)
             try:
                 rel = p.relative_to(root)
             except ValueError:
                 continue
-            return rel.as_posix()
-        return p.name
+            return display_path(rel.as_posix())
+        return display_path(p.name)
 
 
 def reread_cell(cell: CellResult) -> np.ndarray:
     """Re-read the image the model saw for `cell` (the crop, for a cell of a smear field);
-    raises ImageError if the file is not the image that was analyzed."""
-    rgb = decode_image(cell.path)
+    raises ImageError if the file is not the image that was analyzed: a different SHA-256
+    than at analysis (`IMAGE_CHANGED`, even when size and time are the same), or a
+    different size in pixels for results without a stamp."""
+    if cell.stamp is not None:
+        now = FileStamp.of(cell.path)  # OSError: the caller says the image is unavailable
+        if now.sha256 != cell.stamp.sha256:
+            raise ImageError(IMAGE_CHANGED)
+        rgb = decode_image(cell.path)
+        if not now.same_file_info(cell.path):  # rewritten while it was being read
+            raise ImageError(IMAGE_CHANGED)
+    else:
+        rgb = decode_image(cell.path)
     h, w = rgb.shape[:2]
     if cell.width and cell.height and (w, h) != (cell.width, cell.height):
         raise ImageError(
@@ -114,12 +140,20 @@ _CSV_COLUMNS = (
     "kind",
     "reason",
     "path",
+    "path_exact",
+    "sha256",
 )
 _CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
 
 
 def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> None:
     """One row per input in input order, UTF-8 with BOM so Excel shows accents correctly.
+
+    `path` is the absolute path as a person reads it (a name that is not valid text shows
+    U+FFFD); `path_exact` is the same path losslessly (`text.exact_path`: '%', control
+    characters and undecodable bytes as %XX; `text.path_from_exact` gives the path back).
+    `sha256` is the hash of the file's bytes when it was analyzed (empty for errors and for
+    results made without one), which ties each row to the exact pixels.
 
     Errors are rows too (status "error" with their kind and reason), so nothing silently disappears.
     With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
@@ -157,10 +191,12 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
                         "",
                         "",
                         full_path(o.path),
+                        exact_full_path(o.path),
+                        o.sha256 or "",
                     ]
                 else:
                     row = [names(o.path), o.sample, "", "error", "", "", "", o.kind_text, o.reason]
-                    row.append(full_path(o.path))
+                    row += [full_path(o.path), exact_full_path(o.path), ""]
                 if review is not None:
                     row[at:at] = reviewed(o)
                 out.writerow([csv_safe(v) for v in row])

@@ -11,9 +11,11 @@ from __future__ import annotations
 import logging
 import os
 import re
+import stat
 import struct
 import unicodedata
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
@@ -28,12 +30,16 @@ from leukgui.core.results import (
 )
 
 __all__ = [
+    "DEFAULT_MAX_BYTES",
     "DEFAULT_MAX_PIXELS",
     "IMAGE_SUFFIXES",
     "MIN_SIDE",
+    "NOTE_ROTATED",
+    "DecodedImage",
     "ImageError",
     "decode_image",
     "discover",
+    "read_image",
     "read_image_size",
     "thumbnail",
     "to_model_input",
@@ -47,7 +53,8 @@ MIN_SIDE = 8  # a cell image smaller than this on either side is not a cell
 
 _Buffer = bytes | bytearray | memoryview
 _PNG_SIG = b"\x89PNG\r\n\x1a\n"
-_TAIL_SEARCH = 1024  # trailing bytes searched for an end marker (tolerates appended junk)
+DEFAULT_MAX_BYTES = 512 * 2**20  # refuse bigger files before reading them
+_HEAD_BYTES = 256 * 2**10  # read first: enough for the size in any header we understand
 
 
 class ImageError(Exception):
@@ -117,7 +124,8 @@ def discover(
     Inside folders, files without an image suffix are ignored silently (Thumbs.db, notes),
     as are hidden entries (names starting with "."), e.g. macOS "._cell.bmp" resource forks
     and viewer thumbnail caches. A file named explicitly is never ignored: an unsupported
-    type gets a FileError.
+    type gets a FileError. A pipe, socket or device with an image name gets one FileError
+    saying what it is; it is never opened (reading a pipe would block the run).
 
     `sample` is the file's folder relative to the input root, prefixed with the root's own
     name, POSIX-style: root ".../patient7" gives "patient7" and "patient7/slide2". An
@@ -152,12 +160,20 @@ def discover(
                     FileError(path, sample, f"not a supported image type {what}", NOT_AN_IMAGE)
                 )
         elif os.path.lexists(text) and not os.path.islink(text):
-            reason = "not a regular file or folder"
-            errors.append(FileError(path, _explicit_file_sample(text), reason, NOT_AN_IMAGE))
+            errors.append(_special_file_error(text, _explicit_file_sample(text)))
         else:  # missing, or a symbolic link whose target is missing
             reason = "no such file or folder"
             errors.append(FileError(path, _explicit_file_sample(text), reason, UNREADABLE))
     return files, errors
+
+
+def _special_file_error(path: str, sample: str) -> FileError:
+    """The error row of a pipe, socket or device: named by what it is, and never opened."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        mode = 0
+    return FileError(Path(path), sample, _not_regular_reason(mode), NOT_AN_IMAGE)
 
 
 def _walk(
@@ -216,7 +232,8 @@ def _walk(
                 elif entry.is_symlink() and not os.path.exists(entry.path):
                     reason = "broken symbolic link"
                     errors.append(FileError(Path(entry.path), sample, reason, UNREADABLE))
-                # Sockets, pipes and devices with an image name are skipped: reading could hang.
+                else:  # a pipe, socket or device with an image name: never opened (could hang)
+                    errors.append(_special_file_error(entry.path, sample))
         stack.extend(reversed(subfolders))
 
 
@@ -356,8 +373,176 @@ def _bmp_truncated(data: _Buffer) -> bool:
     return len(data) < offset + needed
 
 
-def _has_tail(data: np.ndarray, marker: bytes) -> bool:
-    return marker in data[-_TAIL_SEARCH:].tobytes()
+# Structure walks: whether a JPEG or PNG is complete, where it ends, and what its header says.
+# OpenCV silently decodes half a JPEG as grey, so completeness is decided here, by following
+# the format's own markers or chunks to the end marker; bytes after it are not the image's and
+# are ignored (cameras and editors append metadata there).
+_COMPLETE, _TRUNCATED, _INVALID = "complete", "truncated", "invalid"
+# A marker that can end entropy-coded data: 0xFF then neither a stuffed 0x00, a restart marker
+# RST0..7 (part of the scan) nor another 0xFF (fill byte: the marker follows it).
+_JPEG_SCAN_END = re.compile(rb"\xff[^\x00\xd0-\xd7\xff]")
+
+
+@dataclass
+class _Layout:
+    """What a structure walk found: `status`, the offset just past the end marker (`end`),
+    an EXIF block (TIFF-structured bytes), the animation frame count and whether bytes that
+    belong to no marker had to be skipped."""
+
+    status: str
+    end: int
+    exif: bytes | None = None
+    frames: int = 1
+    skipped: bool = False
+
+
+def _jpeg_layout(data: _Buffer) -> _Layout:
+    """Follow the JPEG's markers from SOI to EOI.
+
+    Segments are skipped by their length field and entropy-coded data by searching for the
+    next marker, so a file is truncated exactly when the data runs out before EOI. Bytes
+    where a marker should start are skipped up to the next marker, as libjpeg does (it warns
+    and decodes); a length field below 2 or a second SOI is invalid.
+    """
+    end = len(data)
+    out = _Layout(_TRUNCATED, end)
+    pos = 2
+    while True:
+        if pos >= end:
+            return out
+        if data[pos] != 0xFF:
+            found = _JPEG_SCAN_END.search(data, pos)
+            if found is None:
+                return out
+            out.skipped = True
+            pos = found.start()
+        while pos < end and data[pos] == 0xFF:  # fill bytes
+            pos += 1
+        if pos >= end:
+            return out
+        marker = data[pos]
+        pos += 1
+        if marker == 0xD9:  # EOI
+            out.status, out.end = _COMPLETE, pos
+            return out
+        if marker in (0x00, 0xD8):  # stuffed zero outside a scan, or a second SOI
+            out.status, out.end = _INVALID, pos
+            return out
+        if marker == 0x01 or 0xD0 <= marker <= 0xD7:  # no length field
+            continue
+        if pos + 2 > end:
+            return out
+        length = (data[pos] << 8) | data[pos + 1]
+        if length < 2:
+            out.status, out.end = _INVALID, pos
+            return out
+        if pos + length > end:
+            return out
+        if marker == 0xE1 and out.exif is None and bytes(data[pos + 2 : pos + 8]) == b"Exif\0\0":
+            out.exif = bytes(data[pos + 8 : pos + length])
+        pos += length
+        if marker == 0xDA:  # start of scan: entropy-coded data up to the next marker
+            found = _JPEG_SCAN_END.search(data, pos)
+            if found is None:
+                return out
+            pos = found.start()
+
+
+def _png_layout(data: _Buffer) -> _Layout:
+    """Follow the PNG's chunks from the signature to IEND (a chunk cut short = truncated)."""
+    end = len(data)
+    out = _Layout(_TRUNCATED, end)
+    pos = len(_PNG_SIG)
+    while pos + 8 <= end:
+        (length,) = struct.unpack_from(">I", data, pos)
+        ctype = bytes(data[pos + 4 : pos + 8])
+        if not ctype.isalpha():
+            out.status, out.end = _INVALID, pos
+            return out
+        body, chunk_end = pos + 8, pos + 12 + length
+        if chunk_end > end:
+            return out
+        if ctype == b"IEND":
+            out.status, out.end = _COMPLETE, chunk_end
+            return out
+        if ctype == b"eXIf" and out.exif is None:
+            out.exif = bytes(data[body : body + length])
+        elif ctype == b"acTL" and length >= 4:  # animated PNG: number of frames
+            (out.frames,) = struct.unpack_from(">I", data, body)
+        pos = chunk_end
+    return out
+
+
+_TIFF_ORIENTATION = 274
+
+
+def _exif_orientation(tiff: _Buffer) -> int:
+    """The EXIF/TIFF orientation (1..8) from the first IFD of TIFF-structured bytes; 1 when
+    absent or unreadable."""
+    try:
+        bo = {b"II": "<", b"MM": ">"}[bytes(tiff[:2])]
+        (version,) = struct.unpack_from(bo + "H", tiff, 2)
+        if version == 43:  # BigTIFF
+            (ifd,) = struct.unpack_from(bo + "Q", tiff, 8)
+            (count,) = struct.unpack_from(bo + "Q", tiff, ifd)
+            first, step, value_at = ifd + 8, 20, 12
+        else:
+            (ifd,) = struct.unpack_from(bo + "I", tiff, 4)
+            (count,) = struct.unpack_from(bo + "H", tiff, ifd)
+            first, step, value_at = ifd + 2, 12, 8
+        for i in range(min(count, 4096)):
+            entry = first + i * step
+            tag, typ = struct.unpack_from(bo + "HH", tiff, entry)
+            if tag == _TIFF_ORIENTATION and typ == 3:  # SHORT
+                (value,) = struct.unpack_from(bo + "H", tiff, entry + value_at)
+                return value if 1 <= value <= 8 else 1
+    except (KeyError, struct.error, IndexError):
+        pass
+    return 1
+
+
+def _tiff_pages(data: _Buffer, limit: int = 10_000) -> int:
+    """How many pages (IFDs) a TIFF chains together; stops at a loop or damaged link."""
+    try:
+        bo = "<" if bytes(data[:2]) == b"II" else ">"
+        (version,) = struct.unpack_from(bo + "H", data, 2)
+        if version == 43:
+            off, count_fmt, step, head, link_fmt = 8, "Q", 20, 8, "Q"
+        else:
+            off, count_fmt, step, head, link_fmt = 4, "H", 12, 2, "I"
+        (ifd,) = struct.unpack_from(bo + link_fmt, data, off)
+    except struct.error:
+        return 1
+    pages, seen = 0, set()
+    while ifd and ifd not in seen and pages < limit:
+        seen.add(ifd)
+        try:
+            (count,) = struct.unpack_from(bo + count_fmt, data, ifd)
+            (ifd,) = struct.unpack_from(bo + link_fmt, data, ifd + head + count * step)
+        except struct.error:
+            return pages + 1
+        pages += 1
+    return max(pages, 1)
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn/flip pixels stored as EXIF `orientation` says, exactly as OpenCV's own
+    ApplyExifOrientation does (so IMREAD_COLOR of the same file gives the same array)."""
+    if orientation == 2:
+        return img[:, ::-1]
+    if orientation == 3:
+        return img[::-1, ::-1]
+    if orientation == 4:
+        return img[::-1]
+    if 5 <= orientation <= 8:
+        img = np.swapaxes(img, 0, 1)
+        if orientation == 6:
+            return img[:, ::-1]
+        if orientation == 7:
+            return img[::-1, ::-1]
+        if orientation == 8:
+            return img[::-1]
+    return img
 
 
 # --------------------------------------------------------------------------------------------
@@ -365,54 +550,171 @@ def _has_tail(data: np.ndarray, marker: bytes) -> bool:
 # --------------------------------------------------------------------------------------------
 
 
-def decode_image(path: str | os.PathLike[str], max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Read one image file as HxWx3 RGB uint8, or raise ImageError with a plain reason.
+NOTE_ROTATED = "turned upright as the file's orientation tag asks"
 
-    The bytes are read with `np.fromfile` and decoded in memory (never `cv2.imread`, which
-    fails on non-ASCII Windows paths). The header is checked before decoding so a tiny file
-    that claims a gigantic image cannot exhaust memory, and truncated files are caught
-    explicitly because OpenCV silently decodes half a JPEG or BMP as grey/black.
+
+@dataclass(frozen=True)
+class DecodedImage:
+    """An image read for analysis: `rgb` (HxWx3 uint8) and plain-language `notes` about what
+    was done to read it (orientation applied, first page of several used, bytes ignored).
+    Notes are no errors: the image is fine to analyze; they belong next to its results."""
+
+    rgb: np.ndarray
+    notes: tuple[str, ...] = ()
+
+
+def _size_text(n: int) -> str:
+    for unit, scale in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= scale:
+            value = n / scale
+            return f"{value:.0f} {unit}" if value == int(value) else f"{value:.1f} {unit}"
+    return f"{n} B"
+
+
+def _not_regular_reason(mode: int) -> str:
+    """Why a path that is no regular file is not read (it is never opened: it could block)."""
+    if stat.S_ISDIR(mode):
+        return "a folder, not an image file"
+    if stat.S_ISFIFO(mode):
+        what = "a pipe"
+    elif stat.S_ISSOCK(mode):
+        what = "a socket"
+    elif stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        what = "a device"
+    else:
+        what = "a special file"
+    return f"not a regular file ({what}), skipped"
+
+
+def _read_file(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> np.ndarray:
+    """The file's bytes, after checking from its header alone that it may be read at all.
+
+    Only a regular file is opened (a FIFO or device could block or never end), and it is
+    opened non-blocking so one swapped in meanwhile cannot hang either. The first
+    `_HEAD_BYTES` are read first: a header claiming more than `max_pixels` or a file over
+    `max_bytes` is refused before the rest is read, so neither costs memory.
     """
     try:
-        data = np.fromfile(path, dtype=np.uint8)
+        st = os.stat(path)
+        if not stat.S_ISREG(st.st_mode):
+            raise ImageError(_not_regular_reason(st.st_mode), NOT_AN_IMAGE)
+        flags = os.O_RDONLY | getattr(os, "O_BINARY", 0) | getattr(os, "O_NONBLOCK", 0)
+        fd = os.open(path, flags)
+        with os.fdopen(fd, "rb", buffering=0) as f:
+            st = os.fstat(f.fileno())
+            if not stat.S_ISREG(st.st_mode):
+                raise ImageError(_not_regular_reason(st.st_mode), NOT_AN_IMAGE)
+            head = f.read(_HEAD_BYTES) or b""
+            if not head:
+                raise ImageError("empty file", UNREADABLE)
+            size = read_image_size(head)
+            if size is not None and size[0] * size[1] > max_pixels:
+                raise ImageError(f"too large: {size[0]} x {size[1]} px", TOO_LARGE)
+            total = max(st.st_size, len(head))
+            if total > max_bytes:
+                raise ImageError(
+                    f"too large: {_size_text(total)} file (limit {_size_text(max_bytes)})",
+                    TOO_LARGE,
+                )
+            data = np.empty(total, np.uint8)
+            data[: len(head)] = np.frombuffer(head, np.uint8)
+            filled = len(head)
+            view = memoryview(data)
+            while filled < total:  # the file may shrink while being read: keep what came
+                got = f.readinto(view[filled:])
+                if not got:
+                    break
+                filled += got
+            return data[:filled]
     except PermissionError as exc:
         raise ImageError("cannot be read (permission denied)", UNREADABLE) from exc
     except OSError as exc:
         raise ImageError(f"cannot be read ({exc.strerror or exc})", UNREADABLE) from exc
-    if data.size == 0:
-        raise ImageError("empty file", UNREADABLE)
 
+
+def decode_image(
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> np.ndarray:
+    """Read one image file as HxWx3 RGB uint8, or raise ImageError with a plain reason.
+
+    `read_image` without its notes; see there.
+    """
+    return read_image(path, max_pixels=max_pixels, max_bytes=max_bytes).rgb
+
+
+def read_image(
+    path: str | os.PathLike[str],
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int = DEFAULT_MAX_BYTES,
+) -> DecodedImage:
+    """Read one image file as HxWx3 RGB uint8 plus notes, or raise ImageError.
+
+    The bytes are read with plain file I/O and decoded in memory (never `cv2.imread`, which
+    fails on non-ASCII Windows paths). The header is checked before the file is read whole,
+    so a tiny or sparse file that claims a gigantic image cannot exhaust memory, and files
+    over `max_bytes` are refused unread. Truncated JPEGs and PNGs (no end marker) and BMPs
+    (fewer pixel bytes than the header promises) are caught explicitly because OpenCV
+    silently decodes half an image as grey/black; data after the end marker is ignored.
+    An EXIF orientation is applied, as every viewer does, and a multi-page TIFF or animated
+    PNG gives its first frame; both are said in the notes.
+    """
+    data = _read_file(path, max_pixels, max_bytes)
     view = memoryview(data)
     kind = _sniff(view)
-    size = read_image_size(view)
-    if size is not None and size[0] * size[1] > max_pixels:
-        raise ImageError(f"too large: {size[0]} x {size[1]} px", TOO_LARGE)
-    if kind == "JPEG" and not _has_tail(data, b"\xff\xd9"):
-        raise ImageError("truncated JPEG", UNREADABLE)
-    if kind == "BMP" and _bmp_truncated(view):
+    notes: list[str] = []
+    orientation = 1
+    layout = None
+    if kind == "JPEG":
+        layout = _jpeg_layout(view)
+    elif kind == "PNG":
+        layout = _png_layout(view)
+    elif kind == "BMP" and _bmp_truncated(view):
         raise ImageError("truncated BMP", UNREADABLE)
-    if kind == "PNG" and not _has_tail(data, b"IEND"):
-        raise ImageError("truncated PNG", UNREADABLE)
+    elif kind == "TIFF":
+        pages = _tiff_pages(view)
+        if pages > 1:
+            notes.append(f"first of {pages} pages used")
+        if _exif_orientation(view) != 1:  # OpenCV's TIFF reader applies it itself
+            notes.append(NOTE_ROTATED)
+    if layout is not None:
+        if layout.status == _TRUNCATED:
+            raise ImageError(f"truncated {kind}", UNREADABLE)
+        if layout.status == _COMPLETE and layout.end < len(data):
+            extra = len(data) - layout.end
+            notes.append(f"{_size_text(extra)} after the end of the image ignored")
+            data = data[: layout.end]
+        if layout.skipped:
+            notes.append("damaged bytes between JPEG markers skipped")
+        if layout.frames > 1:
+            notes.append(f"animated: first of {layout.frames} frames used")
+        if layout.exif is not None:
+            orientation = _exif_orientation(layout.exif)
 
     try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)  # never applies EXIF orientation
     except cv2.error:
         img = None
     if img is None or img.size == 0:
         if kind is None:
             raise ImageError("not an image", NOT_AN_IMAGE)
         if kind == "JPEG":
-            raise ImageError("truncated JPEG", UNREADABLE)
+            raise ImageError("not a valid JPEG", UNREADABLE)
         raise ImageError(f"damaged or unsupported {kind} file", UNREADABLE)
 
     height, width = img.shape[:2]
     if width * height > max_pixels:  # header was not understood; still enforce the limit
         raise ImageError(f"too large: {width} x {height} px", TOO_LARGE)
+    if orientation != 1:
+        img = _apply_orientation(img, orientation)
+        height, width = img.shape[:2]
+        notes.append(NOTE_ROTATED)
     if width < MIN_SIDE or height < MIN_SIDE:
         # Decodable, but too few pixels to hold a cell: no image this tool can analyze.
         raise ImageError(f"too small: {width} x {height} px", NOT_AN_IMAGE)
     try:
-        return _to_rgb8(img)
+        return DecodedImage(_to_rgb8(np.ascontiguousarray(img)), tuple(notes))
     except ValueError as exc:
         raise ImageError(f"unsupported image layout ({exc})", NOT_AN_IMAGE) from exc
 

@@ -6,8 +6,11 @@ cancelled runs in bold, and never show a made-up image: if a file cannot be re-r
 time its image cell says why. The file is written atomically (see `atomic.py`).
 
 Text from files and folders is untrusted: every string goes through `xlsx.text_cell`, so a
-file named `=HYPERLINK(...).png` never becomes a live formula. Reviewer names are typed by
-users and are treated the same way. The CSV and heatmap exports are in `exports.py`.
+file named `=HYPERLINK(...).png` never becomes a live formula, and a name that is not valid
+text (Latin-1 bytes from a USB stick) or holds control characters shows U+FFFD instead of
+corrupting the workbook; its "Full path" cell then also gives the exact path (`_path_text`).
+Reviewer names are typed by users and are treated the same way. The CSV and heatmap exports
+are in `exports.py`.
 
 With a `ReviewState` (see `review.py`) the report carries the human review: reviewed labels
 beside the model's, counts on the final labels, sign-offs and the audit trail. Without one
@@ -30,7 +33,14 @@ from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.exports import DisplayNames, full_path, png_bytes, reread_cell
+from leukgui.core.exports import (
+    IMAGE_CHANGED,
+    DisplayNames,
+    exact_full_path,
+    full_path,
+    png_bytes,
+    reread_cell,
+)
 from leukgui.core.formatting import duration, local_time, utc_time
 from leukgui.core.imaging import ImageError, thumbnail
 from leukgui.core.metric_table import (
@@ -110,6 +120,17 @@ def _run_duration(started: datetime, finished: datetime | None) -> str:
         return ""
 
 
+def _path_text(path: Path) -> str:
+    """The "Full path" of a file: as a person reads it, plus the exact path (undecodable
+    bytes and control characters as %XX, see `text.exact_path`) when the two differ, so the
+    file can still be found from the report."""
+    shown = full_path(path)
+    exact = exact_full_path(path)
+    if exact == shown or exact == shown.replace("%", "%25"):
+        return shown
+    return f"{shown}\n(exact path: {exact})"
+
+
 def _short_sha(sha: str) -> str:
     return sha[:12] if sha else "unknown"
 
@@ -169,7 +190,7 @@ def _pictures(cell: CellResult, px: int) -> _Pictures:
     try:
         rgb = reread_cell(cell)
     except (ImageError, OSError, ValueError) as exc:
-        reason = f"image unavailable: {exc}"
+        reason = IMAGE_CHANGED if str(exc) == IMAGE_CHANGED else f"image unavailable: {exc}"
         return _Pictures(thumb_reason=reason, heat_reason=reason)
     small = _fit(rgb, px)
     pics = _Pictures(thumb=png_bytes(thumbnail(rgb, px)))
@@ -452,6 +473,10 @@ def _cells_sheet(
     headers += ["Full path"]
     if include_images:
         headers += ["Thumbnail", "Heatmap"]
+    # Last: the exact pixels each row reports on (results saved without hashes have none).
+    sha_col = len(headers) + 1 if any(c.sha256 for c in run.cells) else 0
+    if sha_col:
+        headers += ["SHA-256 of the file"]
     _sheet_title(ws, run, "Cells")
     head = 2
     if image_note:  # said above the table, where a reader of the Cells sheet looks
@@ -477,6 +502,7 @@ def _cells_sheet(
         file_names.append(name)
         samples.append(cell.sample)
         paths.append(full_path(cell.path))
+        path_text = _path_text(cell.path)
         number_cell(ws, row, 1, i)
         text_cell(ws, row, 2, name)
         text_cell(ws, row, 3, cell.sample)
@@ -505,7 +531,11 @@ def _cells_sheet(
             if cell.label == UNCERTAIN:
                 verdict += " (by threshold)"
             text_cell(ws, row, 8 + o, verdict).alignment = CENTER
-        text_cell(ws, row, 9 + o, full_path(cell.path))
+        text_cell(ws, row, 9 + o, path_text)
+        if sha_col:
+            sha = text_cell(ws, row, sha_col, cell.sha256)
+            sha.font = SMALL  # 64 hex digits: one line in small type, a few in a picture row
+            sha.alignment = WRAP_CENTER if include_images else VCENTER
         if include_images:
             ws.row_dimensions[row].height = img_row_pt
             middle = (1, 2, 3, 4, 6, 9) if review is None else (1, 2, 3, 4, 7, 8, 9, 12)
@@ -549,6 +579,8 @@ def _cells_sheet(
     widths += [9, 9, correct_width, fit_width(paths + ["Full path"], 12, path_max)]
     if include_images:
         widths += [img_width, img_width]
+    if sha_col:
+        widths += [17 if include_images else 46]
     set_widths(ws, widths)
     wrapped = [2, 3, 8 + o, 9 + o] + ([7, 8] if review is not None else [])
     wrap_columns(ws, wrapped, head + 1, n + head)
@@ -686,7 +718,7 @@ def _errors_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
         text_cell(ws, row, 2, err.sample)
         text_cell(ws, row, 3, kind)
         text_cell(ws, row, 4, err.reason).alignment = WRAP_TOP
-        text_cell(ws, row, 5, full_path(err.path))
+        text_cell(ws, row, 5, _path_text(err.path))
     if errors:
         ws.auto_filter.ref = f"A2:{get_column_letter(len(headers))}{len(errors) + 2}"
     ws.freeze_panes = "A3"

@@ -6,6 +6,8 @@ order, so one bad file never stops a run and nothing is silently dropped.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,12 +26,44 @@ LABELS = (ALL, HEM, UNCERTAIN)
 DEMO_NOTICE = "DEMO MODEL — trained on synthetic cells, not for diagnosis"
 
 
+IMAGE_CHANGED = "image changed since analysis"  # the file is not the analyzed one
+
+
 @dataclass(frozen=True)
 class InputFile:
     """One image to analyze: where it is and which sample (folder) it belongs to."""
 
     path: Path
     sample: str
+
+
+@dataclass(frozen=True)
+class FileStamp:
+    """What an input file was when it was analyzed: its size, modification time and the
+    SHA-256 of its bytes, so a report can tell when the file on disk is no longer the image
+    the call was made on, and always name the exact pixels (the hash) it reports on."""
+
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of(cls, path: str | os.PathLike[str]) -> FileStamp:
+        """Stamp the file at `path` as it is now (OSError when it cannot be read)."""
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:  # in 1 MiB blocks (hashlib.file_digest is 3.11+)
+            st = os.fstat(fh.fileno())
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(block)
+        return cls(int(st.st_size), int(st.st_mtime_ns), digest.hexdigest())
+
+    def same_file_info(self, path: str | os.PathLike[str]) -> bool:
+        """Whether size and modification time still match (cheap; no read)."""
+        try:
+            st = os.stat(path)
+        except OSError:
+            return False
+        return (int(st.st_size), int(st.st_mtime_ns)) == (self.size, self.mtime_ns)
 
 
 @dataclass
@@ -56,6 +90,14 @@ class CellResult:
     cell_index: int | None = None
     mask_bits: bytes | None = None
     note: str = ""  # e.g. "field capped at 200 candidates"
+    # The file as it was analyzed (size, time, SHA-256); None for results made without one
+    # (sessions saved by an older LeukGUI, hand-made results in tests).
+    stamp: FileStamp | None = None
+
+    @property
+    def sha256(self) -> str | None:
+        """The SHA-256 of the analyzed file's bytes, when known."""
+        return self.stamp.sha256 if self.stamp is not None else None
 
     @property
     def key(self) -> str:

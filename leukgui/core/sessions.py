@@ -4,7 +4,7 @@ A session folder holds a snapshot of the run and the append-only review journal:
 
     run.json            format/version, RunInfo, every outcome (heatmaps by reference)
     heatmaps-<n>.npz    the Grad-CAM heatmaps, one float32 stack per heatmap shape
-    review.jsonl        append-only journal, one AuditEntry per line
+    review.jsonl        append-only journal, one AuditEntry per line with its CRC-32
     in-use.lock         OS file lock held while a window reviews the session
     closed              marker: ended cleanly, declined or damaged (never offered again)
 
@@ -30,6 +30,7 @@ import json
 import os
 import sys
 import warnings
+import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timezone
@@ -38,18 +39,20 @@ from typing import Any
 
 import numpy as np
 
-from leukgui.core.atomic import ReportWriteError, atomic_write
+from leukgui.core.atomic import ReportWriteError, atomic_write, try_lock, unlock
 from leukgui.core.paths import user_dir
 from leukgui.core.results import (
     NO_WHITE_CELL,
     UNREADABLE,
     CellResult,
     FileError,
+    FileStamp,
     Outcome,
     RunInfo,
     RunResult,
 )
 from leukgui.core.review import AuditEntry, ReviewState
+from leukgui.core.text import display_path
 
 __all__ = [
     "CLOSED_MARKER",
@@ -154,6 +157,7 @@ def _outcome_to_json(o: Outcome, packer: _HeatmapPacker) -> dict[str, Any]:
             "heatmap": packer.add(o.heatmap),
             **_field_json(o),
             **({"note": o.note} if o.note else {}),
+            **_stamp_json(o.stamp),
         }
     if isinstance(o, FileError):
         return {
@@ -187,7 +191,24 @@ def _outcome_from_json(data: dict[str, Any], heatmaps: dict[str, np.ndarray]) ->
         cell_index=data.get("cell_index"),
         mask_bits=base64.b64decode(data["mask"]) if data.get("mask") else None,
         note=str(data.get("note") or ""),
+        stamp=_stamp_from_json(data.get("stamp")),
     )
+
+
+def _stamp_json(stamp: FileStamp | None) -> dict[str, Any]:
+    """The analyzed file's size, time and SHA-256 (absent for results without a stamp)."""
+    if stamp is None:
+        return {}
+    return {"stamp": {"size": stamp.size, "mtime_ns": stamp.mtime_ns, "sha256": stamp.sha256}}
+
+
+def _stamp_from_json(data: object) -> FileStamp | None:
+    """A stamp back from a session; None for sessions saved before stamps existed."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise ValueError(f"invalid file stamp {data!r}")
+    return FileStamp(int(data["size"]), int(data["mtime_ns"]), str(data["sha256"]))
 
 
 def _error_kind(data: dict[str, Any], reason: str) -> str:
@@ -225,41 +246,7 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-def _try_lock(path: Path) -> int | None:
-    """An open descriptor holding an exclusive OS lock on `path`, or None if another holds it.
-
-    The operating system drops the lock when its process ends, crash or kill included, so a
-    lock never outlives the window that took it and needs no clean-up.
-    """
-    fd = os.open(path, os.O_RDWR | os.O_CREAT | _O_BINARY, 0o666)
-    try:
-        if sys.platform == "win32":
-            import msvcrt
-
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_NBLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        os.close(fd)
-        return None
-    return fd
-
-
-def _unlock(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        if sys.platform == "win32":
-            import msvcrt
-
-            os.lseek(fd, 0, os.SEEK_SET)
-            msvcrt.locking(fd, msvcrt.LK_UNLCK, 1)
-        else:
-            import fcntl
-
-            fcntl.flock(fd, fcntl.LOCK_UN)
-    os.close(fd)
+_try_lock, _unlock = try_lock, unlock  # one OS lock for sessions and reports
 
 
 class SessionStore:
@@ -278,6 +265,8 @@ class SessionStore:
         self.journal_path = self.folder / JOURNAL_FILE
         self._fd: int | None = None
         self._lock_fd: int | None = None
+        # (line number, reason) of each journal line the last read skipped as damaged.
+        self.damaged_lines: list[tuple[int, str]] = []
         if not self.run_path.is_file():
             raise SessionError(f"{self.folder} is not a LeukGUI session folder (no {RUN_FILE})")
 
@@ -294,6 +283,8 @@ class SessionStore:
             raise SessionError(
                 f"{folder} already holds a review session; open it, or choose an empty folder"
             )
+        made = not folder.exists()
+        before = set(os.listdir(folder)) if not made and folder.is_dir() else set()
         try:
             folder.mkdir(parents=True, exist_ok=True)
             _write_snapshot(folder, run, generation=1)
@@ -303,8 +294,11 @@ class SessionStore:
             finally:
                 os.close(fd)
             _fsync_dir(folder)
-        except (OSError, ReportWriteError) as exc:
-            raise SessionError(f"cannot create a session in {folder}: {exc}") from exc
+        except BaseException as exc:
+            _remove_new_files(folder, before, made)  # a failed create leaves nothing behind
+            if isinstance(exc, (OSError, ReportWriteError, ValueError, TypeError)):
+                raise SessionError(f"cannot create a session in {folder}: {exc}") from exc
+            raise
         return cls(folder)
 
     @classmethod
@@ -321,7 +315,9 @@ class SessionStore:
         """The run snapshot and a ReviewState replayed from the journal, wired to `append`.
 
         A torn last journal line (a crash mid-write) is dropped with a
-        `SessionRecoveryWarning`; damage anywhere else raises `SessionError`.
+        `SessionRecoveryWarning`; a damaged line elsewhere (bad JSON, a failed checksum) is
+        skipped with a `SessionRecoveryWarning` naming it, and listed in `damaged_lines`,
+        while every valid entry before and after it is replayed.
         """
         run = self.read_run()
         state = ReviewState(threshold=run.info.threshold)
@@ -432,7 +428,7 @@ class SessionStore:
         """
         # ASCII with \u escapes: a path whose name is not valid UTF-8 (Latin-1 bytes from a USB
         # stick) round-trips exactly instead of failing to encode.
-        line = (json.dumps(entry.to_json(), ensure_ascii=True) + "\n").encode("ascii")
+        line = _journal_line(entry)
         start: int | None = None
         try:
             if self._fd is None:
@@ -461,7 +457,18 @@ class SessionStore:
             return []
         except OSError as exc:
             raise SessionError(f"cannot read {self.journal_path}: {exc}") from exc
-        entries, torn = _parse_journal(raw, self.journal_path)
+        entries, torn, damaged = _parse_journal(raw, self.journal_path)
+        self.damaged_lines = damaged
+        if damaged:
+            where = "; ".join(f"line {number}: {why}" for number, why in damaged)
+            warnings.warn(
+                f"{self.journal_path}: skipped {len(damaged)} damaged "
+                f"entr{'ies' if len(damaged) > 1 else 'y'} ({where}); every other change, "
+                "before and after, was restored. Keep a copy of the session folder and check "
+                "the review of the cells concerned.",
+                SessionRecoveryWarning,
+                stacklevel=2,
+            )
         if torn:
             warnings.warn(
                 f"{self.journal_path}: ignored an incomplete last line ({torn} bytes), "
@@ -478,7 +485,7 @@ class SessionStore:
             size = os.lseek(fd, 0, os.SEEK_END)
             if size:
                 raw = self.journal_path.read_bytes()
-                _, torn = _parse_journal(raw, self.journal_path)
+                _, torn, _ = _parse_journal(raw, self.journal_path)
                 if torn:
                     os.ftruncate(fd, size - torn)
                     os.fsync(fd)
@@ -495,35 +502,81 @@ class SessionStore:
 _O_BINARY = getattr(os, "O_BINARY", 0)
 
 
-def _parse_journal(raw: bytes, where: Path) -> tuple[list[AuditEntry], int]:
-    """(entries, length of a torn tail to drop, 0 if none). Raises on damage elsewhere.
+def _remove_new_files(folder: Path, before: set[str], made: bool) -> None:
+    """Undo a session create that failed part-way: the files it added to `folder` (and the
+    folder itself when it made it) go; anything that was there before stays."""
+    with contextlib.suppress(OSError):
+        for name in set(os.listdir(folder)) - before:
+            with contextlib.suppress(OSError):
+                (folder / name).unlink()
+        if made:
+            folder.rmdir()
+
+
+_CHECKSUM_KEY = "crc32"
+
+
+def _checksum(record: dict[str, Any]) -> str:
+    """CRC-32 of the record's canonical JSON (sorted keys, ASCII, no spaces)."""
+    body = json.dumps(record, ensure_ascii=True, sort_keys=True, separators=(",", ":"))
+    return f"{zlib.crc32(body.encode('ascii')):08x}"
+
+
+def _journal_line(entry: AuditEntry) -> bytes:
+    """One journal line: the entry as JSON with its checksum, ASCII with \\u escapes (a path
+    whose name is not valid UTF-8, Latin-1 bytes from a USB stick, round-trips exactly)."""
+    record = entry.to_json()
+    record[_CHECKSUM_KEY] = _checksum(record)
+    return (json.dumps(record, ensure_ascii=True) + "\n").encode("ascii")
+
+
+def _parse_journal(raw: bytes, where: Path) -> tuple[list[AuditEntry], int, list[tuple[int, str]]]:
+    """(entries, length of a torn tail to drop (0 if none), damaged lines skipped).
 
     Only the bytes after the last newline can be torn: each entry is written as one line
     ending in a newline, so a crash mid-write leaves a prefix of a line. If that tail parses,
     it is a complete entry that lost only its newline and is kept.
+
+    A damaged line elsewhere (bad JSON, an unknown action, a failed checksum) is skipped and
+    listed as (line number, reason); the entries after it are kept. Every line carries a
+    checksum since this format; lines without one are accepted only before the first line
+    that has one (a journal begun by an older LeukGUI), never after it.
     """
     *lines, tail = raw.split(b"\n")
     entries: list[AuditEntry] = []
+    damaged: list[tuple[int, str]] = []
+    checked = False
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            entries.append(_parse_line(line))
+            entry, has_sum = _parse_line(line, require_sum=checked)
         except (ValueError, TypeError) as exc:
-            raise SessionError(
-                f"{where} line {number} is damaged ({exc}); the review cannot be restored "
-                "safely. Keep a copy of the session folder and report the problem."
-            ) from exc
+            damaged.append((number, str(exc) or type(exc).__name__))
+            continue
+        checked = checked or has_sum
+        entries.append(entry)
     if tail.strip():
         try:
-            entries.append(_parse_line(tail))
+            entry, _ = _parse_line(tail, require_sum=checked)
         except (ValueError, TypeError):
-            return entries, len(tail)
-    return entries, 0
+            return entries, len(tail), damaged
+        entries.append(entry)
+    return entries, 0, damaged
 
 
-def _parse_line(line: bytes) -> AuditEntry:
-    return AuditEntry.from_json(json.loads(line.decode("utf-8")))
+def _parse_line(line: bytes, require_sum: bool = False) -> tuple[AuditEntry, bool]:
+    """The entry on one journal line, and whether it carried a checksum."""
+    data = json.loads(line.decode("utf-8"))
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
+    stored = data.pop(_CHECKSUM_KEY, None)
+    if stored is None:
+        if require_sum:
+            raise ValueError("no checksum")
+    elif stored != _checksum(data):
+        raise ValueError("checksum does not match")
+    return AuditEntry.from_json(data), stored is not None
 
 
 def _read_heatmaps(path: Path) -> dict[str, np.ndarray]:
@@ -695,7 +748,8 @@ class SessionSummary:
     def describe(self) -> str:
         """'2026-11-30 12:03 · patient7 · 12 cells · 3 review changes · efficientnetb0-demo v1'"""
         when = self.started.strftime("%Y-%m-%d %H:%M") if self.started else self.folder.name
-        names = ", ".join(Path(p).name or p for p in self.inputs[:2]) or "(no inputs)"
+        names = ", ".join(display_path(Path(p).name or p) for p in self.inputs[:2])
+        names = names or "(no inputs)"
         if len(self.inputs) > 2:
             names += f" +{len(self.inputs) - 2}"
         changes = f"{self.changes} review change{'s' * (self.changes != 1)}"

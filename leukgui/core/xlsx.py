@@ -28,6 +28,7 @@ from openpyxl.worksheet.page import PageMargins
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE
+from leukgui.core.text import display_text
 
 __all__ = [
     "BANNER_FILL",
@@ -122,8 +123,9 @@ def label_fill(label: str | None) -> PatternFill:
 
 
 def clean_text(value: object) -> str:
-    """A string Excel can store: no XML-illegal control characters, within the length limit."""
-    text = ILLEGAL_CHARACTERS_RE.sub("\ufffd", str(value))
+    """A string Excel can store: no XML-illegal control characters and no undecodable bytes
+    of a file name (both become U+FFFD, see `text.display_text`), within the length limit."""
+    text = display_text(value)
     return text[:MAX_CELL_TEXT]
 
 
@@ -231,7 +233,7 @@ def header_text(value: object, limit: int = _HEADER_PART_CHARS) -> str:
     control characters become spaces, and long text is shortened (before escaping, so an
     '&&' pair is never cut in half).
     """
-    text = " ".join(ILLEGAL_CHARACTERS_RE.sub(" ", str(value)).split())
+    text = " ".join(display_text(ILLEGAL_CHARACTERS_RE.sub(" ", str(value))).split())
     if len(text) > limit:
         text = text[: limit - 1].rstrip() + "…"
     return text.replace("&", "&&")

@@ -37,6 +37,7 @@ from leukgui.core.imaging import decode_image, thumbnail
 from leukgui.core.metrics import decided_label
 from leukgui.core.overlay import overlay
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE, CellResult
+from leukgui.core.text import display_path
 
 __all__ = [
     "FINAL_LABELS",
@@ -104,7 +105,7 @@ def display_name(cell: CellResult) -> str:
     `n` is `CellResult.cell_index`, the same 1-based number as the cell's key (`...#n`), the
     report's "File" column and the field view's tags, so a person can match them by eye.
     """
-    name = Path(cell.path).name
+    name = display_path(Path(cell.path).name)  # any bytes a file system holds, readable
     return name if cell.cell_index is None else f"{name} #{cell.cell_index}"
 
 
@@ -678,7 +679,7 @@ class CellListModel(QAbstractListModel):
 
     def _tooltip(self, row: int) -> str:
         cell = self._cells[row]
-        lines = [str(cell.path)]
+        lines = [display_path(cell.path)]
         if cell.cell_index is not None:
             lines.append(f"Cell #{cell.cell_index} of this smear field")
         lines += [f"P(ALL) = {float(cell.p_all):.3f}", f"Model: {cell.label}"]

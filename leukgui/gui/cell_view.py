@@ -56,6 +56,7 @@ from PySide6.QtWidgets import (
 from leukgui.core.cells import cell_image
 from leukgui.core.overlay import colorize, overlay
 from leukgui.core.results import ALL, HEM, CellResult
+from leukgui.core.text import display_path
 from leukgui.gui.cell_model import rgb_to_qimage
 from leukgui.gui.gallery import badge_spec, is_dark, label_color
 
@@ -514,9 +515,11 @@ class CellInspector(QWidget):
 
         # The number first: a narrow panel clips the end of the title, never the "#n".
         self._title.setText(
-            cell.path.name if not cell.in_field else f"#{cell.cell_index} in {cell.path.name}"
+            display_path(cell.path.name)
+            if not cell.in_field
+            else f"#{cell.cell_index} in {display_path(cell.path.name)}"
         )
-        self._title.setToolTip(str(cell.path))
+        self._title.setToolTip(display_path(cell.path))
         changed_from = model_call if reviewed and model_call not in (None, final_label) else None
         self._set_chip(final_label or cell.label, reviewed, changed_from)
 
@@ -558,7 +561,7 @@ class CellInspector(QWidget):
             scene.setSceneRect(rect)
 
         unreadable = f"cannot be read: {image_problem}"
-        rows = [("File", cell.path.name), ("Path", str(cell.path))]
+        rows = [("File", display_path(cell.path.name)), ("Path", display_path(cell.path))]
         if cell.in_field and cell.box is not None:
             x0, y0, x1, y1 = cell.box
             rows += [

@@ -30,6 +30,7 @@ from PySide6.QtWidgets import (
 )
 
 from leukgui.core.results import ALL, HEM, UNCERTAIN, UNCLASSIFIABLE, CellResult
+from leukgui.core.text import display_path
 from leukgui.gui.cell_model import rgb_to_qimage
 from leukgui.gui.gallery import LABEL_COLORS
 
@@ -323,7 +324,7 @@ class FieldDialog(QDialog):
         current: CellResult | None,
         final_label: Callable[[CellResult], str],
     ) -> None:
-        name = cells[0].path.name if cells else "field"
+        name = display_path(cells[0].path.name) if cells else "field"
         self.setWindowTitle(f"Smear field — {name}")
         height, width = rgb.shape[:2]
         chosen = f"; selected #{current.cell_index}" if current is not None else ""

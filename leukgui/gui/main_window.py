@@ -61,6 +61,7 @@ from leukgui.core.results import (
     Progress,
     RunResult,
 )
+from leukgui.core.text import display_path, display_text
 from leukgui.gui import review_dialogs
 from leukgui.gui.model_card import about_html, model_card_dialog
 from leukgui.gui.window_menus import build_actions, build_menus
@@ -482,10 +483,15 @@ class MainWindow(QMainWindow):
             self.model_combo.addItem(text, str(info.path))
             self.model_combo.setItemData(
                 self.model_combo.count() - 1,
-                f"{info.path}\nSHA-256 {info.sha256}"
+                f"{info.path}\nModel SHA-256 (manifest and weights) {info.sha256}"
                 + (f"\nCaution: {warning}" if warning else ""),
                 Qt.ItemDataRole.ToolTipRole,
             )
+        for path, reason in broken:  # listed, never chosen: one bad file hides nothing
+            self.model_combo.addItem(f"⚠ {display_path(path.name)} — unusable", None)
+            row = self.model_combo.count() - 1
+            self.model_combo.model().item(row).setEnabled(False)
+            self.model_combo.setItemData(row, display_text(reason), Qt.ItemDataRole.ToolTipRole)
         index = -1
         if current is not None:
             index = self.model_combo.findData(str(current))
@@ -499,7 +505,9 @@ class MainWindow(QMainWindow):
         self.model_combo.setCurrentIndex(max(index, 0) if found else -1)
         self.model_combo.blockSignals(False)
         for path, reason in broken:
-            self.statusBar().showMessage(f"Unreadable model {path.name}: {reason}", 8000)
+            self.statusBar().showMessage(
+                f"Unusable model {display_path(path.name)}: {display_text(reason)}", 8000
+            )
         self._model_chosen()
         self.models_changed.emit()
 
@@ -552,7 +560,7 @@ class MainWindow(QMainWindow):
             self.setWindowTitle(APP_NAME)
             return
         info = self.run.info
-        names = ", ".join(Path(p).name or p for p in info.inputs[:2])
+        names = ", ".join(display_path(Path(p).name or p) for p in info.inputs[:2])
         if len(info.inputs) > 2:
             names += f" +{len(info.inputs) - 2}"
         cells = len(self.run.cells)
@@ -584,7 +592,8 @@ class MainWindow(QMainWindow):
                 "more often than the model card suggests; see Model > Model card.",
             )
         shown = self.run.info if self.run is not None else None
-        if shown is not None and shown.model_sha256 != info.sha256:
+        # A session saved before bundles had an identity hash names the weights' hash.
+        if shown is not None and shown.model_sha256 not in (info.sha256, info.weights_sha256):
             busy = self.worker is not None and self.worker.isRunning()
             if not busy and self._ask_yes_no(
                 "Analyze again?",
@@ -907,10 +916,15 @@ class MainWindow(QMainWindow):
 
     def restore_session(self, folder: Path) -> None:
         """Reopen a session: the analyzed cells and every review change come back."""
-        from leukgui.core.sessions import ReviewSession
+        import warnings
+
+        from leukgui.core.sessions import ReviewSession, SessionRecoveryWarning
 
         self.ensure_content()
-        session = ReviewSession.restore(folder)  # SessionInUseError, SessionError
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", SessionRecoveryWarning)
+            session = ReviewSession.restore(folder)  # SessionInUseError, SessionError
+        gaps = [str(w.message) for w in caught if issubclass(w.category, SessionRecoveryWarning)]
         self._close_session()
         self.session = session
         run, review = session.run, session.review
@@ -934,6 +948,8 @@ class MainWindow(QMainWindow):
             f"Restored session: {len(run.cells)} cells, {len(review.audit)} review changes"
         )
         self._update_actions()
+        if gaps:  # a damaged journal line is never applied silently, nor dropped silently
+            self._show_message("warning", "Review restored with gaps", "\n\n".join(gaps))
 
     # ------------------------------------------------------------------ review
 
@@ -1159,7 +1175,8 @@ class MainWindow(QMainWindow):
         reviewed = {c.sample for c in self.run.cells if self.review.is_reviewed(c)}
         open_samples = sorted(s for s in reviewed if self.review.signed_off(s) is None)
         if open_samples:
-            parts.append("reviewed samples not signed off: " + ", ".join(open_samples))
+            shown = ", ".join(display_path(s) for s in open_samples)
+            parts.append("reviewed samples not signed off: " + shown)
         return "; ".join(parts)
 
     def may_discard_review(self, action: str) -> bool:
@@ -1308,6 +1325,8 @@ class MainWindow(QMainWindow):
         from leukgui.core.imaging import decode_image
 
         try:
+            if cell.stamp is not None and not cell.stamp.same_file_info(cell.path):
+                raise ValueError("image changed since analysis")  # said by the inspector
             rgb = decode_image(cell.path)
         except Exception:  # noqa: BLE001 - the inspector already says the file is unreadable
             self.field_view.setVisible(False)
@@ -1464,7 +1483,7 @@ class MainWindow(QMainWindow):
     def _update_actions(self) -> None:
         running = self.worker is not None and self.worker.isRunning()
         has_run = self.run is not None
-        self.act_analyze.setEnabled(not running and self.model_combo.count() > 0)
+        self.act_analyze.setEnabled(not running and bool(self.bundles))
         self.act_cancel.setEnabled(running)
         self.act_export.setEnabled(has_run and not running)
         self.act_export_csv.setEnabled(has_run and not running)

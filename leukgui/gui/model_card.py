@@ -49,7 +49,8 @@ def model_card_html(info: BundleInfo) -> str:
         ("Decision threshold", f"{info.threshold:.3f}"),
         ("Uncertainty band", f"{info.uncertainty_band[0]:.3f} – {info.uncertainty_band[1]:.3f}"),
         ("File", str(info.path)),
-        ("Weights SHA-256", info.sha256),
+        ("Model SHA-256 (manifest and weights)", info.sha256),
+        ("Weights SHA-256", info.weights_sha256),
         ("Description", m.get("description", "")),
     ]
     out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QMessageBox, QWidget
 
+from leukgui.core.text import display_path
+
 if TYPE_CHECKING:
     from leukgui.core.metrics import SampleSummary
     from leukgui.core.sessions import SessionSummary
@@ -97,7 +99,7 @@ def confirm_sign_off(parent: QWidget, text: str) -> bool:
 def sign_off_text(sample: str, reviewer: str, row: SampleSummary) -> str:
     """What the sign-off dialog says: the sample, how much of it was reviewed, and what is
     still open (unreviewed or UNCERTAIN cells)."""
-    lines = [f"Sign off sample {sample!r} under the name {reviewer!r}?"]
+    lines = [f"Sign off sample '{display_path(sample)}' under the name '{reviewer}'?"]
     lines.append(f"Reviewed: {row.reviewed} of {row.cells} cells.")
     unreviewed = row.cells - row.reviewed
     if unreviewed:

@@ -31,6 +31,7 @@ from PySide6.QtWidgets import (
 from leukgui.core.formatting import local_minute, percent
 from leukgui.core.metrics import SampleSummary, sample_summary
 from leukgui.core.results import UNCERTAIN, UNCLASSIFIABLE, FileError, RunResult
+from leukgui.core.text import display_path, display_text
 
 if TYPE_CHECKING:
     from leukgui.core.review import ReviewState
@@ -54,7 +55,7 @@ _TOOLTIP = (
 def details_text(s: SampleSummary) -> str:
     """The counts behind a row, in words: the tooltip and the details strip."""
     text = (
-        f"{s.sample}: {s.n_all} ALL · {s.n_hem} HEM · {s.n_uncertain} {UNCERTAIN} · "
+        f"{display_path(s.sample)}: {s.n_all} ALL · {s.n_hem} HEM · {s.n_uncertain} {UNCERTAIN} · "
         f"{s.n_unclassifiable} {UNCLASSIFIABLE} · reviewed {s.reviewed} of {s.cells}"
     )
     if s.signed_off is not None:
@@ -155,7 +156,7 @@ class SamplesPanel(QWidget):
             # tenth of a percent (the report keeps one decimal in its own columns).
             ci = "" if math.isnan(s.ci_low) else f"{100 * s.ci_low:.0f}–{100 * s.ci_high:.0f}%"
             values = (
-                s.sample,  # "All samples" on the last row
+                display_path(s.sample),  # "All samples" on the last row
                 s.cells,
                 percent(s.all_fraction, missing=""),
                 ci,
@@ -244,7 +245,9 @@ class SamplesPanel(QWidget):
     def add_errors(self, errors: Iterable[FileError]) -> None:
         """List inputs that could not be analyzed (one line each: path, reason and kind)."""
         for error in errors:
-            self.errors.addItem(f"{error.path}: {error.reason} ({error.kind_text})")
+            self.errors.addItem(
+                f"{display_path(error.path)}: {display_text(error.reason)} ({error.kind_text})"
+            )
         self._count_errors()
 
     def _count_errors(self) -> None:
