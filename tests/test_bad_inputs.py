@@ -10,6 +10,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import openpyxl
 import pytest
 import tifffile
 from PIL import Image
@@ -219,8 +220,18 @@ def test_valid_files_with_appended_data_are_classified(tiny_bundle, tmp_path: Pa
     (tmp_path / "cut.jpg").write_bytes(jpeg[: len(jpeg) // 2])
     run = analyze_paths([tmp_path], tiny_bundle)
     assert sorted(Path(c.path).name for c in run.cells) == ["tail.jpg", "tail.png"]
-    # The skipped tail is said on the cell (the report's Note), not hidden.
+    # The skipped tail is said on the cell, in the report's Cells sheet and the CSV.
     assert all("after the end of the image ignored" in c.note for c in run.cells)
+    from leukgui.core.exports import write_csv
+    from leukgui.core.report import write_excel
+
+    write_excel(run, tmp_path / "r.xlsx")
+    write_csv(run, tmp_path / "r.csv")
+    cells_sheet = openpyxl.load_workbook(tmp_path / "r.xlsx")["Cells"]
+    texts = [str(c.value) for row in cells_sheet.iter_rows() for c in row if c.value]
+    assert sum("after the end of the image ignored" in t for t in texts) == 2
+    csv_text = (tmp_path / "r.csv").read_text(encoding="utf-8-sig")
+    assert csv_text.count("after the end of the image ignored") == 2
     assert [(Path(e.path).name, e.reason, e.kind) for e in run.errors] == [
         ("cut.jpg", "truncated JPEG", UNREADABLE)
     ]

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import cv2
+import numpy as np
 import openpyxl
 import pytest
 
@@ -217,7 +219,7 @@ def test_ctrl_c_keeps_finished_cells_and_marks_the_report(tiny_bundle_path: Path
 
 
 @pytest.mark.parametrize("value", ["0", "-5"])
-@pytest.mark.parametrize("option", ["--batch-size", "--max-pixels"])
+@pytest.mark.parametrize("option", ["--batch-size", "--max-pixels", "--max-file-mib"])
 def test_sizes_below_one_are_usage_errors(option: str, value: str, tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["analyze", str(tmp_path), option, value])
@@ -550,3 +552,20 @@ def test_a_symlinked_out_is_written_through_to_its_target(
     assert f"report {link}" in stdout
     assert sorted(p.name for p in shared.iterdir()) == ["latest.xlsx"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cells", "r.csv", "r.xlsx", "shared"]
+
+
+def test_max_file_mib_refuses_bigger_files_by_size(
+    tiny_bundle_path: Path, tmp_path: Path, capsys
+) -> None:
+    folder = tmp_path / "in"
+    folder.mkdir()
+    cv2.imwrite(str(folder / "small.png"), np.zeros((64, 64, 3), np.uint8))
+    with open(folder / "big.png", "wb") as fh:  # a sparse 3 MiB file after a real PNG header
+        fh.write(cv2.imencode(".png", np.zeros((64, 64, 3), np.uint8))[1].tobytes())
+        fh.truncate(3 * 2**20)
+    out = tmp_path / "r.xlsx"
+    args = ["analyze", str(folder), "--model", str(tiny_bundle_path), "--out", str(out)]
+    code = cli.main([*args, "--max-file-mib", "2", "--no-progress"])
+    captured = capsys.readouterr()
+    assert code == cli.EXIT_SOME_ERRORS
+    assert "big.png: too large: 3 MiB file (limit 2 MiB)" in captured.err

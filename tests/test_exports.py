@@ -107,6 +107,7 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "path",
         "path_exact",
         "sha256",
+        "note",
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -133,6 +134,7 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         str(run.cells[0].path),
         str(run.cells[0].path),  # path_exact: an ordinary path reads the same
         "",  # sha256: this hand-made result has no stamp
+        "",  # note: read as it is
     ]
     assert body[5][6] == ""  # unknown truth is blank
     assert body[-1][3:9] == ["error", "", "", "", "unreadable", "truncated PNG"]

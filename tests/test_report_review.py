@@ -371,6 +371,7 @@ def test_csv_gets_review_columns(run: RunResult, review: ReviewState, tmp_path: 
         "path",
         "path_exact",
         "sha256",
+        "note",
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -397,5 +398,5 @@ def test_without_review_the_csv_is_unchanged(run: RunResult, tmp_path: Path) -> 
     assert plain == (tmp_path / "none.csv").read_bytes()
     header = plain.decode("utf-8-sig").splitlines()[0]
     assert header == (
-        "file,sample,subject,status,label,p_all,truth,kind,reason,path,path_exact,sha256"
+        "file,sample,subject,status,label,p_all,truth,kind,reason,path,path_exact,sha256,note"
     )

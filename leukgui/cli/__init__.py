@@ -86,6 +86,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error("--batch-size must be at least 1")
     if getattr(args, "max_pixels", 1) < 1:
         parser.error("--max-pixels must be at least 1")
+    if getattr(args, "max_file_mib", 1) < 1:
+        parser.error("--max-file-mib must be at least 1")
     # Everything a command prints passes through `clean`: no escape codes from file or model
     # names reach the terminal.
     return int(args.func(args, CleanStream(sys.stdout), CleanStream(sys.stderr)))

@@ -34,7 +34,7 @@ from leukgui.cli.console import (
 from leukgui.core.atomic import try_lock, unlock
 from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths
 from leukgui.core.formatting import percent
-from leukgui.core.imaging import DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
+from leukgui.core.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from leukgui.core.results import DEMO_NOTICE, CancelToken
 from leukgui.core.text import display_path
 
@@ -251,7 +251,10 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"leukgui: error: --out must name an .xlsx file, not {report_path}\n")
         return EXIT_USAGE
     options = AnalysisOptions(
-        batch_size=args.batch_size, image_kind=args.image_kind, max_pixels=args.max_pixels
+        batch_size=args.batch_size,
+        image_kind=args.image_kind,
+        max_pixels=args.max_pixels,
+        max_bytes=args.max_file_mib * 2**20,
     )
 
     items, walk_errors = discover(args.inputs)
@@ -442,7 +445,8 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         if any(b.demo for b in found):
             out.write(f"\n[DEMO] {DEMO_NOTICE}\n")
     for path, reason in broken:
-        err.write(f"unreadable model file {path}: {reason}\n")
+        reason = reason.removeprefix(f"{path.name}: ")  # the path is said once
+        err.write(clean(f"unusable model file {display_path(path)}: {reason}\n"))
     return EXIT_OK
 
 
@@ -544,6 +548,14 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         default=DEFAULT_MAX_PIXELS,
         metavar="N",
         help=f"refuse images larger than N pixels before decoding (default {DEFAULT_MAX_PIXELS})",
+    )
+    analyze.add_argument(
+        "--max-file-mib",
+        type=int,
+        default=DEFAULT_MAX_BYTES // 2**20,
+        metavar="MIB",
+        help="refuse image files larger than MIB mebibytes, from their size alone "
+        f"(default {DEFAULT_MAX_BYTES // 2**20})",
     )
     analyze.add_argument(
         "--image-kind",

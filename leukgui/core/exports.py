@@ -142,6 +142,7 @@ _CSV_COLUMNS = (
     "path",
     "path_exact",
     "sha256",
+    "note",
 )
 _CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
 
@@ -153,7 +154,9 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
     U+FFFD); `path_exact` is the same path losslessly (`text.exact_path`: '%', control
     characters and undecodable bytes as %XX; `text.path_from_exact` gives the path back).
     `sha256` is the hash of the file's bytes when it was analyzed (empty for errors and for
-    results made without one), which ties each row to the exact pixels.
+    results made without one), which ties each row to the exact pixels. `note` says what
+    was done to read the file (EXIF orientation applied, data after the end ignored, first
+    page of several used; for a smear-field cell, what the detector noticed).
 
     Errors are rows too (status "error" with their kind and reason), so nothing silently disappears.
     With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
@@ -193,10 +196,11 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
                         full_path(o.path),
                         exact_full_path(o.path),
                         o.sha256 or "",
+                        display_text(o.note),
                     ]
                 else:
                     row = [names(o.path), o.sample, "", "error", "", "", "", o.kind_text, o.reason]
-                    row += [full_path(o.path), exact_full_path(o.path), ""]
+                    row += [full_path(o.path), exact_full_path(o.path), "", ""]
                 if review is not None:
                     row[at:at] = reviewed(o)
                 out.writerow([csv_safe(v) for v in row])

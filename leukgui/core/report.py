@@ -499,6 +499,8 @@ def _cells_sheet(
         if cell.in_field:  # the n-th white cell found in a smear field, and where
             x0, y0, x1, y1 = cell.box
             name = f"{name} #{cell.cell_index} at ({x0},{y0})-({x1},{y1})"
+        elif cell.note:  # how the file was read: EXIF orientation, an ignored tail, ...
+            name = f"{name}\n[{cell.note}]"
         file_names.append(name)
         samples.append(cell.sample)
         paths.append(full_path(cell.path))
