@@ -12,7 +12,7 @@ import numpy as np
 from leukgui.core.imaging import DEFAULT_MAX_PIXELS, ImageError, decode_image
 from leukgui.core.results import IMAGE_CHANGED, CellResult
 
-__all__ = ["cell_image", "cell_mask"]
+__all__ = ["cell_crop", "cell_image", "cell_mask"]
 
 
 def cell_mask(cell: CellResult) -> np.ndarray | None:
@@ -31,7 +31,12 @@ def cell_image(cell: CellResult, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.nda
     never judge a call against other pixels than the model's; a cheap check, no hashing)."""
     if cell.stamp is not None and not cell.stamp.same_file_info(cell.path):
         raise ImageError(IMAGE_CHANGED)
-    rgb = decode_image(cell.path, max_pixels=max_pixels)
+    return cell_crop(cell, decode_image(cell.path, max_pixels=max_pixels))
+
+
+def cell_crop(cell: CellResult, rgb: np.ndarray) -> np.ndarray:
+    """What the model saw of `cell` in its decoded file `rgb`: the file itself for a
+    single-cell image, else the cell cut out of the field again from its box and mask."""
     mask = cell_mask(cell)
     if mask is None:
         return rgb

@@ -191,34 +191,16 @@ class _Cell:
     note: str = ""
 
 
-def _stamp(path: Path) -> FileStamp | None:
-    try:
-        return FileStamp.of(path)
-    except OSError:
-        return None  # decode_image says why the file cannot be read
-
-
 def _decode_stamped(
     item: InputFile, options: AnalysisOptions
 ) -> tuple[DecodedImage, FileStamp | None]:
-    """The image and the stamp (size, time, SHA-256) of the bytes it was decoded from.
-
-    The file is stamped before it is decoded and checked after: a file that changed in
-    between is read again, so the hash in a report is always the hash of the analyzed pixels.
-    """
+    """The image and the stamp (size, time, SHA-256) of the very bytes it was decoded from
+    (read once: `read_image` hashes what it read). A file whose size or time changed while it
+    was read is read again, so a report's hash is always that of the analyzed pixels."""
     for _ in range(3):
-        try:
-            before = os.stat(item.path)
-        except OSError:
-            before = None  # read_image says why the file cannot be read
-        # Decoded first: read_image refuses an oversized file from its header, before any
-        # full read (hashing it first would read a 2 GiB file only to refuse it).
         decoded = read_image(item.path, max_pixels=options.max_pixels, max_bytes=options.max_bytes)
-        stamp = _stamp(item.path)
-        if stamp is None or before is None:
-            return decoded, stamp
-        if (stamp.size, stamp.mtime_ns) == (int(before.st_size), int(before.st_mtime_ns)):
-            return decoded, stamp
+        if decoded.stamp is None or decoded.stamp.same_file_info(item.path):
+            return decoded, decoded.stamp
     raise ImageError("the file kept changing while it was being read", UNREADABLE)
 
 
@@ -420,7 +402,6 @@ class Analyzer:
 
 def device_description() -> str:
     """Which device TensorFlow computes on, for the report's provenance."""
-    import os
 
     import tensorflow as tf
 

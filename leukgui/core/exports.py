@@ -23,9 +23,9 @@ import cv2
 import numpy as np
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.imaging import ImageError, decode_image
+from leukgui.core.imaging import ImageError, read_image
 from leukgui.core.overlay import overlay
-from leukgui.core.results import IMAGE_CHANGED, CellResult, FileStamp, RunResult
+from leukgui.core.results import IMAGE_CHANGED, CellResult, RunResult
 from leukgui.core.text import display_path, display_text, exact_path
 
 if TYPE_CHECKING:
@@ -98,25 +98,20 @@ def reread_cell(cell: CellResult) -> np.ndarray:
     raises ImageError if the file is not the image that was analyzed: a different SHA-256
     than at analysis (`IMAGE_CHANGED`, even when size and time are the same), or a
     different size in pixels for results without a stamp."""
-    if cell.stamp is not None:
-        now = FileStamp.of(cell.path)  # OSError: the caller says the image is unavailable
-        if now.sha256 != cell.stamp.sha256:
-            raise ImageError(IMAGE_CHANGED)
-        rgb = decode_image(cell.path)
-        if not now.same_file_info(cell.path):  # rewritten while it was being read
-            raise ImageError(IMAGE_CHANGED)
-    else:
-        rgb = decode_image(cell.path)
+    decoded = read_image(cell.path)  # one read: the bytes decoded are the bytes hashed
+    rgb = decoded.rgb
+    if cell.stamp is not None and (
+        decoded.stamp is None or decoded.stamp.sha256 != cell.stamp.sha256
+    ):
+        raise ImageError(IMAGE_CHANGED)
     h, w = rgb.shape[:2]
     if cell.width and cell.height and (w, h) != (cell.width, cell.height):
         raise ImageError(
             f"file changed since analysis (was {cell.width}x{cell.height}, now {w}x{h})"
         )
-    if cell.in_field:  # the crop the model saw, cut from the field again
-        from leukgui.core.cells import cell_image
+    from leukgui.core.cells import cell_crop
 
-        return cell_image(cell)
-    return rgb
+    return cell_crop(cell, rgb)  # a smear-field cell: cut from the field again
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -8,6 +8,7 @@ hang. The reasons are shown to lab staff as they are, so they are short and free
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ from leukgui.core.results import (
     TOO_LARGE,
     UNREADABLE,
     FileError,
+    FileStamp,
     InputFile,
 )
 
@@ -561,6 +563,7 @@ class DecodedImage:
 
     rgb: np.ndarray
     notes: tuple[str, ...] = ()
+    stamp: FileStamp | None = None  # size, time and SHA-256 of the very bytes decoded
 
 
 def _size_text(n: int) -> str:
@@ -586,8 +589,11 @@ def _not_regular_reason(mode: int) -> str:
     return f"not a regular file ({what}), skipped"
 
 
-def _read_file(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) -> np.ndarray:
-    """The file's bytes, after checking from its header alone that it may be read at all.
+def _read_file(
+    path: str | os.PathLike[str], max_pixels: int, max_bytes: int
+) -> tuple[np.ndarray, FileStamp]:
+    """The file's bytes and their stamp, after checking from its header alone that it may be
+    read at all (hashed here, from memory, so a run reads each file once).
 
     Only a regular file is opened (a FIFO or device could block or never end), and it is
     opened non-blocking so one swapped in meanwhile cannot hang either. The first
@@ -625,7 +631,9 @@ def _read_file(path: str | os.PathLike[str], max_pixels: int, max_bytes: int) ->
                 if not got:
                     break
                 filled += got
-            return data[:filled]
+            data = data[:filled]
+            digest = hashlib.sha256(memoryview(data)).hexdigest()
+            return data, FileStamp(int(st.st_size), int(st.st_mtime_ns), digest)
     except PermissionError as exc:
         raise ImageError("cannot be read (permission denied)", UNREADABLE) from exc
     except OSError as exc:
@@ -660,7 +668,7 @@ def read_image(
     An EXIF orientation is applied, as every viewer does, and a multi-page TIFF or animated
     PNG gives its first frame; both are said in the notes.
     """
-    data = _read_file(path, max_pixels, max_bytes)
+    data, stamp = _read_file(path, max_pixels, max_bytes)
     view = memoryview(data)
     kind = _sniff(view)
     notes: list[str] = []
@@ -714,7 +722,7 @@ def read_image(
         # Decodable, but too few pixels to hold a cell: no image this tool can analyze.
         raise ImageError(f"too small: {width} x {height} px", NOT_AN_IMAGE)
     try:
-        return DecodedImage(_to_rgb8(np.ascontiguousarray(img)), tuple(notes))
+        return DecodedImage(_to_rgb8(np.ascontiguousarray(img)), tuple(notes), stamp)
     except ValueError as exc:
         raise ImageError(f"unsupported image layout ({exc})", NOT_AN_IMAGE) from exc
 

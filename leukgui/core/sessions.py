@@ -246,9 +246,6 @@ def _fsync_dir(folder: Path) -> None:
             os.close(fd)
 
 
-_try_lock, _unlock = try_lock, unlock  # one OS lock for sessions and reports
-
-
 class SessionStore:
     """A session folder: a snapshot of the run plus the append-only review journal.
 
@@ -335,7 +332,7 @@ class SessionStore:
         if self._lock_fd is not None:
             return
         try:
-            fd = _try_lock(self.folder / LOCK_FILE)
+            fd = try_lock(self.folder / LOCK_FILE)
         except OSError as exc:
             raise SessionError(f"cannot open the session in {self.folder}: {exc}") from exc
         if fd is None:
@@ -352,12 +349,12 @@ class SessionStore:
         if not path.exists():
             return False
         try:
-            fd = _try_lock(path)
+            fd = try_lock(path)
         except OSError:
             return False
         if fd is None:
             return True
-        _unlock(fd)
+        unlock(fd)
         return False
 
     def close(self) -> None:
@@ -366,7 +363,7 @@ class SessionStore:
             os.close(fd)
         if self._lock_fd is not None:
             lock, self._lock_fd = self._lock_fd, None
-            _unlock(lock)
+            unlock(lock)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
