@@ -64,6 +64,7 @@ from leukgui.gui.cell_model import (
     PAllRole,
     ReviewedRole,
 )
+from leukgui.gui.theme import is_dark  # re-exported: painters import it from here
 
 __all__ = [
     "LABEL_COLORS",
@@ -149,13 +150,6 @@ def badge_text(label: str, model_call: str | None = None, changed: bool = False)
     if changed and model_call:
         return f"{badge_spec(model_call).text}{_ARROW}{text}"
     return text
-
-
-def is_dark(palette: QPalette | None = None) -> bool:
-    """Whether `palette` (default: the application's) paints light text on a dark base."""
-    if palette is None:
-        palette = QGuiApplication.palette()
-    return palette.color(QPalette.ColorRole.Base).lightness() < 128
 
 
 def label_color(label: str, dark: bool = False) -> QColor:

@@ -76,14 +76,17 @@ _STATUS = {
 }
 
 
-def is_dark() -> bool:
-    """Whether the application's palette is a dark one (window darker than its text)."""
-    app = QApplication.instance()
-    if app is None:
-        return False
-    palette = app.palette()
-    window = palette.color(QPalette.ColorRole.Window).lightnessF()
-    return window < palette.color(QPalette.ColorRole.WindowText).lightnessF()
+def is_dark(palette: QPalette | None = None) -> bool:
+    """Whether `palette` (default: the application's) is a dark one: the base views paint on
+    darker than their text. The one test every painter uses (gallery tiles, inspector chip,
+    status colours)."""
+    if palette is None:
+        app = QApplication.instance()
+        if app is None:
+            return False
+        palette = app.palette()
+    base = palette.color(QPalette.ColorRole.Base).lightnessF()
+    return base < palette.color(QPalette.ColorRole.Text).lightnessF()
 
 
 def status_colour(kind: str) -> str:
