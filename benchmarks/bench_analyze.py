@@ -2,6 +2,8 @@
 
     python benchmarks/bench_analyze.py              # N = 1000 (about 10 minutes on 2 cores)
     python benchmarks/bench_analyze.py --n 200 --skip-memory   # a quick look
+    python benchmarks/bench_analyze.py --n 200 --tta-only \
+        --bundle resources/models/efficientnetb0-demo.leukmodel   # TTA cost, demo model
 
 Prints images/s for
   (a) batched forward pass on preloaded tensors (the runtime's ceiling),
@@ -10,7 +12,9 @@ Prints images/s for
   (c) the keras.io Grad-CAM recipe (per image, GradientTape, eager),
   (d) per-image `model.predict`,
   (e) `keras.utils.image_dataset_from_directory` + `model.predict` (labels only),
-the ratios b/a, b/c, b/d, b/e, and the peak RSS of fresh processes analyzing N and 10*N files.
+  (t) the full analysis path with test-time augmentation (8 views per cell),
+the ratios b/a, b/c, b/d, b/e, t/b, and the peak RSS of fresh processes analyzing N and 10*N
+files.
 All on N synthetic 450x450 BMP cells and EfficientNetB0 at 224 px. Speeds are compared as
 ratios measured in the same process because the machines are noisy.
 """
@@ -120,6 +124,33 @@ def measure_memory(bundle_path: Path, data: Path, n: int, figures: dict) -> None
     )
 
 
+def measure_tta(analyzer, data: Path, items: list, repeats: int, figures: dict) -> None:
+    """(b) and (t): the full analysis path without and with test-time augmentation, timed
+    alternately in this process so machine load hits both alike; the ratio is the cost."""
+    from leukgui.core.engine import AnalysisOptions, analyze_paths
+
+    n = len(items)
+
+    def run(tta: bool) -> None:
+        options = AnalysisOptions(tta=tta)
+        outcomes = analyze_paths([data], analyzer, options, discovered=(items, [])).outcomes
+        assert len(outcomes) == n
+
+    run(True)  # compile the forward-only function outside the timing
+    plain, tta = [], []
+    for _ in range(repeats):
+        plain.append(best_of(lambda: run(False), 1))
+        tta.append(best_of(lambda: run(True), 1))
+    figures["b_tta_plain"] = n / min(plain)
+    figures["t"] = n / min(tta)
+    figures["t/b"] = figures["t"] / figures["b_tta_plain"]
+    print(
+        f"(t) TTA, 8 views: {figures['t']:.1f} img/s against {figures['b_tta_plain']:.1f} "
+        f"img/s without; t/b = {figures['t/b']:.3f} (7 extra forward passes per cell: "
+        "expect about 1/8)"
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--n", type=int, default=1000, help="synthetic BMP files (default 1000)")
@@ -133,6 +164,12 @@ def main() -> int:
     parser.add_argument("--skip-memory", action="store_true")
     parser.add_argument("--memory-only", action="store_true", help="only the RSS figures")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--bundle", type=Path, help="time this model file instead of a random EfficientNetB0"
+    )
+    parser.add_argument(
+        "--tta-only", action="store_true", help="only (b) and (t): analysis with and without TTA"
+    )
     parser.add_argument("--memory-child", nargs=3, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.memory_child:
@@ -155,7 +192,7 @@ def main() -> int:
     write_dataset(data, n_per_class=args.n // 2, seed=1, fmt="bmp")
     items, _ = discover([data])
     n = len(items)
-    bundle_path = make_bundle(tmp)
+    bundle_path = args.bundle if args.bundle else make_bundle(tmp)
     figures: dict[str, float] = {"n": n, "cpu_count": os.cpu_count() or 0}
     if args.memory_only:
         measure_memory(bundle_path, data, n, figures)
@@ -164,6 +201,11 @@ def main() -> int:
     model = bundle.model
     analyzer = Analyzer(bundle)
     size = analyzer.input_size
+    if args.tta_only:
+        measure_tta(analyzer, data, items, args.repeats, figures)
+        if args.json:
+            args.json.write_text(json.dumps(figures, indent=2))
+        return 0
 
     # (a) forward pass only, on tensors already in memory
     batches = [
@@ -245,6 +287,7 @@ def main() -> int:
         verdict = "ok" if value >= target else "BELOW TARGET"
         print(f"{ratio:4s} = {value:7.2f}   (target >= {target})  {verdict}")
 
+    measure_tta(analyzer, data, items, args.repeats, figures)
     if not args.skip_memory:
         measure_memory(bundle_path, data, n, figures)
     if args.json:

@@ -649,3 +649,98 @@ def test_models_upgrade_makes_an_old_lab_model_usable_and_says_what_to_check(
     )
     code = cli.main(["models", "--upgrade", str(broken), "--out", str(tmp_path / "x.leukmodel")])
     assert code == cli.EXIT_MODEL and not (tmp_path / "x.leukmodel").exists()
+
+
+# ------------------------------------------------------- calibration and stain normalisation
+
+
+def test_a_bundle_without_calibration_or_stain_keeps_its_scores(tiny_bundle) -> None:
+    assert "calibration" not in tiny_bundle.manifest
+    assert tiny_bundle.temperature == 1.0
+    assert tiny_bundle.stain is None
+    assert tiny_bundle.calibrate(0.8) == pytest.approx(0.8)
+
+
+def test_calibration_and_stain_round_trip_through_a_bundle(tiny_bundle, tmp_path: Path) -> None:
+    from leukgui.core.stain import ReinhardStats
+
+    stats = ReinhardStats((60.0, 20.0, -20.0), (12.0, 5.0, 8.0), "120 training cells")
+    manifest = make_manifest(
+        name="calibrated",
+        version="1",
+        backbone="efficientnetb0",
+        input_size=64,
+        temperature=2.0,
+        stain=stats,
+    )
+    assert manifest["calibration"] == {
+        "method": "temperature",
+        "temperature": 2.0,
+        "fitted_on": "validation",
+    }
+    assert manifest["stain_normalisation"]["method"] == "reinhard"
+    path = save_bundle(tiny_bundle.model, manifest, tmp_path)
+    loaded = load_bundle(path)
+    assert loaded.temperature == 2.0
+    assert loaded.calibration_fitted_on == "validation"
+    assert loaded.stain == stats
+    p = np.array([0.1, 0.5, 0.9])
+    z = np.log(p / (1 - p)) / 2.0
+    np.testing.assert_allclose(loaded.calibrate(p), 1 / (1 + np.exp(-z)), rtol=1e-6)
+    # The identity covers the calibration: a changed temperature is an edited manifest.
+    edited = _rewrite(
+        path,
+        tmp_path / "edited.leukmodel",
+        manifest=lambda m: {**m, "calibration": {**m["calibration"], "temperature": 1.0}},
+        sign=False,
+    )
+    with pytest.raises(BundleError, match="changed after the model file was written"):
+        read_manifest(edited)
+
+
+@pytest.mark.parametrize(
+    ("calibration", "message"),
+    [
+        ({"method": "temperature", "temperature": 0}, "positive finite number, not 0"),
+        ({"method": "temperature", "temperature": -2.0}, "positive finite number, not -2.0"),
+        ({"method": "temperature", "temperature": "2"}, "positive finite number, not the text"),
+        ({"method": "temperature", "temperature": True}, "positive finite number, not true"),
+        ({"method": "temperature"}, "positive finite number, not null"),
+        ({"method": "platt", "temperature": 2.0}, "method must be 'temperature'"),
+        ({"method": "temperature", "temperature": 2.0, "fitted_on": 3}, "fitted_on must be text"),
+        ([2.0], "calibration must be an object"),
+    ],
+)
+def test_an_unusable_calibration_is_refused_at_load(
+    tiny_bundle_path: Path, tmp_path: Path, calibration, message
+) -> None:
+    bad = _rewrite(
+        tiny_bundle_path,
+        tmp_path / "bad.leukmodel",
+        manifest=lambda m: {**m, "calibration": calibration},
+    )
+    with pytest.raises(BundleError, match=message):
+        load_bundle(bad)
+
+
+def test_an_unusable_stain_normalisation_is_refused_at_load(
+    tiny_bundle_path: Path, tmp_path: Path
+) -> None:
+    bad = _rewrite(
+        tiny_bundle_path,
+        tmp_path / "bad.leukmodel",
+        manifest=lambda m: {
+            **m,
+            "stain_normalisation": {
+                "method": "reinhard",
+                "lab_mean": [60.0, 20.0, -20.0],
+                "lab_std": [12.0, 0.0, 8.0],
+            },
+        },
+    )
+    with pytest.raises(BundleError, match="stain_normalisation is unusable.*lab_std"):
+        read_manifest(bad)
+    with pytest.raises(BundleError, match="temperature must be a positive"):
+        make_manifest(
+            name="x", version="1", backbone="efficientnetb0", input_size=64, temperature=0.0
+        )

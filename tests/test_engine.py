@@ -323,3 +323,164 @@ def test_a_failing_decoder_call_becomes_an_error_of_its_kind(
     run = analyze_paths([tmp_path], analyzer)
     assert [(Path(e.path), e.reason, e.kind) for e in run.errors] == [(paths[0], reason, kind)]
     assert len(run.cells) == 1
+
+
+# ------------------------------------------------ calibration and stain normalisation
+
+
+def _spread_bundle(folder: Path, **manifest_extra):
+    """A 64 px bundle whose P(ALL) spreads over 0.3..0.7 on synthetic cells: random weights
+    leave EfficientNet's features near 1e-5, so the logits layer is scaled up to see them."""
+    from leukgui.core.backbones import LOGITS_LAYER, build_classifier
+    from leukgui.core.bundle import load_bundle, make_manifest, save_bundle
+
+    model = build_classifier("efficientnetb0", weights=None, input_size=64, seed=7)
+    layer = model.get_layer(LOGITS_LAYER)
+    kernel, bias = layer.get_weights()
+    rng = np.random.default_rng(0)
+    layer.set_weights([rng.normal(0, 5e4, kernel.shape).astype(np.float32), bias])
+    manifest = make_manifest(
+        name="spread",
+        version="1",
+        backbone="efficientnetb0",
+        input_size=64,
+        threshold=0.5,
+        uncertainty_band=(0.45, 0.55),
+        **manifest_extra,
+    )
+    return load_bundle(save_bundle(model, manifest, folder))
+
+
+@pytest.fixture(scope="module")
+def spread(tmp_path_factory):
+    return _spread_bundle(tmp_path_factory.mktemp("spread"))
+
+
+@pytest.fixture(scope="module")
+def cell_items(tmp_path_factory) -> list[InputFile]:
+    """8 synthetic cells at exactly the model size (so the network sees the file's pixels)."""
+    folder = tmp_path_factory.mktemp("cells64")
+    return [InputFile(p, "s") for p in write_dataset(folder, 4, seed=3, fmt="png", size=64)]
+
+
+def _variant(bundle, **changes):
+    """The same loaded weights under a changed manifest (no file written)."""
+    import dataclasses
+
+    return dataclasses.replace(bundle, manifest={**bundle.manifest, **changes})
+
+
+def _cells(model, items: list[InputFile], **options) -> list[CellResult]:
+    run = analyze_paths(
+        [], model, AnalysisOptions(image_kind="cells", **options), discovered=(items, [])
+    )
+    assert all(isinstance(o, CellResult) for o in run.outcomes)
+    return run.cells
+
+
+def test_a_temperature_divides_the_log_odds_before_the_calls(
+    spread, cell_items: list[InputFile], tmp_path: Path
+) -> None:
+    plain = _cells(spread, cell_items)
+    p1 = np.array([c.p_all for c in plain])
+    assert p1.max() - p1.min() > 0.05  # the scores differ from cell to cell
+    hot = _spread_bundle(tmp_path, temperature=2.0)  # written and loaded: the real path
+    assert hot.temperature == 2.0
+    warm = _cells(hot, cell_items)
+    p2 = np.array([c.p_all for c in warm])
+    z = np.log(p1 / (1 - p1)) / 2.0
+    np.testing.assert_allclose(p2, 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)
+    assert np.abs(p2 - p1).max() > 0.01
+    for a, b in zip(plain, warm, strict=True):  # heatmaps are not calibrated
+        np.testing.assert_allclose(a.heatmap, b.heatmap, atol=1e-5)
+    # The calls follow the calibrated score: a threshold between a cell's raw and calibrated
+    # P(ALL) gives the call of the calibrated side.
+    i = int(np.argmax(np.abs(p2 - p1)))
+    threshold = float((p1[i] + p2[i]) / 2)
+    sharp = _variant(
+        spread,
+        decision_threshold=threshold,
+        uncertainty_band=[threshold, threshold],
+        calibration={"method": "temperature", "temperature": 2.0},
+    )
+    called = _cells(sharp, cell_items)[i]
+    assert called.p_all == pytest.approx(p2[i], rel=1e-5)
+    expected = "ALL" if p2[i] > threshold else "HEM"
+    assert called.label == expected
+    assert expected != ("ALL" if p1[i] > threshold else "HEM")
+    run = analyze_paths([], hot, AnalysisOptions(), discovered=(cell_items[:1], []))
+    assert run.info.extra["Calibration"] == "temperature scaling, T = 2 (fitted on validation)"
+    assert run.info.extra["Stain normalisation"] == "none"
+
+
+def test_stain_normalisation_changes_only_the_networks_input(
+    spread, cell_items: list[InputFile], tmp_path: Path
+) -> None:
+    import cv2
+
+    from leukgui.core.imaging import decode_image
+    from leukgui.core.stain import ReinhardStats, apply_reinhard, lab_statistics
+
+    plain = _cells(spread, cell_items)
+    target = ReinhardStats((55.0, 25.0, -25.0), (12.0, 7.0, 9.0), "3 training cells")
+    stained = _cells(_variant(spread, stain_normalisation=target.to_manifest()), cell_items)
+    p_plain = np.array([c.p_all for c in plain])
+    p_stain = np.array([c.p_all for c in stained])
+    assert np.abs(p_stain - p_plain).max() > 1e-3  # the input changed, so did the score
+    # ... and only the input: the unnormalised bundle on pre-normalised files gives the same.
+    pre = []
+    for item in cell_items:
+        out = tmp_path / item.path.name
+        cv2.imwrite(str(out), apply_reinhard(decode_image(item.path), target)[..., ::-1])
+        pre.append(InputFile(out, "s"))
+    np.testing.assert_allclose([c.p_all for c in _cells(spread, pre)], p_stain, atol=1e-6)
+    # A target equal to the cell's own statistics leaves the score where it was.
+    rgb = decode_image(cell_items[0].path)
+    mean, std = lab_statistics(rgb)
+    own = ReinhardStats(tuple(mean), tuple(std))
+    same = _cells(_variant(spread, stain_normalisation=own.to_manifest()), cell_items[:1])
+    assert same[0].p_all == pytest.approx(p_plain[0], abs=2e-3)
+    run = analyze_paths(
+        [],
+        _variant(spread, stain_normalisation=target.to_manifest()),
+        AnalysisOptions(),
+        discovered=(cell_items[:1], []),
+    )
+    assert "Reinhard" in run.info.extra["Stain normalisation"]
+
+
+def test_field_cells_are_normalised_and_calibrated_too(spread, tmp_path: Path) -> None:
+    import cv2
+
+    from leukgui.core.engine import _decode_one
+    from leukgui.core.fields import make_synthetic_field
+    from leukgui.core.stain import ReinhardStats
+
+    rgb, boxes = make_synthetic_field(3)
+    path = tmp_path / "field.png"
+    cv2.imwrite(str(path), rgb[..., ::-1])
+    items = [InputFile(path, "s")]
+    target = ReinhardStats((55.0, 25.0, -25.0), (12.0, 7.0, 9.0))
+    options = AnalysisOptions(image_kind="fields")
+    plain_cells, *_ = _decode_one(items[0], 64, options)
+    stained_cells, *_ = _decode_one(items[0], 64, options, target)
+    assert len(plain_cells) == len(stained_cells) >= 1
+    for a, b in zip(plain_cells, stained_cells, strict=True):
+        assert a.box == b.box
+        background = a.pixels.max(axis=-1) <= 8
+        np.testing.assert_array_equal(a.pixels[background], b.pixels[background])
+        assert np.abs(a.pixels - b.pixels)[~background].mean() > 3.0
+
+    def p_all(bundle) -> np.ndarray:
+        run = analyze_paths([], bundle, options, discovered=(items, []))
+        assert run.cells and not run.errors
+        return np.array([c.p_all for c in run.cells])
+
+    stain = {"stain_normalisation": target.to_manifest()}
+    p_plain = p_all(spread)
+    p_stain = p_all(_variant(spread, **stain))
+    calibration = {"method": "temperature", "temperature": 2.0}
+    p_both = p_all(_variant(spread, **stain, calibration=calibration))
+    assert np.abs(p_stain - p_plain).max() > 1e-3
+    z = np.log(p_stain / (1 - p_stain)) / 2.0
+    np.testing.assert_allclose(p_both, 1 / (1 + np.exp(-z)), rtol=1e-5, atol=1e-6)

@@ -41,3 +41,21 @@ def test_local_minute_is_in_this_computers_time_zone(monkeypatch) -> None:
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def test_percent_range_says_n_a_for_an_undefined_interval() -> None:
+    from leukgui.core.formatting import percent_range
+
+    assert percent_range((0.123, 0.9)) == "12.3% – 90.0%"
+    assert percent_range((float("nan"), 0.9)) == "n/a"
+    assert percent_range(None, missing="") == ""
+    assert percent_range((0.1,)) == "n/a"
+
+
+def test_edges_text_never_shows_two_edges_as_one_number() -> None:
+    from leukgui.core.formatting import edges_text
+
+    assert edges_text(0.4, 0.6) == "0.400–0.600"
+    assert edges_text(0.49551, 0.49552) == "0.49551–0.49552"
+    assert edges_text(0.5, 0.5) == "0.500–0.500"
+    assert edges_text(0.1, 0.9, sep=" < P(ALL) < ") == "0.100 < P(ALL) < 0.900"

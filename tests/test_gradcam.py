@@ -107,3 +107,19 @@ def test_aligned_map_puts_each_cell_where_it_belongs() -> None:
     # cell (3, 1) is centred at 32 * i + 31 px: rows 127, columns 63 of the 224 px input
     assert abs((row + 0.5) * pixel - 0.5 - 127) <= pixel
     assert abs((col + 0.5) * pixel - 0.5 - 63) <= pixel
+
+
+def test_the_forward_only_call_gives_the_same_p_all() -> None:
+    """TTA's extra views go through `forward`; it must be the same network as the heatmap
+    call, or the views would be averaged with scores of another model."""
+    model = build_classifier("vgg16", weights=None, input_size=64, seed=3)
+    rng = np.random.default_rng(4)
+    images = rng.uniform(0, 255, (6, 64, 64, 3)).astype(np.float32)
+    _split_head(model, images)
+    cam = BatchedGradCAM(model)
+    p_all, _, _ = cam(images)
+    forward = cam.forward(images)
+    assert forward.shape == (6,)
+    np.testing.assert_allclose(forward, p_all, atol=1e-6)
+    np.testing.assert_allclose(forward, model.predict(images, verbose=0)[:, 1], atol=1e-5)
+    assert {bool(p >= 0.5) for p in forward} == {True, False}

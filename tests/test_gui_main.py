@@ -526,7 +526,8 @@ def test_about_names_versions_and_the_demo_notice(window) -> None:
     assert "PySide6" in about_html(demo) and "Python" in about_html(demo)
     assert DEMO_NOTICE not in about_html(window.current_bundle())
     card = model_card_html(demo)
-    assert demo.sha256 in card and "balanced_accuracy" in card
+    assert demo.sha256 in card and "Balanced accuracy" in card
+    assert "Scores on 400 held-out synthetic cells" in card  # the demo says what it was scored on
 
 
 def test_window_layout_is_remembered_and_stale_layouts_dropped(qtbot, installed_tiny) -> None:
@@ -947,3 +948,19 @@ def test_an_unusable_model_file_is_listed_with_its_reason_and_hides_nothing(
         assert combo.currentIndex() != row
     finally:
         bad.unlink()
+
+
+def test_test_time_augmentation_is_a_kept_choice_the_run_records(qtbot, window, tmp_path) -> None:
+    from leukgui.core.engine import TTA_ROW
+    from leukgui.core.preferences import load_preferences
+
+    folder = tmp_path / "p"
+    write_dataset(folder, 2, 3, fmt="png", size=96)
+    plain = _analyze(qtbot, window, [folder])
+    assert plain.info.extra[TTA_ROW] == "off"
+    window.act_tta.trigger()  # Analysis ▸ Test-time augmentation
+    assert window.prefs.tta is True
+    assert load_preferences()[0].tta is True  # kept for the next start at once
+    augmented = _analyze(qtbot, window, [folder])
+    assert augmented.info.extra[TTA_ROW].startswith("8 views")
+    assert [c.path for c in augmented.cells] == [c.path for c in plain.cells]

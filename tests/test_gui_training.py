@@ -505,3 +505,71 @@ def test_nice_ticks() -> None:
     assert all(t == int(t) for t in nice_ticks(1, 3, 8, integer=True))
     assert nice_ticks(2, 2) == [2]
     assert nice_ticks(float("nan"), 1) == []
+
+
+# ------------------------------------------------------------------------------ honest splits
+
+
+def test_unknown_subjects_hold_start_until_given_or_accepted(qtbot, page, tmp_path) -> None:
+    """Files lying loose in all/ and hem/: no silent split by image. A folder-level rule or
+    the explicit "Allow a split by image" tick lets training start, and the warning stays."""
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    control = page.run_control
+    folder = tmp_path / "flat"
+    write_dataset(folder, 24, 8, fmt="png", layout="folders", size=64)
+
+    preview = _scan(qtbot, page, folder)
+
+    assert preview.scan.image_subjects == 48
+    reason = control.start_reason.text()
+    assert not control.start_button.isEnabled()
+    assert reason.startswith("Subjects (patients) are unknown for 48 of 48 cells")
+    assert "Allow a split by image" in reason
+    assert any("by image" in w for w in preview.warnings())
+
+    page.form.split_by_image_check.setChecked(True)
+    assert control.start_button.isEnabled(), control.start_reason.text()
+    warnings = page.form.split_warnings_label.text()
+    assert page.form.split_warnings_label.isVisibleTo(page)
+    assert "Subjects unknown for 48 cells" in warnings and "optimistic" in warnings
+    assert page.form.split_options().split_by == "image"
+    assert control.status_label.text() == (
+        "Data set ready: 48 cells of 48 images without a known subject."
+    )
+    page.form.split_by_image_check.setChecked(False)
+    assert "Training cannot use it yet" in control.status_label.text()
+    assert not control.start_button.isEnabled()
+
+    # Give subjects by a file-name pattern: syn_all_0007.png -> subject "7" (one cell each is
+    # silly, but it is what the user asked for, and the split is then by subject).
+    with qtbot.waitSignal(page.scan_finished, timeout=60_000) as blocker:
+        page.form.subject_combo.setCurrentIndex(page.form.subject_combo.findData("pattern"))
+        page.form.subject_pattern_edit.setText(r"_(\d)\d*\.png$")
+        page.form.subject_pattern_edit.editingFinished.emit()
+    rescanned = blocker.args[0]
+    assert rescanned.scan.image_subjects == 0
+    assert {r.subject_from for r in rescanned.scan.records} == {"pattern"}
+    assert page.form.dataset.subject_rule().pattern == r"_(\d)\d*\.png$"
+    assert "unknown" not in control.start_reason.text()
+
+
+def test_a_bad_subject_pattern_is_the_start_reason(qtbot, page, dataset) -> None:
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    _scan(qtbot, page, dataset)
+    page.form.subject_combo.setCurrentIndex(page.form.subject_combo.findData("pattern"))
+    page.form.subject_pattern_edit.setText("(unclosed")
+    page.form.subject_pattern_edit.editingFinished.emit()
+    reason = page.run_control.start_reason.text()
+    assert reason.startswith("Subjects: subject pattern '(unclosed' is not valid")
+    assert not page.run_control.start_button.isEnabled()
+
+
+def test_small_splits_are_warned_about_before_start(qtbot, page, tmp_path) -> None:
+    """4 + 3 subjects can be split, but the parts hold one subject per class: say so."""
+    page.form.set_weights_mode(WEIGHTS_NONE)
+    _scan(qtbot, page, write_subjects(tmp_path / "small", n_all=4, n_hem=3))
+    assert page.run_control.start_button.isEnabled()
+    text = page.form.split_warnings_label.text()
+    assert page.form.split_warnings_label.isVisibleTo(page)
+    assert "The test part holds only 1 ALL subject (fewer than 3)" in text
+    assert "The validation part holds only" in text

@@ -116,6 +116,33 @@ def test_metrics_is_frozen_and_derived() -> None:
     assert m.n == 2 and m.accuracy == 1.0
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_weighted_f1_matches_sklearn_on_random_cases(seed: int) -> None:
+    from sklearn.metrics import f1_score  # test-only oracle
+
+    rng = np.random.default_rng(seed)
+    for _ in range(40):
+        n = int(rng.integers(1, 60))
+        truth = [ALL if v else HEM for v in rng.random(n) < rng.uniform(0.0, 1.0)]
+        pred = [ALL if v else HEM for v in rng.random(n) < rng.uniform(0.0, 1.0)]
+        m = binary_metrics(truth, pred)
+        expected = f1_score(truth, pred, average="weighted", zero_division=0.0)
+        assert m.weighted_f1 == pytest.approx(expected, abs=1e-12), (truth, pred)
+        hem_f1 = f1_score(truth, pred, pos_label=HEM, average="binary", zero_division=0.0)
+        if m.tn + m.fn + m.fp:
+            assert m.f1_hem == pytest.approx(hem_f1)
+
+
+def test_weighted_f1_by_hand_and_when_empty() -> None:
+    # TP=3, FN=1, FP=2, TN=4: F1(ALL) = 6/9, F1(HEM) = 8/11, supports 4 and 6.
+    m = BinaryMetrics(tp=3, fn=1, fp=2, tn=4)
+    assert m.f1_hem == pytest.approx(8 / 11)
+    assert m.weighted_f1 == pytest.approx((4 * 6 / 9 + 6 * 8 / 11) / 10)
+    assert math.isnan(BinaryMetrics(0, 0, 0, 0).weighted_f1)
+    # Only HEM cells, some called ALL: ALL has no support and weighs nothing.
+    assert BinaryMetrics(tp=0, fn=0, fp=1, tn=3).weighted_f1 == pytest.approx(6 / 7)
+
+
 def test_undefined_ratios_are_nan_not_errors() -> None:
     empty = binary_metrics([], [])
     for name in (

@@ -19,7 +19,7 @@ import pytest
 
 from leukgui.core.synthetic import write_dataset
 
-DIGEST = re.compile(r"final weights sha256 ([0-9a-f]{64})")
+DIGEST = re.compile(r"weight arrays sha256 ([0-9a-f]{64})")
 
 
 def _free_port() -> int:

@@ -197,13 +197,17 @@ def test_imagefolder_labels_and_subjects(imagefolder: Path) -> None:
     assert scan.source == "imagefolder"
     got = {n: (r.label, r.subject) for n, r in _by_name(scan.records).items()}
     assert got == {
-        "a.png": (ALL, "patient7"),
-        "b.png": (ALL, "patient7"),
-        "c.png": (ALL, "patient8"),
-        "d.png": (HEM, "donor2"),
-        "loose.png": (HEM, "hem/loose"),  # no patient folder: the file is its own subject
+        "a.png": (ALL, "PATIENT7"),
+        "b.png": (ALL, "PATIENT7"),
+        "c.png": (ALL, "PATIENT8"),
+        "d.png": (HEM, "DONOR2"),
+        "loose.png": (HEM, "HEM/LOOSE"),  # no patient folder: the file is its own subject
         "UID_h6_1_1_hem.png": (HEM, "H6"),  # the C-NMC name wins
     }
+    origin = {n: r.subject_from for n, r in _by_name(scan.records).items()}
+    assert origin["a.png"] == "folder" and origin["UID_h6_1_1_hem.png"] == "name"
+    assert origin["loose.png"] == "image"
+    assert not scan.subjects_known and scan.image_subjects == 1
     assert scan.unreadable == [(imagefolder / "other", "folder is not a class folder, skipped")]
 
 
@@ -213,7 +217,7 @@ def test_imagefolder_class_map(tmp_path: Path, pool) -> None:
     _put(pool[HEM][0], root / "normal" / "p2" / "b.png")
     scan = read_imagefolder(root, class_map={"blast": "ALL", "normal": "hem"})
     got = {n: (r.label, r.subject) for n, r in _by_name(scan.records).items()}
-    assert got == {"a.png": (ALL, "p1"), "b.png": (HEM, "p2")}
+    assert got == {"a.png": (ALL, "P1"), "b.png": (HEM, "P2")}
     assert read_dataset(root, class_map={"blast": "ALL", "normal": "HEM"}).source == "imagefolder"
     with pytest.raises(ValueError, match="not ALL or HEM"):
         read_imagefolder(root, class_map={"blast": "leukaemia"})
@@ -231,10 +235,11 @@ def test_all_idb2(tmp_path: Path, pool) -> None:
         assert scan.source == "all-idb2"
         got = {n: (r.label, r.subject) for n, r in _by_name(scan.records).items()}
         assert got == {
-            "Im001_1.tif": (ALL, "Im001"),
-            "Im002_1.tif": (ALL, "Im002"),
-            "Im131_0.tif": (HEM, "Im131"),
+            "Im001_1.tif": (ALL, "IM001"),
+            "Im002_1.tif": (ALL, "IM002"),
+            "Im131_0.tif": (HEM, "IM131"),
         }
+        assert not scan.subjects_known and scan.image_subjects == 3
         assert [p.name for p, _ in scan.unreadable] == ["readme.png"]
 
 
@@ -266,8 +271,8 @@ def test_csv_list(csv_list: Path) -> None:
     assert scan.source == "csv"
     got = {n: (r.label, r.subject) for n, r in _by_name(scan.records).items()}
     assert got == {
-        "a.png": (ALL, "patient7"),
-        "b.png": (HEM, "b"),
+        "a.png": (ALL, "PATIENT7"),
+        "b.png": (HEM, "B"),
         "c.png": (HEM, "S9"),
         "UID_P4_1_1_all.png": (ALL, "P4"),
     }
@@ -284,7 +289,7 @@ def test_csv_list_without_subject_column(tmp_path: Path, pool) -> None:
     (tmp_path / "cells.csv").write_text("Path,Label\np1/a.png,all\n", encoding="utf-8")
     scan = read_dataset(tmp_path)  # the only path,label CSV in the folder
     assert scan.source == "csv"
-    assert [(r.label, r.subject) for r in scan.records] == [(ALL, "p1")]
+    assert [(r.label, r.subject) for r in scan.records] == [(ALL, "P1")]
 
 
 def test_csv_list_bad_header(tmp_path: Path) -> None:
@@ -402,7 +407,7 @@ def test_preview_warnings_and_problems(tmp_path: Path, pool) -> None:
     preview = preview_dataset(one_class)
     assert preview.problem() == "Training needs cells of both classes."
     assert "Training needs cells of both classes, ALL and HEM." in preview.warnings()
-    assert any("its own subject" in w for w in preview.warnings())
+    assert any(w.startswith("Subjects unknown for 2 cells:") for w in preview.warnings())
 
     few = tmp_path / "few"
     _put(pool[ALL][0], few / "all" / "patient1" / "a.png")

@@ -385,3 +385,99 @@ def test_augmentation_description() -> None:
     assert "flips and 90-degree rotations: on" in text
     assert "black background kept black" in text
     assert "flips and 90-degree rotations: off" in COLOUR.describe()
+
+
+def _noisy_background_cells(folder: Path, n: int = 6) -> tuple[list[Record], np.ndarray]:
+    """Synthetic cells whose background is JPEG-like noise 1..8 (never exactly 0), saved
+    losslessly at the model size; returns the records and the background masks."""
+    import cv2
+
+    from leukgui.core.synthetic import make_cell
+
+    rng = np.random.default_rng(21)
+    folder.mkdir(parents=True, exist_ok=True)
+    records, masks = [], []
+    for i in range(n):
+        label = ALL if i % 2 else HEM
+        cell = make_cell(label, rng, size=SIZE)
+        image = cell.image.copy()
+        background = ~cell.mask.astype(bool)
+        noise = rng.integers(1, 9, size=image.shape, dtype=np.uint8)
+        image[background] = noise[background]
+        path = folder / f"cell_{i}.png"
+        cv2.imwrite(str(path), image[..., ::-1])
+        records.append(Record(path, label, f"S{i % 3}"))
+        masks.append(image.max(axis=-1) <= 8)
+    return records, np.stack(masks)
+
+
+def test_colour_jitter_keeps_a_noisy_black_background_as_it_was(tmp_path: Path) -> None:
+    # Before the fix the mask was "exactly 0", so a background of JPEG noise 1..8 was jittered
+    # like the cell: this test measured a background maximum of 58.9 after the jitter.
+    records, _ = _noisy_background_cells(tmp_path / "noisy")
+    plain = make_dataset(records, input_size=SIZE, batch_size=8, training=False)
+    originals, _, _ = _epoch(plain)
+    reference = make_dataset(
+        records, input_size=SIZE, batch_size=8, training=True, seed=6, augmentation=COLOUR
+    )
+    unjittered = make_dataset(
+        records,
+        input_size=SIZE,
+        batch_size=8,
+        training=True,
+        seed=6,
+        augmentation=Augmentation.none(),
+    )
+    r, _, _ = _epoch(unjittered)
+    j, _, _ = _epoch(reference)
+    assert sorted(_match(r, originals)) == list(range(len(records)))
+    background = r.max(axis=-1) <= 8
+    assert 0.2 < background.mean() < 0.95
+    assert r[background].max() > 0  # the test's background is noise, not exact zeros
+    assert j[background].max() <= 8.0
+    np.testing.assert_array_equal(j[background], r[background])  # untouched
+    assert np.abs(j - r)[~background].mean() > 2.0  # the cells were jittered
+
+
+def test_stain_normalisation_is_applied_when_decoding_every_part(
+    cells: list[Record], tmp_path: Path
+) -> None:
+    from leukgui.core.engine import model_input
+    from leukgui.core.stain import apply_reinhard, lab_statistics
+    from training.pipeline import fit_stain
+
+    stats = fit_stain(cells[:12], SIZE)
+    assert stats.fitted_on == "12 training cells"
+    plain = make_dataset(cells, input_size=SIZE, batch_size=8, training=False)
+    normalised = make_dataset(cells, input_size=SIZE, batch_size=8, training=False, stain=stats)
+    p, _, _ = _epoch(plain)
+    n, _, _ = _epoch(normalised)
+    expected = np.stack([apply_reinhard(o.astype(np.uint8), stats) for o in _originals(cells)])
+    np.testing.assert_array_equal(n, expected.astype(np.float32))
+    assert np.abs(n - p).mean() > 0.5
+    # The very pixels the analysis engine feeds the network for the same file.
+    engine = model_input(decode_image(cells[3].path), SIZE, stats)
+    np.testing.assert_array_equal(n[3], engine)
+    mean, _ = lab_statistics(n[3].astype(np.uint8))
+    np.testing.assert_allclose(mean, stats.lab_mean, atol=2.0)
+    # Training streams (augmented or not) start from the same normalised cells.
+    train = make_dataset(
+        cells,
+        input_size=SIZE,
+        batch_size=8,
+        training=True,
+        seed=6,
+        augmentation=Augmentation.none(),
+        stain=stats,
+    )
+    t, _, _ = _epoch(train)
+    assert sorted(_match(t, n)) == list(range(len(cells)))
+    # A file cache of normalised cells is never read back for plain ones.
+    prefix = tmp_path / "cache" / "c"
+    _epoch(make_dataset(cells, input_size=SIZE, batch_size=8, training=False, cache=prefix))
+    _epoch(
+        make_dataset(
+            cells, input_size=SIZE, batch_size=8, training=False, cache=prefix, stain=stats
+        )
+    )
+    assert len({f.name.split(".")[0] for f in prefix.parent.iterdir()}) == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from pathlib import Path
@@ -13,14 +14,19 @@ from leukgui.core.bundle import BundleInfo
 from leukgui.core.metrics import call_label, expected_calibration_error
 from leukgui.core.results import ALL, HEM, UNCERTAIN
 from training.scoring import (
+    BAND_RULE,
+    MIN_BAND_SIDE_CELLS,
     Predictions,
+    band_check,
     calibration_bins,
     choose_band,
+    choose_band_detail,
     choose_threshold,
     evaluate_predictions,
     metrics_dict,
     subject_results,
 )
+from training.stats import BOOTSTRAP_METRICS, subject_bootstrap, subject_level
 
 
 def _youden(truth: list[str], p: list[float], cut: float) -> float:
@@ -135,92 +141,234 @@ def test_threshold_is_as_good_as_any_cut_between_the_scores() -> None:
 
 
 # Hand example, threshold 0.5: HEM at 0.1 0.2 0.4 0.65, ALL at 0.3 0.75 0.8 0.9.
-# With max_error 0: HEM side "p <= 0.4" holds the ALL cell at 0.3 (1/4 wrong), "p <= 0.3"
-# 1/3 wrong, "p <= 0.2" none -> low 0.2. ALL side "p >= 0.65" 1/4 wrong, "p >= 0.75" none ->
-# high 0.75. The band (0.2, 0.75) holds 0.3, 0.4, 0.65: 3 of 8 cells.
-# Cap 2 cells: low is further from 0.5 (0.3 vs 0.25), pulled to 0.3 -> 2 inside.
-# Cap 1 cell: then high is further (0.25 vs 0.2), pulled to 0.65 -> only 0.4 inside.
-# Cap 0: low (0.2 away) again further than high (0.15) -> low 0.4, nothing inside.
+# Low-edge candidates, from the threshold out: 0.5, then the midpoints 0.35, 0.25, 0.15.
+#   beyond 0.5 ("p < 0.5"): 0.1 0.2 0.3 0.4, the ALL cell at 0.3 wrong -> 1/4
+#   beyond 0.35: 0.1 0.2 0.3 -> 1/3;   beyond 0.25: 0.1 0.2 -> 0/2
+# High-edge candidates: 0.5, then 0.7, 0.775, 0.85.
+#   beyond 0.5 ("p >= 0.5"): 0.65 0.75 0.8 0.9, the HEM cell at 0.65 wrong -> 1/4
+#   beyond 0.7: 0.75 0.8 0.9 -> 0/3
+# max_error 0 (one cell per side is enough to judge): band (0.25, 0.7), holding 0.3 0.4 0.65.
+# Cap 2 cells: low (0.25 from 0.5) is further than high (0.2) -> low back to 0.35: 0.4 0.65.
+# Cap 1 cell: now high (0.2) is further than low (0.15) -> high back to 0.5: only 0.4 inside.
+# Cap 0: low back to 0.5 -> (0.5, 0.5).
 _HAND_TRUTH = [HEM, HEM, HEM, HEM, ALL, ALL, ALL, ALL]
 _HAND_P = [0.1, 0.2, 0.4, 0.65, 0.3, 0.75, 0.8, 0.9]
 
 
 @pytest.mark.parametrize(
-    ("max_error", "cap", "expected"),
+    ("max_error", "cap", "expected", "binds"),
     [
-        (0.0, 1.0, (0.2, 0.75)),
-        (0.0, 0.5, (0.2, 0.75)),
-        (0.0, 0.25, (0.3, 0.75)),
-        (0.0, 0.125, (0.3, 0.65)),
-        (0.0, 0.0, (0.4, 0.65)),
-        # 1/4 wrong is allowed: the edges stay at the scores next to the threshold.
-        (0.25, 1.0, (0.4, 0.65)),
+        (0.0, 1.0, (0.25, 0.7), False),
+        (0.0, 0.5, (0.25, 0.7), False),
+        (0.0, 0.25, (0.35, 0.7), True),
+        (0.0, 0.125, (0.35, 0.5), True),
+        (0.0, 0.0, (0.5, 0.5), True),
+        # 1/4 wrong is allowed: both edges stay at the threshold.
+        (0.25, 1.0, (0.5, 0.5), False),
     ],
 )
-def test_band_hand_example(max_error: float, cap: float, expected: tuple[float, float]) -> None:
-    band = choose_band(_HAND_TRUTH, _HAND_P, 0.5, max_error=max_error, max_uncertain=cap)
+def test_band_hand_example(
+    max_error: float, cap: float, expected: tuple[float, float], binds: bool
+) -> None:
+    kwargs = {"max_error": max_error, "max_uncertain": cap, "min_side_cells": 1}
+    band = choose_band(_HAND_TRUTH, _HAND_P, 0.5, **kwargs)
     assert band == pytest.approx(expected)
     assert _inside(_HAND_P, band) <= cap * len(_HAND_P)
+    detail = choose_band_detail(_HAND_TRUTH, _HAND_P, 0.5, **kwargs)
+    assert (detail.low, detail.high) == band
+    assert detail.cap_binds is binds
+    assert (detail.target_error, detail.cap, detail.min_side_cells) == (max_error, cap, 1)
+    assert any("cap" in n for n in detail.notes) is binds
 
 
-def test_band_of_perfect_separation_holds_no_cell() -> None:
-    truth = [HEM] * 5 + [ALL] * 4
-    p = [0.05, 0.1, 0.2, 0.3, 0.35, 0.62, 0.7, 0.8, 0.95]
+def test_band_achieved_error_is_the_hand_count_when_the_cap_binds() -> None:
+    # Cap 2 cells: band (0.35, 0.7). Beyond the low edge: 0.1 0.2 0.3, one ALL -> 1/3 wrong.
+    # Beyond the high edge: 0.75 0.8 0.9, all ALL -> 0. Inside: 0.4 and 0.65.
+    d = choose_band_detail(
+        _HAND_TRUTH, _HAND_P, 0.5, max_error=0.0, max_uncertain=0.25, min_side_cells=1
+    )
+    assert d.cap_binds
+    assert d.error_hem == pytest.approx(1 / 3) and d.error_hem > d.target_error
+    assert d.error_all == 0.0
+    assert (d.validation.cells_hem, d.validation.errors_hem) == (3, 1)
+    assert (d.validation.cells_all, d.validation.errors_all) == (3, 0)
+    assert d.validation.uncertain == 2
+    assert d.coverage == pytest.approx(6 / 8)
+    assert d.validation.meets_target_hem is False and d.validation.meets_target_all is True
+
+
+def test_band_cap_binds_on_overlapping_scores_and_reports_the_missed_target() -> None:
+    rng = np.random.default_rng(3)
+    n = 2000
+    y = rng.random(n) < 0.5
+    p = np.where(y, rng.beta(3, 2, n), rng.beta(2, 3, n))  # heavy overlap
+    truth = [ALL if v else HEM for v in y]
+    t = choose_threshold(truth, p.tolist())
+    free = choose_band_detail(truth, p.tolist(), t, max_uncertain=1.0)
+    capped = choose_band_detail(truth, p.tolist(), t)  # 2% target, 20% cap
+    assert not free.cap_binds
+    assert _inside(p.tolist(), free.band) > 0.2 * n  # the target needs more than the cap
+    assert capped.cap_binds
+    assert _inside(p.tolist(), capped.band) <= 0.2 * n
+    assert max(capped.error_hem, capped.error_all) > capped.target_error
+    assert capped.coverage >= 0.8
+    assert any("cap" in note and "target" in note for note in capped.notes)
+
+
+def test_band_of_perfect_separation_is_narrow_around_the_threshold() -> None:
+    # The audit's case: validation perfectly separated with an empty gap 0.1..0.9. The old rule
+    # put the edges on the scores either side of the gap, so every test cell in it was
+    # UNCERTAIN; the band must now sit at the threshold, with no validation score on an edge.
+    rng = np.random.default_rng(8)
+    hem = rng.uniform(0.0, 0.1, 60)
+    all_ = rng.uniform(0.9, 1.0, 60)
+    truth = [HEM] * 60 + [ALL] * 60
+    p = [float(v) for v in np.concatenate([hem, all_])]
     t = choose_threshold(truth, p)
-    low, high = choose_band(truth, p, t)
-    assert (low, high) == (0.35, 0.62)  # the scores next to the threshold, nothing between
-    assert _inside(p, (low, high)) == 0
-    assert [call_label(v, t, (low, high)) for v in p] == truth
+    d = choose_band_detail(truth, p, t)
+    assert (d.low, d.high) == (t, t)
+    assert d.high - d.low < 0.8 / 10  # narrow, not the gap
+    assert not d.cap_binds and d.error_hem == 0.0 and d.error_all == 0.0
+    assert d.coverage == 1.0
+    test_cells = [0.2, 0.35, 0.45, 0.55, 0.65, 0.8]
+    assert [call_label(v, t, d.band) for v in test_cells] == [HEM, HEM, HEM, ALL, ALL, ALL]
+    assert [call_label(v, t, d.band) for v in p] == truth
+
+
+def test_band_edges_never_lie_on_a_validation_score() -> None:
+    truth = [HEM] * 40 + [ALL] * 40
+    rng = np.random.default_rng(1)
+    p = np.round(np.concatenate([rng.beta(2, 5, 40), rng.beta(5, 2, 40)]), 2).tolist()
+    t = choose_threshold(truth, p)
+    for err in (0.0, 0.05, 0.1):
+        low, high = choose_band(truth, p, t, max_error=err, max_uncertain=1.0, min_side_cells=5)
+        for edge in (low, high):
+            assert edge == t or edge not in p
+        # an edge off the threshold lies midway between two neighbouring scores
+        scores = sorted(set(p))
+        for edge in (low, high):
+            if edge != t:
+                i = int(np.searchsorted(scores, edge))
+                assert edge == pytest.approx((scores[i - 1] + scores[i]) / 2)
+
+
+def test_band_with_too_few_cells_beyond_an_edge_says_so() -> None:
+    # min 3 cells: low candidates 0.5 (4 cells, 1/4 wrong), 0.35 (3 cells, 1/3), 0.25 (2 cells:
+    # too few to judge) -> no judged edge meets 0%, so low goes to the outermost judged, 0.35.
+    # High: 0.5 (4 cells, 1/4), 0.7 (3 cells, 0/3) -> 0.7.
+    d = choose_band_detail(
+        _HAND_TRUTH, _HAND_P, 0.5, max_error=0.0, max_uncertain=1.0, min_side_cells=3
+    )
+    assert d.band == pytest.approx((0.35, 0.7))
+    assert len(d.notes) == 1 and "HEM" in d.notes[0] and "at least 3" in d.notes[0]
+    # min 5: neither side has 5 cells, so no band, and both sides say so.
+    d = choose_band_detail(
+        _HAND_TRUTH, _HAND_P, 0.5, max_error=0.0, max_uncertain=1.0, min_side_cells=5
+    )
+    assert d.band == (0.5, 0.5)
+    assert len(d.notes) == 2 and all("fewer than the 5" in n for n in d.notes)
+    assert d.validation.meets_target_hem is None and d.validation.meets_target_all is None
 
 
 def test_band_of_empty_input_is_the_threshold() -> None:
     assert choose_band([], [], 0.42) == (0.42, 0.42)
+    d = choose_band_detail([], [], 0.42)
+    assert not d.cap_binds and math.isnan(d.coverage) and math.isnan(d.error_hem)
 
 
 def test_band_with_scores_on_one_side_only() -> None:
-    # Nothing below the threshold: low stays at the threshold.
-    low, high = choose_band([ALL, HEM, ALL], [0.6, 0.7, 0.9], 0.5, max_uncertain=1.0)
+    # Nothing below the threshold: low stays at the threshold. High: "p >= 0.5" holds the HEM
+    # cell at 0.7 (1/3), the midpoint 0.65 too (1/2), 0.8 only the ALL cell at 0.9 -> 0.8.
+    low, high = choose_band(
+        [ALL, HEM, ALL], [0.6, 0.7, 0.9], 0.5, max_uncertain=1.0, min_side_cells=1
+    )
     assert low == 0.5
-    assert high == 0.9  # "p >= 0.6" and "p >= 0.7" both hold the HEM cell
+    assert high == pytest.approx(0.8)
+
+
+def _brute_edge(
+    truth: list[str], p: list[float], t: float, side: str, max_error: float, min_cells: int
+) -> float:
+    """The uncapped edge of one side, by the rule's words, by brute force."""
+    if side == HEM:
+        scores = sorted({v for v in p if v < t}, reverse=True)
+    else:
+        scores = sorted({v for v in p if v >= t})
+    edges = [t] + [(a + b) / 2 for a, b in itertools.pairwise(scores)]
+    judged = []
+    for edge in edges:
+        if side == HEM:
+            beyond = [tr for tr, v in zip(truth, p, strict=True) if v < t and v <= edge]
+            wrong = sum(tr == ALL for tr in beyond)
+        else:
+            beyond = [tr for tr, v in zip(truth, p, strict=True) if v >= t and v >= edge]
+            wrong = sum(tr == HEM for tr in beyond)
+        if len(beyond) >= max(min_cells, 1):
+            judged.append(edge)
+            if wrong / len(beyond) <= max_error:
+                return edge
+    return judged[-1] if judged else t
 
 
 def test_band_properties_on_random_validation_sets() -> None:
     rng = np.random.default_rng(2024)
     for _ in range(150):
-        truth, p = _random_set(rng, int(rng.integers(2, 60)))
+        truth, p = _random_set(rng, int(rng.integers(2, 80)))
         t = choose_threshold(truth, p) if rng.random() < 0.7 else float(rng.uniform(0.2, 0.8))
         max_error = float(rng.choice([0.0, 0.02, 0.1, 0.3]))
         cap = float(rng.choice([0.0, 0.05, 0.2, 0.5]))
-        low, high = choose_band(truth, p, t, max_error=max_error, max_uncertain=cap)
-        free_low, free_high = choose_band(truth, p, t, max_error=max_error, max_uncertain=1.0)
+        min_cells = int(rng.choice([1, 3, 10]))
+        kw = {"max_error": max_error, "min_side_cells": min_cells}
+        d = choose_band_detail(truth, p, t, max_uncertain=cap, **kw)
+        free = choose_band_detail(truth, p, t, max_uncertain=1.0, **kw)
+        low, high = d.band
 
         assert low <= t <= high
-        assert free_low <= low and high <= free_high  # the cap only pulls edges inwards
+        assert free.low <= low and high <= free.high  # the cap only pulls edges inwards
         assert _inside(p, (low, high)) <= cap * len(p)
-        assert low in p or low == t
-        assert high in p or high == t
-        if _inside(p, (free_low, free_high)) <= cap * len(p):
-            assert (low, high) == (free_low, free_high)
+        assert low == t or low not in p
+        assert high == t or high not in p
+        assert d.cap_binds == ((low, high) != (free.low, free.high))
+        if _inside(p, free.band) <= cap * len(p):
+            assert not d.cap_binds
 
-        # Without the cap: the narrowest band whose decided cells meet max_error.
-        below = sorted({v for v in p if v < t})
-        ok_low = [v for v in below if _split_errors(truth, p, v, HEM) <= max_error]
-        if ok_low:
-            assert _split_errors(truth, p, free_low, HEM) <= max_error
-            assert free_low == max(ok_low)  # no narrower edge would do
-        elif below:
-            assert free_low == min(below)  # not achievable: the band spans the whole side
-        else:
-            assert free_low == t
-        above = sorted({v for v in p if v >= t})
-        ok_high = [v for v in above if _split_errors(truth, p, v, ALL) <= max_error]
-        if ok_high:
-            assert _split_errors(truth, p, free_high, ALL) <= max_error
-            assert free_high == min(ok_high)
-        elif above:
-            assert free_high == max(above)
-        else:
-            assert free_high == t
+        assert free.low == pytest.approx(_brute_edge(truth, p, t, HEM, max_error, min_cells))
+        assert free.high == pytest.approx(_brute_edge(truth, p, t, ALL, max_error, min_cells))
+
+        # The reported validation figures are a direct count under call_label.
+        labels = [call_label(v, t, (low, high)) for v in p]
+        hem = [tr for tr, lab in zip(truth, labels, strict=True) if lab == HEM]
+        all_ = [tr for tr, lab in zip(truth, labels, strict=True) if lab == ALL]
+        check = d.validation
+        assert (check.cells_hem, check.cells_all) == (len(hem), len(all_))
+        assert check.uncertain == labels.count(UNCERTAIN)
+        assert check.errors_hem == hem.count(ALL) and check.errors_all == all_.count(HEM)
+        assert check.coverage == pytest.approx((len(hem) + len(all_)) / len(p))
+
+
+def test_band_check_on_a_test_set_by_hand() -> None:
+    # Band (0.3, 0.7), threshold 0.5. HEM side (p <= 0.3): 0.1 HEM, 0.2 ALL, 0.3 HEM -> 1/3.
+    # ALL side (p >= 0.7): 0.7 ALL, 0.95 ALL -> 0. Uncertain: 0.4, 0.6.
+    truth = [HEM, ALL, HEM, HEM, ALL, ALL, ALL]
+    p = [0.1, 0.2, 0.3, 0.4, 0.6, 0.7, 0.95]
+    c = band_check(truth, p, (0.3, 0.7), 0.5, "test", 0.02, min_side_cells=2)
+    assert (c.part, c.band, c.threshold, c.target_error) == ("test", (0.3, 0.7), 0.5, 0.02)
+    assert (c.cells, c.cells_hem, c.errors_hem, c.cells_all, c.errors_all) == (7, 3, 1, 2, 0)
+    assert c.uncertain == 2
+    assert c.error_hem == pytest.approx(1 / 3) and c.error_all == 0.0
+    assert c.coverage == pytest.approx(5 / 7)
+    assert c.meets_target_hem is False and c.meets_target_all is True
+    # Too few cells beyond an edge to judge it; none at all gives NaN.
+    c = band_check(truth, p, (0.0, 0.7), 0.5, "test", 0.02, min_side_cells=3)
+    assert c.cells_hem == 0 and math.isnan(c.error_hem) and c.meets_target_hem is None
+    assert c.meets_target_all is None  # 2 cells < 3
+
+
+def test_band_rule_text_names_the_new_rule() -> None:
+    text = BAND_RULE.format(error=0.02, cap=0.2)
+    assert "2%" in text and "20%" in text
+    assert "midpoints" in text and str(MIN_BAND_SIDE_CELLS) in text
+    assert "cap stopped the edges" in text
 
 
 def test_call_label_agrees_with_the_bundle_label() -> None:
@@ -354,7 +502,8 @@ def test_evaluation_counts_are_consistent(seed: int) -> None:
         len(set(preds.subjects)),
         len(preds),
     ]
-    assert (ev.threshold, ev.uncertainty_band, ev.part, ev.notes) == (t, band, "test", [])
+    assert (ev.threshold, ev.uncertainty_band, ev.part) == (t, band, "test")
+    assert ev.notes == [f"test: {note}" for note in ev.intervals.notes]
 
 
 def test_calibration_bins_against_a_direct_count() -> None:
@@ -434,3 +583,121 @@ def test_empty_predictions_evaluate_to_null_scores() -> None:
 def test_predictions_of_unequal_lengths_are_refused(fields: tuple) -> None:
     with pytest.raises(ValueError, match="same length"):
         Predictions(*fields)
+
+
+# ------------------------------------------------------------------------------ new scores
+
+
+def _cohort(seed: int, n: int = 200, subjects: int = 12) -> Predictions:
+    """Subjects of one class each (ALL for even ids), a few cells of the other class."""
+    rng = np.random.default_rng(seed)
+    subject = rng.integers(0, subjects, n)
+    y = (subject % 2 == 0) ^ (rng.random(n) < 0.1)
+    p = np.clip(np.where(y, 0.65, 0.35) + rng.normal(0.0, 0.2, n), 0.0, 1.0)
+    return Predictions(
+        [f"/c/{i}.bmp" for i in range(n)],
+        [f"S{v}" for v in subject],
+        [ALL if v else HEM for v in y],
+        p.tolist(),
+    )
+
+
+def test_evaluation_carries_subject_level_intervals_and_band_check() -> None:
+    from sklearn.metrics import f1_score  # test-only oracle
+
+    preds = _cohort(3, n=300)
+    t = choose_threshold(preds.truth, preds.p_all)
+    band = choose_band(preds.truth, preds.p_all, t, min_side_cells=5)
+    ev = evaluate_predictions(preds, t, band, "test", resamples=400, seed=9, band_error=0.1)
+
+    calls = [ALL if v >= t else HEM for v in preds.p_all]
+    assert ev.metrics.weighted_f1 == pytest.approx(f1_score(preds.truth, calls, average="weighted"))
+    assert ev.subject_level.n == len(set(preds.subjects))
+    assert ev.subject_level.calls == subject_level(preds, t).calls
+    assert (ev.intervals.resamples, ev.intervals.seed, ev.intervals.unit) == (400, 9, "subject")
+    assert ev.intervals == subject_bootstrap(preds, t, resamples=400, seed=9)
+    expected = band_check(preds.truth, preds.p_all, band, t, "test", 0.1)
+    assert ev.band_check == expected
+    assert ev.band_check.cells_hem + ev.band_check.cells_all == len(preds) - ev.uncertain
+    # No temperature and no raw scores: the scores are the uncalibrated ones.
+    assert ev.temperature == 1.0 and ev.ece_uncalibrated == ev.ece
+    assert ev.calibration_uncalibrated == ev.calibration
+
+
+def test_evaluation_reports_calibration_before_the_temperature() -> None:
+    from leukgui.core.calibration import apply_temperature
+
+    raw = _cohort(4)
+    p = apply_temperature(raw.p_all, 1.7).tolist()
+    calibrated = Predictions(raw.paths, raw.subjects, raw.truth, p)
+    ev = evaluate_predictions(
+        calibrated, 0.5, (0.5, 0.5), "test", temperature=1.7, uncalibrated_p_all=raw.p_all
+    )
+    assert ev.temperature == 1.7
+    assert ev.ece == expected_calibration_error(raw.truth, p)
+    assert ev.ece_uncalibrated == expected_calibration_error(raw.truth, raw.p_all)
+    assert ev.ece_uncalibrated != ev.ece
+    assert ev.calibration_uncalibrated == calibration_bins(raw.truth, raw.p_all)
+    d = json.loads(json.dumps(metrics_dict(ev), allow_nan=False))
+    assert d["temperature"] == 1.7
+    assert d["expected_calibration_error_before"] == pytest.approx(ev.ece_uncalibrated)
+    # A temperature without the raw scores: the "before" figure is unknown, not invented.
+    ev = evaluate_predictions(calibrated, 0.5, (0.5, 0.5), "test", temperature=1.7)
+    assert math.isnan(ev.ece_uncalibrated) and ev.calibration_uncalibrated == []
+    with pytest.raises(ValueError, match="uncalibrated_p_all"):
+        evaluate_predictions(calibrated, 0.5, (0.5, 0.5), "t", uncalibrated_p_all=[0.1])
+
+
+def test_metrics_dict_new_keys() -> None:
+    preds = _cohort(5)
+    t = choose_threshold(preds.truth, preds.p_all)
+    band = choose_band(preds.truth, preds.p_all, t, min_side_cells=5)
+    ev = evaluate_predictions(preds, t, band, "validation", resamples=300, seed=2)
+    d = json.loads(json.dumps(metrics_dict(ev), allow_nan=False))
+
+    assert d["weighted_f1"] == pytest.approx(ev.metrics.weighted_f1)
+    sl, sm = d["subject_level"], ev.subject_level.metrics
+    assert sl["rule"] == ev.subject_level.rule and sl["n"] == ev.subject_level.n
+    for key, value in (
+        ("accuracy", sm.accuracy),
+        ("sensitivity", sm.recall),
+        ("specificity", sm.specificity),
+        ("balanced_accuracy", sm.balanced_accuracy),
+    ):
+        assert sl[key] == pytest.approx(value), key
+        low, high = ev.subject_level.intervals[key]
+        assert sl["intervals"][key] == pytest.approx([low, high]), key
+    assert set(d["intervals"]) == set(BOOTSTRAP_METRICS)
+    assert None not in d["intervals"]["balanced_accuracy"]  # 6 subjects of each class
+    for key, pair in d["intervals"].items():
+        expected = ev.intervals.intervals[key]
+        if math.isnan(expected[0]):
+            assert pair == [None, None]
+        else:
+            assert pair == pytest.approx(list(expected))
+    assert {k: d["bootstrap"][k] for k in ("unit", "resamples", "seed", "confidence")} == {
+        "unit": "subject",
+        "resamples": 300,
+        "seed": 2,
+        "confidence": 0.95,
+    }
+    bc = d["band_check"]
+    assert bc["cells_hem"] == ev.band_check.cells_hem
+    assert bc["cells_all"] == ev.band_check.cells_all
+    assert bc["error_hem"] == pytest.approx(ev.band_check.error_hem)
+    assert bc["coverage"] == pytest.approx(ev.band_check.coverage)
+    assert bc["meets_target_hem"] == ev.band_check.meets_target_hem
+    assert bc["uncertain"] == ev.uncertain
+    assert d["temperature"] == 1.0
+    assert d["expected_calibration_error_before"] == pytest.approx(ev.ece)
+
+
+def test_metrics_dict_new_keys_are_null_when_undefined() -> None:
+    preds = Predictions(["x", "y", "z"], ["h1", "h1", "h2"], [HEM, HEM, HEM], [0.1, 0.2, 0.3])
+    ev = evaluate_predictions(preds, 0.5, (0.5, 0.5), "healthy")
+    d = json.loads(json.dumps(metrics_dict(ev), allow_nan=False))
+    assert d["subject_level"]["sensitivity"] is None
+    assert d["subject_level"]["intervals"]["sensitivity"] == [None, None]
+    assert d["intervals"]["recall"] == [None, None]
+    assert d["band_check"]["error_all"] is None and d["band_check"]["cells_all"] == 0
+    assert d["band_check"]["meets_target_hem"] is None  # 3 cells are too few to judge

@@ -32,6 +32,18 @@ TEST_CELLS = [
     ("H02", HEM, [0.7, 0.8, 0.35]),
     ("=1+1", HEM, [0.15, 0.25]),
 ]
+# Four ALL patients and four HEM donors, so both classes have the subjects a subject bootstrap
+# needs (TEST_CELLS has 2 + 3, VALIDATION_CELLS 1 + 1: its intervals are undefined by design).
+WIDE_TEST_CELLS = [
+    ("P01", ALL, [0.95, 0.9, 0.55, 0.3]),
+    ("P02", ALL, [0.8, 0.7, 0.45]),
+    ("P03", ALL, [0.85, 0.35, 0.65]),
+    ("P04", ALL, [0.6, 0.92]),
+    ("H01", HEM, [0.1, 0.2, 0.05, 0.62]),
+    ("H02", HEM, [0.7, 0.8, 0.35]),
+    ("H03", HEM, [0.15, 0.25, 0.4]),
+    ("H04", HEM, [0.3, 0.52, 0.1]),
+]
 VALIDATION_CELLS = [
     ("V1", ALL, [0.9, 0.8, 0.6]),
     ("V2", HEM, [0.1, 0.3, 0.52]),
@@ -49,8 +61,10 @@ def predictions(cells: list[tuple[str, str, list[float]]], folder: str) -> Predi
     return Predictions(paths, subjects, truth, p_all)
 
 
-def evaluation(cells: list[tuple[str, str, list[float]]], part: str) -> Evaluation:
-    return evaluate_predictions(predictions(cells, part), THRESHOLD, BAND, part)
+def evaluation(cells: list[tuple[str, str, list[float]]], part: str, **kw: object) -> Evaluation:
+    """`evaluate_predictions` at THRESHOLD and BAND; `kw` (temperature, uncalibrated_p_all,
+    resamples, seed, band_error) goes through unchanged."""
+    return evaluate_predictions(predictions(cells, part), THRESHOLD, BAND, part, **kw)
 
 
 def history() -> list[EpochLog]:

@@ -116,4 +116,5 @@ class TrainingRun:
     report_xlsx: Path | None = None
     unreadable: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     device: str = "CPU"
-    weights_sha256: str = ""  # of the final weights, identical on every worker of a cluster
+    weight_arrays_sha256: str = ""  # of the weight arrays, identical on every worker
+    warnings: list[str] = field(default_factory=list)  # about the data and split, shown first

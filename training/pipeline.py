@@ -9,8 +9,14 @@ epoch on the pipeline costs a fraction of a training step.
 Augmentation suited to stained single cells: flips and 90-degree rotations (a cell has no
 up), a small affine jitter (rotation, scale, shift), and brightness / contrast / hue /
 saturation jitter that imitates stain and scanner variation. The black background of
-segmented C-NMC cells stays black. Files that fail to decode are dropped from the stream and
+segmented C-NMC cells stays as it was: it is found on each image before the colour jitter
+(brightest channel at most `stain.NEAR_BLACK`, so JPEG noise of 1..8 counts as black, not
+as cell) and left untouched. Files that fail to decode are dropped from the stream and
 listed in `FailedFiles`, never silently.
+
+A bundle's stain normalisation (`leukgui.core.stain`) is applied in the decode step, on the
+same padded square the analysis engine normalises, so training, validation, test and
+analysis all see the same pixels.
 """
 
 from __future__ import annotations
@@ -28,12 +34,14 @@ import numpy as np
 
 from leukgui.core.imaging import ImageError, decode_image, thumbnail
 from leukgui.core.results import ALL, HEM
+from leukgui.core.stain import NEAR_BLACK, ReinhardStats, apply_reinhard, fit_reinhard
 from training.datasets import Record
 
 __all__ = [
     "Augmentation",
     "FailedFiles",
     "class_weights",
+    "fit_stain",
     "label_index",
     "load_cell",
     "make_dataset",
@@ -109,9 +117,38 @@ def class_weights(records: Sequence[Record]) -> dict[int, float]:
     return {k: (n / (2.0 * counts[k]) if counts.get(k) else 0.0) for k in (0, 1)}
 
 
-def load_cell(path: str, size: int) -> np.ndarray:
-    """One cell as the model sees it: size x size x 3 uint8 (raises ImageError)."""
-    return thumbnail(decode_image(path), size)
+def load_cell(path: str, size: int, stain: ReinhardStats | None = None) -> np.ndarray:
+    """One cell as the model sees it: size x size x 3 uint8, stain-normalised when `stain`
+    is given (raises ImageError)."""
+    cell = thumbnail(decode_image(path), size)
+    return cell if stain is None else apply_reinhard(cell, stain)
+
+
+def fit_stain(
+    records: Sequence[Record],
+    input_size: int,
+    *,
+    max_cells: int = 1000,
+    seed: int = 0,
+    failed: FailedFiles | None = None,
+) -> ReinhardStats:
+    """Reinhard target statistics from (up to `max_cells`, drawn at random) training cells,
+    measured on the very squares the network is fed. Pass only the training part's records:
+    fitting on validation or test cells would leak them into the model."""
+    if not records:
+        raise ValueError("no records to fit stain normalisation on")
+    rng = np.random.default_rng(seed)
+    chosen = rng.permutation(len(records))[:max_cells]
+    images = []
+    for i in sorted(chosen):
+        name = str(records[i].path)
+        try:
+            images.append(load_cell(name, int(input_size)))
+        except Exception as exc:  # noqa: BLE001 - a bad file is listed, not fatal
+            if failed is not None:
+                failed.add(name, str(exc))
+    stats = fit_reinhard(images)
+    return stats
 
 
 def _affine_matrices(tf: Any, n: Any, size: int, aug: Augmentation, seeds: Any) -> Any:
@@ -190,18 +227,22 @@ def _augment_batch(tf: Any, images: Any, aug: Augmentation, seed_pair: Any) -> A
         )
     if not (aug.hue or aug.saturation or aug.contrast or aug.brightness):
         return images
-    foreground = tf.cast(tf.reduce_max(images, axis=-1, keepdims=True) > 0, tf.float32)
+    # The background is found on the image itself, before any colour change: near-black,
+    # not exactly 0, since JPEG leaves noise of a few grey levels on a segmented background.
+    background = tf.reduce_max(images, axis=-1, keepdims=True) <= float(NEAR_BLACK)
+    foreground = 1.0 - tf.cast(background, tf.float32)
     matrix, gain = _colour_matrices(tf, n, aug, seeds)
     # Contrast pivots on the cell's own mean grey level (the black background left out).
     count = tf.maximum(tf.reduce_sum(foreground, axis=[1, 2, 3]), 1.0)
-    mean = tf.reduce_sum(images, axis=[1, 2, 3]) / (3.0 * count)
+    mean = tf.reduce_sum(images * foreground, axis=[1, 2, 3]) / (3.0 * count)
     offset = (1.0 - gain) * mean
     if aug.brightness:
         offset += 255.0 * tf.random.stateless_uniform(
             [n], seed=seeds[9], minval=-aug.brightness, maxval=aug.brightness
         )
     x = tf.einsum("nhwc,ndc->nhwd", images, matrix) + offset[:, None, None, None]
-    return tf.clip_by_value(x, 0.0, 255.0) * foreground  # the background stays black
+    # The background keeps its own pixels exactly; only the cell is jittered.
+    return tf.where(background, images, tf.clip_by_value(x, 0.0, 255.0))
 
 
 def make_dataset(
@@ -216,6 +257,7 @@ def make_dataset(
     cache: bool | str | Path = True,
     failed: FailedFiles | None = None,
     drop_remainder: bool = False,
+    stain: ReinhardStats | None = None,
 ) -> Any:
     """A `tf.data.Dataset` of (images float32 0..255, labels int32, sample weights float32).
 
@@ -224,7 +266,9 @@ def make_dataset(
     them. `cache` is True (memory), a file path prefix (for data sets larger than memory) or
     False; a file cache is named after a fingerprint of the records, size and order, so a
     cache left by another data set or split is never read back. Cells that fail to decode are
-    dropped and recorded in `failed`.
+    dropped and recorded in `failed`. `stain` (the bundle's `ReinhardStats`, fitted on the
+    training part by `fit_stain`) normalises every cell as it is decoded: pass the same
+    value for every part, as analysis applies it to every cell.
     """
     import tensorflow as tf
 
@@ -241,7 +285,7 @@ def make_dataset(
     def load(path: bytes) -> tuple[np.ndarray, bool]:
         name = path.decode("utf-8")
         try:
-            return load_cell(name, size), True
+            return load_cell(name, size, stain), True
         except ImageError as exc:
             sink.add(name, str(exc))
         except Exception as exc:  # noqa: BLE001 - one bad file must not end training
@@ -276,6 +320,8 @@ def make_dataset(
         ds = ds.cache()
     elif cache:
         fingerprint = hashlib.sha256(f"{size}".encode())
+        if stain is not None:  # normalised pixels are other pixels: never share a cache
+            fingerprint.update(repr(stain.to_manifest()).encode())
         for i in order:
             fingerprint.update(f"\0{paths[i]}\0{labels[i]}".encode())
         target = Path(f"{cache}-{size}px-{fingerprint.hexdigest()[:16]}")

@@ -31,12 +31,13 @@ from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import atomic_write
 from leukgui.core.exports import csv_safe, full_path
-from leukgui.core.formatting import duration, local_time
+from leukgui.core.formatting import duration, edges_text, local_time, percent_range
 from leukgui.core.metric_table import (
     METRIC_WIDTHS,
     MetricRow,
     binary_metric_rows,
     calibration_row,
+    with_intervals,
     write_confusion_matrix,
     write_metric_notes,
     write_metric_table,
@@ -68,6 +69,7 @@ from leukgui.core.xlsx import (
 from training.curves import curves_sheet
 from training.history import LOG_COLUMNS, EpochLog, TrainingRun
 from training.scoring import Evaluation
+from training.stats import few_subjects
 
 __all__ = ["write_evaluation_report", "write_log_csv", "write_training_report"]
 
@@ -126,36 +128,127 @@ def write_log_csv(history: Sequence[EpochLog], path: Path) -> Path:
 # --------------------------------------------------------------------------- shared sheets
 
 
+def _pct(value: float) -> str:
+    return "n/a" if value is None or not math.isfinite(value) else f"{100 * value:.1f}%"
+
+
+def _ci_text(interval: Any) -> str:
+    """ " (95% CI a – b)" for a (low, high) pair; "" when undefined."""
+    text = percent_range(interval, missing="")
+    return f" (95% CI {text})" if text else ""
+
+
+def _boot(evaluation: Evaluation) -> dict[str, tuple[float, float]]:
+    boot = getattr(evaluation, "intervals", None)
+    return dict(getattr(boot, "intervals", {}) or {})
+
+
+def _boot_note(evaluation: Evaluation) -> str:
+    boot = getattr(evaluation, "intervals", None)
+    if boot is None:
+        return ""
+    caution = few_subjects(getattr(evaluation, "subject_level", None))
+    return (
+        f"95% CI of cell-level scores: bootstrap over {boot.subjects} subjects "
+        f"({boot.resamples:,} resamples, seed {boot.seed}), because cells of one subject are "
+        "not independent; Wilson intervals (cells as independent) would be too narrow."
+        + (f" Caution, {evaluation.part}: {caution}." if caution else "")
+    )
+
+
 def _headline(kv: KeyValues, evaluation: Evaluation, label: str = "") -> None:
-    """Cells, subjects and the four figures a reader looks at first."""
+    """Subjects first (the unit a clinician reasons in), then the cell-level figures with
+    their subject-bootstrap intervals."""
     m = evaluation.metrics
+    boot = _boot(evaluation)
 
     def key(name: str) -> str:
         return f"{label}: {name}" if label else name[:1].upper() + name[1:]
 
     kv.add(key("cells / subjects"), f"{m.n:,} cells from {len(evaluation.subjects):,} subjects")
-    kv.add(key("balanced accuracy"), m.balanced_accuracy, PCT, bold=True)
-    kv.add(key("sensitivity (recall)"), m.recall, PCT)
-    kv.add(key("specificity"), m.specificity, PCT)
-    kv.add(key("ROC AUC"), m.roc_auc, PROB)
+    level = getattr(evaluation, "subject_level", None)
+    if level is not None:
+        sm = level.metrics
+        right = sm.tp + sm.tn
+        kv.add(
+            key("subjects called right"),
+            f"{right} of {sm.n} ({_pct(sm.accuracy)}){_ci_text(level.intervals.get('accuracy'))}",
+            bold=True,
+        )
+        kv.add(
+            key("subject-level sensitivity / specificity"),
+            f"{_pct(sm.recall)} of {sm.tp + sm.fn} ALL subjects / {_pct(sm.specificity)} of "
+            f"{sm.tn + sm.fp} HEM subjects",
+        )
+    kv.add(
+        key("balanced accuracy (cells)"),
+        f"{_pct(m.balanced_accuracy)}{_ci_text(boot.get('balanced_accuracy'))}",
+        bold=True,
+    )
+    kv.add(key("sensitivity (recall)"), f"{_pct(m.recall)}{_ci_text(boot.get('recall'))}")
+    kv.add(key("specificity"), f"{_pct(m.specificity)}{_ci_text(boot.get('specificity'))}")
+    weighted = getattr(m, "weighted_f1", None)
+    if weighted is not None:
+        kv.add(
+            key("weighted F1 (C-NMC ranking)"),
+            f"{_pct(weighted)}{_ci_text(boot.get('weighted_f1'))}",
+        )
+    auc_ci = boot.get("roc_auc")
+    if auc_ci and all(math.isfinite(v) for v in auc_ci) and math.isfinite(m.roc_auc):
+        kv.add(key("ROC AUC"), f"{m.roc_auc:.3f} (95% CI {auc_ci[0]:.3f} – {auc_ci[1]:.3f})")
+    else:
+        kv.add(key("ROC AUC"), m.roc_auc, PROB)
+    check = getattr(evaluation, "band_check", None)
+    if check is not None:
+        kv.add(key("uncertainty band"), _band_check_text(check))
     for note in evaluation.notes:
         kv.note(note)
 
 
 def _band_text(evaluation: Evaluation) -> str:
     lo, hi = evaluation.uncertainty_band
-    return f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}"
+    return f"UNCERTAIN when {edges_text(lo, hi, sep=' < P(ALL) < ')}"
+
+
+def _side_text(error: float, cells: int, target: float, meets: bool | None) -> str:
+    if not cells:
+        return "no cells"
+    if meets is None:
+        mark = " — too few cells to judge the target"
+    else:
+        mark = "" if meets else " — above the target"
+    return f"{_pct(error)} wrong of {cells:,}{mark}"
+
+
+def _band_check_text(check: Any) -> str:
+    target = check.target_error
+    hem = _side_text(check.error_hem, check.cells_hem, target, check.meets_target_hem)
+    all_side = _side_text(check.error_all, check.cells_all, target, check.meets_target_all)
+    return (
+        f"HEM side {hem}; ALL side {all_side}; "
+        f"{check.uncertain:,} uncertain, coverage {_pct(check.coverage)} "
+        f"(target ≤ {_pct(check.target_error)} wrong per side)"
+    )
 
 
 def _extra_rows(evaluation: Evaluation) -> list[MetricRow]:
     """What a training or evaluation report shows below the standard metrics: calibration,
-    the uncertain cells, accuracy outside the band and per subject."""
+    the uncertain cells and accuracy outside the band."""
     m = evaluation.metrics
     d = evaluation.decided_metrics
-    subjects = evaluation.subjects
-    right = sum(s.call == s.truth for s in subjects)
-    return [
-        calibration_row(evaluation.ece),
+    rows = [calibration_row(evaluation.ece)]
+    before = getattr(evaluation, "ece_uncalibrated", None)
+    temperature = getattr(evaluation, "temperature", 1.0)
+    if before is not None and temperature != 1.0:
+        rows.append(
+            MetricRow(
+                "ECE before calibration",
+                before,
+                f"the same on the raw P(ALL), before temperature scaling (T = {temperature:.3f})",
+                fmt=PROB,
+            )
+        )
+    rows += [
         MetricRow(
             "Uncertain cells",
             evaluation.uncertain,
@@ -170,19 +263,124 @@ def _extra_rows(evaluation: Evaluation) -> list[MetricRow]:
             count=(d.tp + d.tn, d.n),
             wilson=True,
         ),
-        MetricRow(
+    ]
+    return rows
+
+
+def _subject_level_rows(evaluation: Evaluation) -> list[MetricRow]:
+    level = getattr(evaluation, "subject_level", None)
+    if level is None:
+        return []
+    sm = level.metrics
+    iv = level.intervals
+
+    def row(name: str, key: str, value: float, k: int, n: int, meaning: str) -> MetricRow:
+        interval = iv.get(key)
+        return MetricRow(name, value, meaning, count=(k, n), interval=interval)
+
+    return [
+        row(
             "Subject-level accuracy",
-            evaluation.subject_accuracy,
-            "share of subjects whose majority call equals their true class",
-            count=(right, len(subjects)),
-            wilson=True,
+            "accuracy",
+            sm.accuracy,
+            sm.tp + sm.tn,
+            sm.n,
+            "subjects whose call equals their true class",
+        ),
+        row(
+            "Subject-level sensitivity",
+            "sensitivity",
+            sm.recall,
+            sm.tp,
+            sm.tp + sm.fn,
+            "ALL subjects called ALL",
+        ),
+        row(
+            "Subject-level specificity",
+            "specificity",
+            sm.specificity,
+            sm.tn,
+            sm.tn + sm.fp,
+            "HEM subjects called HEM",
+        ),
+        MetricRow(
+            "Subject-level balanced accuracy",
+            sm.balanced_accuracy,
+            "(subject sensitivity + subject specificity) / 2",
+            interval=iv.get("balanced_accuracy"),
         ),
     ]
 
 
+def _band_rows(ws: Worksheet, row: int, evaluation: Evaluation) -> int:
+    check = getattr(evaluation, "band_check", None)
+    if check is None:
+        return row
+    text_cell(ws, row, 1, "Uncertainty band: achieved error and coverage").font = BOLD
+    row += 1
+    header_row(ws, row, ["Side", "Edge (P(ALL))", "Cells", "Wrong", "Error", "Target", "Met?"])
+    ws.row_dimensions[row].height = 30
+    lo, hi = evaluation.uncertainty_band
+    for side, edge, cells, wrong, error, meets in (
+        (
+            "Called HEM (P(ALL) ≤ low edge)",
+            lo,
+            check.cells_hem,
+            check.errors_hem,
+            check.error_hem,
+            check.meets_target_hem,
+        ),
+        (
+            "Called ALL (P(ALL) ≥ high edge)",
+            hi,
+            check.cells_all,
+            check.errors_all,
+            check.error_all,
+            check.meets_target_all,
+        ),
+    ):
+        row += 1
+        text_cell(ws, row, 1, side)
+        number_cell(ws, row, 2, edge, PROB)
+        number_cell(ws, row, 3, cells, INT)
+        number_cell(ws, row, 4, wrong, INT)
+        cell = number_cell(ws, row, 5, error, PCT)
+        if meets is False:
+            cell.font = _WRONG_FONT
+        number_cell(ws, row, 6, check.target_error, PCT)
+        met = {True: "yes", False: "no"}.get(meets, f"too few cells (< {check.min_side_cells})")
+        text_cell(ws, row, 7, met if cells else "no cells")
+        border_row(ws, row, 7)
+    row += 1
+    text_cell(
+        ws,
+        row,
+        1,
+        f"Uncertain: {check.uncertain:,} cells; coverage (decided share) {_pct(check.coverage)}.",
+    ).font = NOTE_FONT
+    return row + 2
+
+
+def _reliability_table(ws: Worksheet, row: int, bins: Sequence[Any], title: str) -> int:
+    text_cell(ws, row, 1, title).font = BOLD
+    row += 1
+    header_row(ws, row, ["P(ALL) bin", "Cells", "Mean P(ALL)", "Observed ALL share", "Gap"])
+    ws.row_dimensions[row].height = 30
+    for b in bins:
+        row += 1
+        text_cell(ws, row, 1, f"{b.lower:.1f} – {b.upper:.1f}")
+        number_cell(ws, row, 2, b.cells, INT)
+        number_cell(ws, row, 3, b.mean_p_all, PROB)
+        number_cell(ws, row, 4, b.fraction_all, PCT)
+        number_cell(ws, row, 5, abs(b.mean_p_all - b.fraction_all), PROB)
+        border_row(ws, row, 5)
+    return row + 1
+
+
 def _evaluation_block(ws: Worksheet, row: int, evaluation: Evaluation, title: str) -> int:
-    """Confusion matrix, metrics with 95% CIs and calibration of one evaluation; returns the
-    next free row."""
+    """Subject-level results, the confusion matrix, cell metrics with subject-bootstrap 95%
+    CIs, the band's achieved error and the calibration of one evaluation; returns the next
+    free row."""
     m = evaluation.metrics
     text_cell(ws, row, 1, title).font = _BLOCK_TITLE_FONT
     ws.row_dimensions[row].height = 22
@@ -195,24 +393,48 @@ def _evaluation_block(ws: Worksheet, row: int, evaluation: Evaluation, title: st
         f"{evaluation.threshold:.3f}, else HEM; {_band_text(evaluation)}.",
     ).font = ITALIC
     row += 2
+    subject_rows = _subject_level_rows(evaluation)
+    if subject_rows:
+        level = evaluation.subject_level
+        text_cell(ws, row, 1, "Subjects (primary outcome)").font = BOLD
+        row += 1
+        text_cell(
+            ws, row, 1, f"Rule: {level.rule}. 95% CI: {level.interval_method}."
+        ).font = NOTE_FONT
+        row += 1
+        row = write_metric_table(ws, row, subject_rows)
+        row += 2
+    text_cell(ws, row, 1, "Cells").font = BOLD
+    row += 1
     row = write_confusion_matrix(ws, row, m, called="Predicted")
     row += 2
-    row = write_metric_table(ws, row, [*binary_metric_rows(m), *_extra_rows(evaluation)])
-    row += 2
-
-    text_cell(ws, row, 1, "Calibration (reliability table)").font = BOLD
+    rows = with_intervals([*binary_metric_rows(m), *_extra_rows(evaluation)], _boot(evaluation))
+    row = write_metric_table(ws, row, rows)
     row += 1
-    header_row(ws, row, ["P(ALL) bin", "Cells", "Mean P(ALL)", "Observed ALL share", "Gap"])
-    ws.row_dimensions[row].height = 30
-    for b in evaluation.calibration:
+    note = _boot_note(evaluation)
+    if note:
+        text_cell(ws, row, 1, note).font = NOTE_FONT
         row += 1
-        text_cell(ws, row, 1, f"{b.lower:.1f} – {b.upper:.1f}")
-        number_cell(ws, row, 2, b.cells, INT)
-        number_cell(ws, row, 3, b.mean_p_all, PROB)
-        number_cell(ws, row, 4, b.fraction_all, PCT)
-        number_cell(ws, row, 5, abs(b.mean_p_all - b.fraction_all), PROB)
-        border_row(ws, row, 5)
     row += 1
+    row = _band_rows(ws, row, evaluation)
+    temperature = getattr(evaluation, "temperature", 1.0)
+    before = getattr(evaluation, "calibration_uncalibrated", None)
+    if before and temperature != 1.0:
+        row = _reliability_table(
+            ws,
+            row,
+            before,
+            f"Calibration before temperature scaling (raw P(ALL)), ECE "
+            f"{getattr(evaluation, 'ece_uncalibrated', math.nan):.3f}",
+        )
+        row += 1
+        title = (
+            f"Calibration after temperature scaling (T = {temperature:.3f}), "
+            f"ECE {evaluation.ece:.3f}"
+        )
+    else:
+        title = f"Calibration (reliability table), ECE {evaluation.ece:.3f}"
+    row = _reliability_table(ws, row, evaluation.calibration, title)
     for note in evaluation.notes:
         row += 1
         text_cell(ws, row, 1, note).font = NOTE_FONT
@@ -227,7 +449,16 @@ def _metrics_sheet(ws: Worksheet, blocks: Sequence[tuple[Evaluation, str]]) -> N
         if i:
             ws.row_breaks.append(Break(id=row - 1))  # each block starts a printed page
         row = _evaluation_block(ws, row, evaluation, title)
-    write_metric_notes(ws, row)
+    write_metric_notes(
+        ws,
+        row,
+        (
+            "n/a: the ratio is undefined (its denominator is zero).",
+            "95% CI: cell-level rows, a bootstrap over subjects (see the note under each "
+            "table); subject-level rows, an exact interval over subjects; rows marked with a "
+            "Count and no bootstrap, the Wilson score interval.",
+        ),
+    )
     set_widths(ws, METRIC_WIDTHS)
     print_setup(ws)
 
@@ -255,6 +486,8 @@ def _subjects_sheet(ws: Worksheet, evaluation: Evaluation | None, title: str) ->
     header_row(ws, 2, _SUBJECT_HEADERS)
     ws.row_dimensions[2].height = 30
     row = 2
+    level = getattr(evaluation, "subject_level", None)
+    calls = dict(level.calls) if level is not None else {}
     for s in evaluation.subjects:
         row += 1
         text_cell(ws, row, 1, s.subject)
@@ -266,8 +499,9 @@ def _subjects_sheet(ws: Worksheet, evaluation: Evaluation | None, title: str) ->
         number_cell(ws, row, 7, s.correct, INT)
         number_cell(ws, row, 8, s.accuracy, PCT)
         number_cell(ws, row, 9, s.mean_p_all, PROB)
-        text_cell(ws, row, 10, s.call).fill = label_fill(s.call)
-        right = s.call == s.truth
+        call = calls.get(s.subject, s.call)
+        text_cell(ws, row, 10, call).fill = label_fill(call)
+        right = call == s.truth
         cell = text_cell(ws, row, 11, "yes" if right else "no")
         if not right:
             cell.font = _WRONG_FONT
@@ -279,8 +513,12 @@ def _subjects_sheet(ws: Worksheet, evaluation: Evaluation | None, title: str) ->
         ws,
         row,
         1,
-        "Correct: cells whose call by the threshold alone equals the truth. Subject call: the "
-        "majority of the subject's decided cells (UNCERTAIN on a tie).",
+        "Correct: cells whose call by the threshold alone equals the truth. Subject call: "
+        + (
+            f"{level.rule} (as in the subject-level results)."
+            if level is not None
+            else "the majority of the subject's decided cells (UNCERTAIN on a tie)."
+        ),
     ).font = NOTE_FONT
     longest = max((len(s.subject) for s in evaluation.subjects), default=8)
     set_widths(ws, [min(40, max(14, longest + 3)), 11, 9, 11, 11, 11, 9, 10, 12, 12, 12])
@@ -359,14 +597,34 @@ def _data_sheet(ws: Worksheet, run: TrainingRun) -> None:
     title_cell(ws, 1, "Data and split")
     method = split.get("method", "unknown")
     seed = split.get("seed")
-    text_cell(
-        ws,
-        2,
-        1,
-        f"Split by subject ({method}, seed {seed if seed is not None else 'n/a'}): every "
-        "subject's cells are in exactly one part.",
-    ).font = ITALIC
-    row = 4
+    seed_text = seed if seed is not None else "n/a"
+    if split.get("split_by") == "image":
+        line = (
+            f"SPLIT BY IMAGE ({method}, seed {seed_text}): subjects are unknown, so each image "
+            "counts as its own subject and cells of one patient may be in several parts. Scores "
+            "are optimistic."
+        )
+    else:
+        line = (
+            f"Split by subject ({method}, seed {seed_text}): every subject's cells are in "
+            "exactly one part."
+        )
+    text_cell(ws, 2, 1, line).font = BANNER_FONT if split.get("split_by") == "image" else ITALIC
+    row = 3
+    rule = split.get("subject_rule")
+    if rule:
+        described = rule.get("description") if isinstance(rule, dict) else rule
+        text_cell(ws, row, 1, f"Subjects from: {described}").font = NOTE_FONT
+        row += 1
+    if split.get("test_source"):
+        text_cell(
+            ws, row, 1, f"Test part: a separate data set, {split['test_source']}"
+        ).font = NOTE_FONT
+        row += 1
+    for warning in run.warnings:
+        text_cell(ws, row, 1, f"Warning: {warning}").font = BANNER_FONT
+        row += 1
+    row += 1
     headers = [
         "Part",
         "Cells",
@@ -445,6 +703,25 @@ def _data_sheet(ws: Worksheet, run: TrainingRun) -> None:
     print_setup(ws)
 
 
+def _bundle_identity(run: TrainingRun) -> tuple[str, str] | None:
+    """(bundle SHA-256, model.keras SHA-256) of the saved model file, as the app shows them."""
+    if run.bundle_path is None:
+        return None
+    try:
+        from leukgui.core.bundle import bundle_identity, read_manifest
+
+        manifest = read_manifest(run.bundle_path)
+        return bundle_identity(manifest), str(manifest.get("weights_sha256", ""))
+    except Exception:  # noqa: BLE001 - a report is still written without the identity rows
+        return None
+
+
+def _model_identity(manifest: dict) -> str:
+    """The model file's identity as every analysis report shows it (checked when the file
+    was loaded); "unknown" for a manifest without one."""
+    return str(manifest.get("bundle_sha256") or "unknown")
+
+
 def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
     value_width = 100
     title_cell(ws, 1, f"Training report — {run.name} {run.version}".strip())
@@ -454,12 +731,24 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
             f"CANCELLED — training was stopped by the user after {len(run.history)} "
             f"epoch(s); this model is not fully trained."
         )
+    split = run.split or {}
+    if split.get("split_by") == "image":
+        kv.banner(
+            "SPLIT BY IMAGE: the subjects (patients) of these cells are unknown, so cells of one "
+            "patient may be in both training and test. Every score here is optimistic."
+        )
+    for warning in run.warnings:
+        kv.note(f"Warning: {warning}", BANNER_FONT)
     kv.row += 1
     kv.add("Model", f"{run.name} {run.version}".strip(), bold=True)
     kv.add("Backbone", run.backbone)
     kv.add("Model file", full_path(run.bundle_path) if run.bundle_path else "(not saved)")
-    if getattr(run, "weights_sha256", ""):
-        kv.add("Weights SHA-256", run.weights_sha256)
+    identity = _bundle_identity(run)
+    if identity:
+        kv.add("Model SHA-256 (manifest and weights)", identity[0])
+        kv.add("model.keras SHA-256", identity[1])
+    if run.weight_arrays_sha256:
+        kv.add("Weight arrays SHA-256", run.weight_arrays_sha256)
     if run.run_folder is not None:
         kv.add("Run folder", full_path(run.run_folder))
     kv.add("Stopped because", "CANCELLED" if run.cancelled else run.stopped_because)
@@ -473,25 +762,51 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
     kv.add("Device", run.device)
 
     reference = run.validation if run.validation is not None else run.test
-    kv.section("Decision rule")
+    kv.section("Decision rule (chosen on the validation part)")
     if reference is not None:
         kv.add("Decision threshold (P(ALL))", reference.threshold, PROB)
         lo, hi = reference.uncertainty_band
-        kv.add("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)")
+        kv.add(
+            "Uncertainty band (P(ALL))",
+            f"{edges_text(lo, hi, sep=' – ')} (UNCERTAIN strictly inside)",
+        )
+        temperature = getattr(reference, "temperature", 1.0)
+        before = getattr(reference, "ece_uncalibrated", math.nan)
+        if temperature != 1.0:
+            kv.add(
+                "Calibration",
+                f"temperature scaling, T = {temperature:.3f} fitted on validation; validation "
+                f"ECE {before:.3f} before, {reference.ece:.3f} after",
+            )
+        else:
+            kv.add("Calibration", "none (P(ALL) as the network gives it)")
+    stain = (run.settings or {}).get("stain_normalisation")
+    if stain:
+        kv.add("Stain normalisation", str(stain))
     kv.add("Threshold rule", run.threshold_rule)
     kv.add("Band rule", run.band_rule)
 
-    kv.section("Held-out test scores")
+    kv.section("Test scores (held-out subjects)")
     if run.test is not None:
         _headline(kv, run.test, "Test")
     else:
         kv.note(
-            "No test split: there are no held-out test scores. The validation scores on the "
-            "Metrics sheet chose the threshold and band, so they are optimistic.",
+            "No test part: there are no held-out scores. The validation scores below chose the "
+            "best epoch, the threshold and the band, so they are optimistic.",
             BANNER_FONT,
         )
         ws.cell(row=kv.row - 1, column=1).fill = BANNER_FILL
+    if run.validation is not None:
+        kv.section("Validation scores (chose the epoch, threshold and band: not held-out)")
+        _headline(kv, run.validation, "Validation")
     kv.row += 1
+    note = _boot_note(run.test or run.validation) if (run.test or run.validation) else ""
+    if note:
+        kv.note(note)
+    if run.test is not None and run.validation is not None:
+        caution = few_subjects(getattr(run.validation, "subject_level", None))
+        if caution:
+            kv.note(f"Caution, validation: {caution}.")
     kv.note(
         "Full metrics with 95% confidence intervals: Metrics sheet; per subject: Subjects; "
         "per cell: Predictions."
@@ -504,7 +819,7 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
         kv.add(str(key), _setting_value(value))
     kv.row += 1
     kv.add("Report generated", local_time(datetime.now().astimezone()))
-    set_widths(ws, [38, value_width])
+    set_widths(ws, [46, value_width])
     print_setup(ws)
 
 
@@ -536,8 +851,11 @@ def write_training_report(run: TrainingRun, path: Path) -> Path:
     blocks = [
         (ev, title)
         for ev, title in (
-            (run.validation, "Validation (chose the threshold and band: optimistic)"),
             (run.test, "Test (held-out subjects)"),
+            (
+                run.validation,
+                "Validation (chose the best epoch, the threshold and the band: not held-out)",
+            ),
         )
         if ev is not None
     ]
@@ -561,6 +879,10 @@ def write_evaluation_report(
     data: dict,
     unreadable: Sequence[tuple[str, str]] = (),
     title: str = "Model evaluation",
+    tta: Evaluation | None = None,
+    images_per_second: float | None = None,
+    tta_images_per_second: float | None = None,
+    seen: dict[str, int] | None = None,
 ) -> Path:
     """Write the Excel report of `leukgui evaluate` (a model file scored on a labelled
     folder): Summary, Metrics, Subjects, Predictions and Errors sheets.
@@ -582,15 +904,27 @@ def write_evaluation_report(
     for note in evaluation.notes:
         if note.upper().startswith("CANCELLED"):
             kv.banner(note)
+    if seen:
+        parts = " and ".join(
+            f"{n} in its {'training' if part == 'train' else 'validation'} part"
+            for part, n in seen.items()
+        )
+        kv.banner(
+            f"NOT HELD-OUT: the model already saw some of these subjects ({parts}); the "
+            "scores below are optimistic."
+        )
     kv.section("Model under evaluation")
     kv.add("Model", f"{model.get('name', '')} {model.get('version', '')}".strip(), bold=True)
     if model.get("path"):
         kv.add("Model file", full_path(model["path"]))
     kv.add("Backbone", model.get("backbone", "unknown"))
-    kv.add("Weights SHA-256", model.get("weights_sha256") or "unknown")
+    kv.add("Model SHA-256 (manifest and weights)", _model_identity(model))
+    kv.add("model.keras SHA-256", model.get("weights_sha256") or "unknown")
     kv.add("Decision threshold (P(ALL))", evaluation.threshold, PROB)
     lo, hi = evaluation.uncertainty_band
-    kv.add("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)")
+    kv.add(
+        "Uncertainty band (P(ALL))", f"{edges_text(lo, hi, sep=' – ')} (UNCERTAIN strictly inside)"
+    )
     manifest_threshold = model.get("decision_threshold")
     if isinstance(manifest_threshold, (int, float)) and not math.isclose(
         float(manifest_threshold), evaluation.threshold, abs_tol=1e-9
@@ -613,10 +947,32 @@ def write_evaluation_report(
         kv.add("Cells per fold", data["cells_per_fold"])
     kv.add("Unreadable files", max(len(unreadable), int(data.get("unreadable", 0) or 0)), INT)
 
-    kv.section("Scores")
+    if int(data.get("image_subjects", 0) or 0):
+        kv.note(
+            f"Warning: subjects unknown for {int(data['image_subjects']):,} cells: each counts "
+            "as its own subject, so the subject-level results and intervals are by image.",
+            BANNER_FONT,
+        )
+
+    kv.section("Scores" + (" (not held-out: see above)" if seen else ""))
     _headline(kv, evaluation)
     kv.add("Accuracy", evaluation.metrics.accuracy, PCT)
-    kv.add("Subject-level accuracy", evaluation.subject_accuracy, PCT)
+    if images_per_second:
+        kv.add("Speed (images/s, whole analysis path)", images_per_second, "#,##0.0")
+    if tta is not None:
+        kv.section("With test-time augmentation (mean of 8 flips and quarter turns)")
+        _headline(kv, tta, "TTA")
+        if tta_images_per_second:
+            kv.add("TTA speed (images/s)", tta_images_per_second, "#,##0.0")
+            if images_per_second:
+                kv.add(
+                    "TTA cost",
+                    f"{images_per_second / tta_images_per_second:.1f}x the time per cell",
+                )
+        kv.note("Reported separately: the plain scores above are what analysis gives by default.")
+    note = _boot_note(evaluation)
+    if note:
+        kv.note(note)
     kv.row += 1
     kv.note(
         "Full metrics with 95% confidence intervals: Metrics sheet; per subject: Subjects; "
@@ -628,7 +984,10 @@ def write_evaluation_report(
     print_setup(ws)
 
     part = evaluation.part or "evaluated set"
-    _metrics_sheet(wb.create_sheet("Metrics"), [(evaluation, f"Evaluation — {part}")])
+    blocks = [(evaluation, f"Evaluation — {part}")]
+    if tta is not None:
+        blocks.append((tta, f"Evaluation with test-time augmentation (8 views) — {part}"))
+    _metrics_sheet(wb.create_sheet("Metrics"), blocks)
     _subjects_sheet(wb.create_sheet("Subjects"), evaluation, f"Per subject — {part}")
     _predictions_sheet(wb.create_sheet("Predictions"), evaluation, f"Every cell — {part}")
     errors = wb.create_sheet("Errors")

@@ -8,18 +8,53 @@ of the draw.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
+from typing import Any
 
 from leukgui.core.results import CancelToken
 from training.datasets import DatasetScan, read_dataset
 from training.history import TrainingCallback, TrainingRun
-from training.splits import Split, check_no_leakage, split_by_folds, split_by_subject
+from training.splits import (
+    Split,
+    SplitError,
+    check_duplicates,
+    check_no_leakage,
+    split_by_folds,
+    split_by_subject,
+    split_from_manifest,
+    split_warnings,
+)
 from training.trainer import TrainConfig, TrainingCancelled, train_backbone
 
-__all__ = ["SplitOptions", "TrainingSession", "make_split", "train_session"]
+__all__ = [
+    "SPLIT_BY",
+    "SplitOptions",
+    "SubjectsUnknownError",
+    "TrainingSession",
+    "make_split",
+    "subjects_unknown_message",
+    "train_session",
+]
+
+SPLIT_BY = ("subject", "image")
+
+
+class SubjectsUnknownError(SplitError):
+    """Some cells have no known subject and the user has not accepted a split by image."""
+
+
+def subjects_unknown_message(unknown: int, total: int) -> str:
+    """Why a split is refused when subjects are unknown, and the ways out, in plain words."""
+    return (
+        f"Subjects (patients) are unknown for {unknown:,} of {total:,} cells: each such image "
+        "would count as its own subject, so a patient's cells could be in both training and "
+        "test and the scores would be optimistic. Give subjects (a CSV 'subject' column, "
+        "--subject-folder N for a folder level, or --subject-pattern REGEX for a file-name "
+        "pattern), or accept a split by image with --split-by image."
+    )
 
 
 @dataclass(frozen=True)
@@ -32,6 +67,13 @@ class SplitOptions:
     train_folds: tuple[str, ...] = ()
     validation_folds: tuple[str, ...] = ()
     test_folds: tuple[str, ...] = ()
+    split_by: str = "subject"  # "image": accept a split by image when subjects are unknown
+    split_from: Mapping | None = None  # a bundle's recorded split, rebuilt exactly
+    duplicates: bool = True  # refuse identical images across parts, warn on near-copies
+
+    def __post_init__(self) -> None:
+        if self.split_by not in SPLIT_BY:
+            raise ValueError(f"split_by must be one of {', '.join(SPLIT_BY)}")
 
 
 @dataclass
@@ -45,14 +87,31 @@ class TrainingSession:
     comparison_md: Path | None = None
     cancelled: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)  # (backbone, reason)
+    warnings: list[str] = field(default_factory=list)  # about the data and the split
 
 
 def make_split(
-    scan: DatasetScan, options: SplitOptions, test_scan: DatasetScan | None = None
+    scan: DatasetScan,
+    options: SplitOptions,
+    test_scan: DatasetScan | None = None,
+    *,
+    test_source: str | None = None,
 ) -> Split:
     """The split a session trains on; `test_scan` (a separate labelled set) becomes the test
-    part. Always checked for subjects in two parts."""
-    if options.train_folds or options.validation_folds:
+    part. Always checked for subjects in two parts.
+
+    Refused (SubjectsUnknownError) when some cells have no known subject, unless the options
+    accept a split by image; `options.split_from` rebuilds a bundle's recorded split exactly.
+    """
+    total = len(scan.records) + (len(test_scan.records) if test_scan else 0)
+    unknown = scan.image_subjects + (test_scan.image_subjects if test_scan else 0)
+    if unknown and options.split_by != "image":
+        raise SubjectsUnknownError(subjects_unknown_message(unknown, total))
+    if options.split_from is not None:
+        split = split_from_manifest(
+            options.split_from, scan.records, test_scan.records if test_scan else ()
+        )
+    elif options.train_folds or options.validation_folds:
         split = split_by_folds(
             scan.records,
             train_folds=options.train_folds,
@@ -64,10 +123,18 @@ def make_split(
         split = split_by_subject(
             scan.records, validation=options.validation, test=test_fraction, seed=options.seed
         )
-    if test_scan is not None:
+    if test_scan is not None and options.split_from is None:
         if split.test:
             raise ValueError("give either test folds or a separate test set, not both")
         split = replace(split, test=list(test_scan.records))
+    split = replace(
+        split,
+        split_by="image" if unknown else "subject",
+        data_root=split.data_root or (str(scan.root) if scan.root is not None else None),
+        test_source=split.test_source or test_source,
+        subject_rule=split.subject_rule
+        or (scan.subject_rule.to_manifest() if scan.subject_rule is not None else None),
+    )
     check_no_leakage(split)
     return split
 
@@ -91,22 +158,51 @@ def train_session(
     split_options: SplitOptions | None = None,
     test_data: str | os.PathLike[str] | None = None,
     class_map: dict[str, str] | None = None,
+    subjects: Any = None,
     progress: TrainingCallback | None = None,
     cancel: CancelToken | None = None,
     log: Callable[[str], None] | None = None,
     source: str = "",
+    stains: Sequence[str] | None = None,
 ) -> TrainingSession:
-    """Train every backbone in `backbones` on one split; write bundles, reports, comparison."""
+    """Train every backbone in `backbones` on one split; write bundles, reports, comparison.
+
+    `stains` ("none", "reinhard") trains each backbone once per stain setting, so the
+    comparison shows stain normalisation against colour jitter alone on the same split
+    (default: the config's own setting only).
+    """
     from training.comparison import write_comparison
 
     say = log or (lambda _msg: None)
-    scan = data if isinstance(data, DatasetScan) else read_dataset(data, class_map=class_map)
+    scan = (
+        data
+        if isinstance(data, DatasetScan)
+        else read_dataset(data, class_map=class_map, subjects=subjects)
+    )
     if not scan.records:
         raise ValueError("no labelled cells found")
-    test_scan = read_dataset(test_data, class_map=class_map) if test_data else None
-    split = make_split(scan, split_options or SplitOptions(), test_scan)
+    test_scan = (
+        read_dataset(test_data, class_map=class_map, subjects=subjects) if test_data else None
+    )
+    options = split_options or SplitOptions()
+    split = make_split(
+        scan, options, test_scan, test_source=str(Path(test_data).absolute()) if test_data else None
+    )
+    if options.split_from is not None:
+        say(
+            "split rebuilt from the recorded one: "
+            + ", ".join(f"{p} {len(split.part(p))} cells" for p in ("train", "validation", "test"))
+        )
+    warnings = split_warnings(split)
+    if options.duplicates:
+        say("checking for the same image in two parts…")
+        duplicates = check_duplicates(split)
+        duplicates.raise_if_exact()
+        split.file_hashes = dict(duplicates.sha256)
+        if duplicates.message():
+            warnings.append(duplicates.message())
     source = source or str(data if not isinstance(data, DatasetScan) else scan.source)
-    session = TrainingSession(scan=scan, split=split)
+    session = TrainingSession(scan=scan, split=split, warnings=warnings)
     for name, part in split.summary().items():
         say(
             f"{name}: {part['cells']} cells of {part['subjects']} subjects "
@@ -114,17 +210,29 @@ def train_session(
         )
     if scan.unreadable:
         say(f"{len(scan.unreadable)} file(s) skipped while reading the data set")
+    for warning in warnings:
+        say(f"warning: {warning}")
     out = Path(out)
-    for backbone in backbones:
+    variants = [(b, stain) for b in backbones for stain in (stains or [config.stain])]
+    for backbone, stain in variants:
         if cancel is not None and cancel.cancelled:
             session.cancelled = True
             break
-        run_config = replace(
-            config, backbone=backbone, name=config.name if len(backbones) == 1 else None
-        )
+        if len(variants) == 1:
+            name = config.name
+        else:
+            name = backbone + (f"-{stain}" if stain != "none" and len(stains or ()) > 1 else "")
+        run_config = replace(config, backbone=backbone, stain=stain, name=name)
         try:
             run = train_backbone(
-                split, run_config, out, progress=progress, cancel=cancel, source=source, log=say
+                split,
+                run_config,
+                out,
+                progress=progress,
+                cancel=cancel,
+                source=source,
+                log=say,
+                warnings=warnings,
             )
         except TrainingCancelled as exc:
             session.cancelled = True

@@ -27,6 +27,7 @@ import math
 import os
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import date
 from pathlib import Path
@@ -48,14 +49,21 @@ from training.history import (
     TrainingProgress,
     TrainingRun,
 )
-from training.pipeline import Augmentation, FailedFiles, class_weights, make_dataset
+from training.pipeline import (
+    Augmentation,
+    FailedFiles,
+    class_weights,
+    fit_stain,
+    make_dataset,
+)
 from training.scoring import (
     BAND_RULE,
     DEFAULT_BAND_CAP,
     DEFAULT_BAND_ERROR,
     THRESHOLD_RULE,
+    Evaluation,
     Predictions,
-    choose_band,
+    choose_band_detail,
     choose_threshold,
     evaluate_predictions,
     metrics_dict,
@@ -72,6 +80,8 @@ __all__ = [
 ]
 
 STRATEGIES = ("default", "mirrored", "multiworker")
+STAIN_METHODS = ("none", "reinhard")
+STAIN_FIT_CELLS = 400  # training cells the stain statistics are fitted on (seeded sample)
 
 
 class TrainingCancelled(RuntimeError):
@@ -106,6 +116,9 @@ class TrainConfig:
     band_cap: float = DEFAULT_BAND_CAP
     name: str | None = None  # bundle name; default the backbone's name
     verify_weights: bool = True  # check a cached ImageNet file against Keras's hash
+    calibrate: bool = True  # temperature scaling fitted on validation (see core.calibration)
+    stain: str = "none"  # "none" or "reinhard": stain normalisation fitted on training cells
+    bootstrap_resamples: int = 2000  # subject bootstrap for every score's 95% interval
 
     def __post_init__(self) -> None:
         self.backbone = get_spec(self.backbone).name
@@ -115,6 +128,10 @@ class TrainConfig:
             raise ValueError("class_balance must be 'weights' or 'none'")
         if self.epochs < 1 or self.batch_size < 1:
             raise ValueError("epochs and batch size must be at least 1")
+        if self.stain not in STAIN_METHODS:
+            raise ValueError(f"stain must be one of {', '.join(STAIN_METHODS)}")
+        if self.bootstrap_resamples < 100:
+            raise ValueError("bootstrap_resamples must be at least 100")
 
     @property
     def transfer(self) -> bool:
@@ -284,10 +301,12 @@ class _Loop:
         cancel: CancelToken | None,
         run_dir: Path | None,
         failed: FailedFiles,
+        stain: Any = None,
     ) -> None:
         import tensorflow as tf
 
         self.tf = tf
+        self.stain = stain
         self.config = config
         self.split = split
         self.progress = progress
@@ -322,6 +341,7 @@ class _Loop:
             cache=self._cache("train"),
             failed=failed,
             drop_remainder=True,
+            stain=stain,
         ).repeat()
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = (
@@ -338,6 +358,7 @@ class _Loop:
             weights=self.weights,
             cache=self._cache("validation"),
             failed=failed,
+            stain=stain,
         )
 
     def _cache(self, part: str) -> bool | str:
@@ -585,16 +606,23 @@ def predict_records(
     input_size: int,
     batch_size: int,
     failed: FailedFiles,
+    stain: Any = None,
 ) -> tuple[Predictions, float]:
     """P(ALL) for every decodable record (in order) and the images/s of the pass.
 
-    `predict` comes from `compiled_predict(model)`.
+    `predict` comes from `compiled_predict(model)`; `stain` is the run's stain normalisation
+    (None: none), applied exactly as in training and in analysis.
     """
     if not records:
         return Predictions([], [], [], []), math.nan
 
     ds = make_dataset(
-        records, input_size=input_size, batch_size=batch_size, training=False, failed=failed
+        records,
+        input_size=input_size,
+        batch_size=batch_size,
+        training=False,
+        failed=failed,
+        stain=stain,
     )
     started = time.perf_counter()
     p = [predict(images).numpy() for images, _, _ in ds]
@@ -626,12 +654,130 @@ def _export_model(config: TrainConfig, weights: list[np.ndarray]) -> Any:
 
 
 def _weights_digest(weights: list[np.ndarray]) -> str:
+    """SHA-256 of the weight arrays themselves ("weight arrays SHA-256"): equal on every
+    worker of a cluster. Not the hash of the bundle's model.keras file, which the manifest
+    calls weights_sha256 and reports call "model.keras SHA-256"."""
     import hashlib
 
     digest = hashlib.sha256()
     for w in weights:
         digest.update(np.ascontiguousarray(w).tobytes())
     return digest.hexdigest()
+
+
+def score_parts(
+    predict: Any, split: Split, config: TrainConfig, failed: FailedFiles, stain: Any = None
+) -> tuple[Evaluation, Evaluation | None, float, float]:
+    """Validation and test scores of a trained model, and its calibration.
+
+    The temperature is fitted on the validation cells' raw P(ALL); the threshold and the band
+    are then chosen on the calibrated validation scores, and both parts are scored on
+    calibrated scores (what the app will show), with the raw ones kept for the before/after
+    calibration table. Returns (validation, test or None, temperature, inference images/s).
+    """
+    from dataclasses import replace as dc_replace
+
+    from leukgui.core.calibration import (
+        TEMPERATURE_BOUNDS,
+        apply_temperature,
+        at_bound,
+        fit_temperature,
+    )
+
+    def run(records: list[Record]) -> tuple[Predictions, float]:
+        return predict_records(
+            predict,
+            records,
+            input_size=config.size,
+            batch_size=config.batch_size,
+            failed=failed,
+            stain=stain,
+        )
+
+    raw_val, _ = run(split.validation)
+    temperature = 1.0
+    if config.calibrate:
+        temperature = fit_temperature([t == ALL for t in raw_val.truth], raw_val.p_all)
+
+    def calibrated(raw: Predictions) -> Predictions:
+        p = apply_temperature(raw.p_all, temperature).tolist()
+        return dc_replace(raw, p_all=p)
+
+    val = calibrated(raw_val)
+    threshold = choose_threshold(val.truth, val.p_all)
+    choice = choose_band_detail(
+        val.truth,
+        val.p_all,
+        threshold,
+        max_error=config.band_error,
+        max_uncertain=config.band_cap,
+    )
+    band = choice.band
+    common = dict(
+        temperature=temperature,
+        resamples=config.bootstrap_resamples,
+        seed=config.seed,
+        band_error=config.band_error,
+    )
+    val_eval = evaluate_predictions(
+        val, threshold, band, "validation", uncalibrated_p_all=raw_val.p_all, **common
+    )
+    val_eval.notes += [f"uncertainty band: {note}" for note in choice.notes]
+    if config.calibrate and at_bound(temperature):
+        val_eval.notes.append(
+            f"calibration: the temperature stopped at its limit ({temperature:.2f}, allowed "
+            f"{TEMPERATURE_BOUNDS[0]}-{TEMPERATURE_BOUNDS[1]}): "
+            + (
+                "the validation scores carry almost no information, so calibration squeezes "
+                "every P(ALL) towards the same value"
+                if temperature > 1
+                else "the network's scores are far too timid on validation"
+            )
+        )
+    if config.calibrate and val_eval.ece > val_eval.ece_uncalibrated + 1e-9:
+        val_eval.notes.append(
+            f"calibration: the validation ECE rose from {val_eval.ece_uncalibrated:.3f} to "
+            f"{val_eval.ece:.3f} (temperature scaling fits the likelihood, not the binned ECE; "
+            "with few validation cells the two can disagree)"
+        )
+    # Inference speed on cached validation cells (a second pass, so decoding is excluded).
+    _, inference_rate = run(split.validation)
+    test_eval = None
+    if split.test:
+        raw_test, _ = run(split.test)
+        test_eval = evaluate_predictions(
+            calibrated(raw_test),
+            threshold,
+            band,
+            "test",
+            uncalibrated_p_all=raw_test.p_all,
+            **common,
+        )
+    return val_eval, test_eval, temperature, inference_rate
+
+
+def manifest_metrics(validation: Evaluation, test: Evaluation | None) -> dict[str, Any]:
+    """A bundle's scores, each under the part it came from.
+
+    "test" and "validation" hold their parts' scores; the top level repeats the test scores
+    (what older readers and the model picker's warning look at) and says which part they are
+    from. Without a test part the top level holds the validation scores, marked as such and
+    with a note, so nothing can present them as held-out.
+    """
+    out = dict(metrics_dict(test)) if test is not None else dict(metrics_dict(validation))
+    out["evaluated_on"] = "test" if test is not None else "validation"
+    if test is not None:
+        out["test"] = metrics_dict(test)
+    out["validation"] = metrics_dict(validation)
+    if validation.notes:  # e.g. the cap on uncertain cells stopped the band short
+        out["validation"]["notes"] = list(validation.notes)
+    if test is None:
+        out["note"] = (
+            "No test part: there are no held-out scores. These are validation scores: the "
+            "validation cells chose the best epoch, the threshold and the band, so they are "
+            "optimistic."
+        )
+    return out
 
 
 def train_backbone(
@@ -644,6 +790,7 @@ def train_backbone(
     save_on_cancel: bool = True,
     source: str = "",
     log: Any = None,
+    warnings: Sequence[str] = (),
 ) -> TrainingRun:
     """Train `config.backbone` on `split`, score it, and write its bundle and training files.
 
@@ -675,7 +822,12 @@ def train_backbone(
     keras.utils.set_random_seed(config.seed)
     failed = FailedFiles()
     started = time.time()
-    loop = _Loop(config, split, progress, cancel, run_dir, failed)
+    stain = None
+    if config.stain != "none":  # fitted on training cells only: no score sees its own data
+        stain = fit_stain(
+            split.train, config.size, max_cells=STAIN_FIT_CELLS, seed=config.seed, failed=failed
+        )
+    loop = _Loop(config, split, progress, cancel, run_dir, failed, stain)
     say(
         f"{config.backbone}: {len(split.train)} training and {len(split.validation)} "
         f"validation cells, {loop.steps} steps of {loop.global_batch} per epoch, "
@@ -699,41 +851,16 @@ def train_backbone(
     parameters = loop.model.count_params()
     model = _export_model(config, loop.best.weights)
     digest = _weights_digest(model.get_weights())
-    say(f"{config.backbone}: final weights sha256 {digest}")
+    say(f"{config.backbone}: weight arrays sha256 {digest}")
 
     predict = compiled_predict(model)
-    validation, _ = predict_records(
-        predict,
-        split.validation,
-        input_size=config.size,
-        batch_size=config.batch_size,
-        failed=failed,
-    )
-    threshold = choose_threshold(validation.truth, validation.p_all)
-    band = choose_band(
-        validation.truth,
-        validation.p_all,
-        threshold,
-        max_error=config.band_error,
-        max_uncertain=config.band_cap,
-    )
-    val_eval = evaluate_predictions(validation, threshold, band, "validation")
-    # Inference speed on cached validation cells (a second pass, so decoding is excluded).
-    _, inference_rate = predict_records(
-        predict,
-        split.validation,
-        input_size=config.size,
-        batch_size=config.batch_size,
-        failed=failed,
-    )
-    test_eval = None
-    if split.test:
-        test, _ = predict_records(
-            predict, split.test, input_size=config.size, batch_size=config.batch_size, failed=failed
-        )
-        test_eval = evaluate_predictions(test, threshold, band, "test")
+    scored = score_parts(predict, split, config, failed, stain)
+    val_eval, test_eval, temperature, inference_rate = scored
+    threshold, band = val_eval.threshold, val_eval.uncertainty_band
 
     band_rule = BAND_RULE.format(error=config.band_error, cap=config.band_cap)
+    if config.calibrate:
+        band_rule += "; threshold and band chosen on the calibrated P(ALL)"
     rates = [e.images_per_second for e in loop.history]
     stopped = "cancelled" if loop.cancelled else "completed"
     if not loop.cancelled and loop.epoch < total:
@@ -748,12 +875,20 @@ def train_backbone(
             "steps_per_epoch": loop.steps,
             "unfreeze_from": loop.unfreeze_prefix if config.transfer else "all layers",
             "monitor": "class-weighted validation loss",
+            "temperature": temperature,
+            "stain_normalisation": config.stain,
         }
     )
-    metrics = metrics_dict(test_eval) if test_eval else metrics_dict(val_eval)
-    metrics["validation"] = metrics_dict(val_eval)
-    if test_eval is None:
-        metrics["note"] = "no test split: these figures are on the validation subjects"
+    metrics = manifest_metrics(val_eval, test_eval)
+    extra: dict[str, Any] = {"cancelled": loop.cancelled}
+    if config.calibrate:
+        extra["calibration"] = {
+            "method": "temperature",
+            "temperature": temperature,
+            "fitted_on": "validation",
+        }
+    if stain is not None:
+        extra["stain_normalisation"] = stain.to_manifest()
     from leukgui.core.engine import device_description
 
     manifest = make_manifest(
@@ -780,9 +915,10 @@ def train_backbone(
             "stopped_because": stopped,
             "training_seconds": round(training_seconds, 1),
             "unreadable_files": len(failed),
+            "warnings": list(warnings),
         },
         metrics=metrics,
-        extra={"cancelled": loop.cancelled},
+        extra=extra,
     )
     run = TrainingRun(
         backbone=config.backbone,
@@ -806,7 +942,8 @@ def train_backbone(
         cancelled=loop.cancelled,
         unreadable=failed.items(),
         device=device_description(),
-        weights_sha256=digest,
+        weight_arrays_sha256=digest,
+        warnings=list(warnings),
     )
     run.run_folder = run_dir
     run_dir.mkdir(parents=True, exist_ok=True)

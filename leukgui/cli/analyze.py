@@ -255,6 +255,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         image_kind=args.image_kind,
         max_pixels=args.max_pixels,
         max_bytes=args.max_file_mib * 2**20,
+        tta=bool(getattr(args, "tta", False)),
     )
 
     items, walk_errors = discover(args.inputs)
@@ -568,6 +569,12 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
     )
     # The option's first name, kept (out of --help) so existing scripts still run.
     analyze.add_argument("--fields", dest="image_kind", choices=IMAGE_KINDS, help=argparse.SUPPRESS)
+    analyze.add_argument(
+        "--tta",
+        action="store_true",
+        help="test-time augmentation: P(ALL) is the mean over 8 views of each cell (flips and "
+        "90-degree rotations); about 8 times slower, the heatmap is the unturned cell's",
+    )
     analyze.add_argument("--no-progress", action="store_true", help="no progress bar")
     analyze.add_argument(
         "-q", "--quiet", action="store_true", help="print only the one-line summary and errors"

@@ -19,7 +19,7 @@ from leukgui.cli.console import (
     ctrl_c_cancels,
     load_model,
 )
-from leukgui.core.formatting import percent
+from leukgui.core.formatting import edges_text, percent
 from leukgui.core.results import CancelToken
 
 __all__ = ["TrainingPrinter", "add_parsers", "cmd_evaluate", "cmd_train"]
@@ -34,11 +34,20 @@ examples:
 
 data layouts: C-NMC training_data (fold_N/all|hem), the C-NMC preliminary test folder with its
 labels CSV, class folders all/ and hem/ (or --class-map), ALL-IDB2 (ImNNN_L.tif), or a CSV
-with path,label[,subject]. Cells are split by subject, never by image.
+with path,label[,subject]. Cells are split by subject, never silently by image: when subjects
+are unknown, give them (--subject-folder, --subject-pattern, a CSV subject column) or accept
+an optimistic split with --split-by image.
+
+scores: every score says which part it is from. The test part is held out; validation chose
+the best epoch, the threshold and the band. Intervals are 95% bootstrap intervals over
+subjects; subject-level results come first. With several backbones the model is chosen on
+validation, and compared with the others on the same test subjects (paired bootstrap and
+McNemar's test).
 
 exit codes:
   0    trained and saved      4  model/weights problem
-  3    no labelled cells, or too few subjects per class to split by subject
+  3    no labelled cells, too few subjects per class, subjects unknown (see --split-by),
+       or the same image in two parts
   2    bad command line       5  a report could not be written
   130  cancelled with Ctrl-C (the best epoch so far is still saved, marked CANCELLED)
 """
@@ -73,6 +82,131 @@ def _class_map(text: str | None) -> dict[str, str] | None:
 
 def _folds(text: str | None) -> tuple[str, ...]:
     return tuple(f.strip() for f in text.split(",") if f.strip()) if text else ()
+
+
+def _recorded_split(bundle: str) -> dict:
+    """The split a model file recorded (`--split-from`), or ValueError saying why not."""
+    from leukgui.core.bundle import BundleError, read_manifest
+
+    try:
+        manifest = read_manifest(bundle)
+    except (BundleError, OSError) as exc:
+        raise ValueError(f"--split-from {bundle}: {exc}") from None
+    split = (manifest.get("training_data") or {}).get("split")
+    if not isinstance(split, dict):
+        raise ValueError(f"--split-from {bundle}: the model file records no split")
+    return split
+
+
+def _interval(ev: Any, key: str) -> str:
+    boot = getattr(getattr(ev, "intervals", None), "intervals", {}) or {}
+    low, high = boot.get(key, (float("nan"), float("nan")))
+    if low != low or high != high:  # NaN: too few subjects for an interval
+        return ""
+    return f" (95% CI {percent(low)}-{percent(high)})"
+
+
+def score_line(ev: Any) -> str:
+    """One part's scores in a line: subjects first, then cells with subject-bootstrap CIs."""
+    from training.stats import few_subjects
+
+    m = ev.metrics
+    parts = [f"{m.n} cells of {len(ev.subjects)} subjects"]
+    level = getattr(ev, "subject_level", None)
+    if level is not None:
+        sm = level.metrics
+        parts.append(f"subjects right {sm.tp + sm.tn}/{sm.n}")
+    parts.append(
+        f"balanced accuracy {percent(m.balanced_accuracy)}{_interval(ev, 'balanced_accuracy')}"
+    )
+    parts.append(f"sensitivity {percent(m.recall)}, specificity {percent(m.specificity)}")
+    if getattr(m, "weighted_f1", None) is not None:
+        parts.append(f"weighted F1 {percent(m.weighted_f1)}")
+    parts.append(f"AUC {m.roc_auc:.3f}")
+    if few_subjects(level):
+        parts.append("few subjects: the intervals understate the uncertainty")
+    return ", ".join(parts)
+
+
+def seen_text(seen: dict[str, int]) -> str:
+    """The not-held-out warning of an evaluation on subjects the model already saw."""
+    parts = " and ".join(
+        f"{n} in its {'training' if part == 'train' else 'validation'} part"
+        for part, n in seen.items()
+    )
+    return (
+        f"this model already saw some of these subjects ({parts}), so these scores are not "
+        "held-out and are optimistic"
+    )
+
+
+def _cross_validate(
+    args: argparse.Namespace,
+    scan: Any,
+    backbones: list[str],
+    config: Any,
+    out_dir: Path,
+    cancel: CancelToken,
+    say: Any,
+    out: TextIO,
+    err: TextIO,
+) -> int:
+    """`leukgui train --cv K [--repeats R]`: every backbone on the same subject folds."""
+    from training.crossval import CV_METRICS, cross_validate
+    from training.run import SubjectsUnknownError, subjects_unknown_message
+    from training.splits import SplitError
+
+    if args.test_data or args.train_folds or args.validation_folds or args.split_from:
+        err.write(
+            "leukgui train: error: --cv makes its own folds; it cannot be combined with "
+            "--test-data, --train-folds/--validation-folds or --split-from\n"
+        )
+        return EXIT_USAGE
+    if scan.image_subjects and args.split_by != "image":
+        err.write(
+            f"leukgui train: {subjects_unknown_message(scan.image_subjects, len(scan.records))}\n"
+        )
+        return EXIT_NO_DATA
+    try:
+        with ctrl_c_cancels(cancel, err, TRAIN_CANCEL_MESSAGE):
+            result = cross_validate(
+                scan.records,
+                backbones,
+                config,
+                out_dir,
+                folds=args.cv,
+                repeats=args.repeats,
+                seed=args.seed,
+                validation=args.validation,
+                progress=TrainingPrinter(err, quiet=args.quiet),
+                cancel=cancel,
+                log=say,
+                source=str(Path(args.data).absolute()),
+            )
+    except KeyboardInterrupt:
+        err.write("leukgui train: aborted\n")
+        return EXIT_INTERRUPTED
+    except (SplitError, SubjectsUnknownError) as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_NO_DATA
+    except ValueError as exc:
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_USAGE
+    for backbone in backbones:
+        figures = []
+        for key, name, _ in CV_METRICS:
+            s = result.summary(backbone, key)
+            figures.append(
+                f"{name} {s['mean']:.3f} ± {s['sd']:.3f} ({s['min']:.3f}-{s['max']:.3f})"
+            )
+        out.write(
+            f"{backbone}: {result.summary(backbone, 'balanced_accuracy')['n']} folds; "
+            + "; ".join(figures)
+            + "\n"
+        )
+    if result.xlsx:
+        out.write(f"cross-validation: {result.xlsx} and {result.md}\n")
+    return EXIT_INTERRUPTED if result.cancelled else EXIT_OK
 
 
 class TrainingPrinter:
@@ -111,10 +245,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.atomic import ReportWriteError
     from leukgui.core.backbones import WeightsMissingError, get_spec
     from leukgui.core.paths import user_models_dir
-    from training.datasets import read_dataset
+    from training.datasets import parse_subject_rule, read_dataset
     from training.pipeline import Augmentation
     from training.run import SplitOptions, train_session
-    from training.splits import LeakageError, SplitError
+    from training.splits import DuplicateError, LeakageError, SplitError
     from training.trainer import TrainConfig
 
     names = args.backbones.split(",") if args.backbones else [args.backbone]
@@ -139,13 +273,22 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             augmentation=Augmentation.none() if args.no_augment else Augmentation(),
             cache={"memory": True, "none": False}.get(args.cache, args.cache),
             name=args.name,
+            calibrate=not args.no_calibration,
+            stain="none" if args.stain == "both" else args.stain,
+            bootstrap_resamples=args.bootstrap,
         )
+        subjects = parse_subject_rule(args.subject_folder, args.subject_pattern)
+        split_from = _recorded_split(args.split_from) if args.split_from else None
     except (ValueError, argparse.ArgumentTypeError) as exc:
         err.write(f"leukgui train: error: {exc}\n")
         return EXIT_USAGE
-    if args.name and len(backbones) > 1:
-        err.write("leukgui train: error: --name works with one backbone only\n")
+    stains = ["none", "reinhard"] if args.stain == "both" else None
+    if args.name and (len(backbones) > 1 or stains):
+        err.write("leukgui train: error: --name works with one backbone and one --stain only\n")
         return EXIT_USAGE
+    test_data = args.test_data
+    if split_from is not None and test_data is None and split_from.get("test_source"):
+        test_data = split_from["test_source"]  # the recorded split had a separate test set
     options = SplitOptions(
         validation=args.validation,
         test=args.test,
@@ -153,9 +296,11 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         train_folds=_folds(args.train_folds),
         validation_folds=_folds(args.validation_folds),
         test_folds=_folds(args.test_folds),
+        split_by=args.split_by,
+        split_from=split_from,
     )
     try:
-        scan = read_dataset(args.data, class_map=class_map)
+        scan = read_dataset(args.data, class_map=class_map, subjects=subjects)
     except ValueError as exc:
         err.write(f"leukgui train: {exc}\n")
         return EXIT_NO_DATA
@@ -166,6 +311,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     cancel = CancelToken()
     started = time.perf_counter()
     say = (lambda msg: None) if args.quiet else (lambda msg: err.write(msg + "\n"))
+    if args.cv:
+        return _cross_validate(args, scan, backbones, config, out_dir, cancel, say, out, err)
     try:
         with ctrl_c_cancels(cancel, err, TRAIN_CANCEL_MESSAGE):
             session = train_session(
@@ -174,8 +321,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 config,
                 out_dir,
                 split_options=options,
-                test_data=args.test_data,
+                test_data=test_data,
                 class_map=class_map,
+                subjects=subjects,
+                stains=stains,
                 progress=TrainingPrinter(err, quiet=args.quiet),
                 cancel=cancel,
                 log=say,
@@ -193,7 +342,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except LeakageError as exc:
         err.write(f"leukgui train: the split leaks subjects: {exc}\n")
         return EXIT_USAGE
-    except SplitError as exc:  # too few subjects per class: the Training tab's Start reason
+    except SplitError as exc:  # too few subjects, subjects unknown: the Training tab's reason
+        err.write(f"leukgui train: {exc}\n")
+        return EXIT_NO_DATA
+    except DuplicateError as exc:
         err.write(f"leukgui train: {exc}\n")
         return EXIT_NO_DATA
     except ValueError as exc:
@@ -201,18 +353,35 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_USAGE
     for backbone, reason in session.failures:
         err.write(f"leukgui train: {backbone}: {reason}\n")
+    for warning in session.warnings:
+        out.write(f"WARNING: {warning}\n")
     for run in session.runs:
-        ev = run.test or run.validation
-        where = "test" if run.test else "validation (no test split)"
         state = "CANCELLED, best epoch so far: " if run.cancelled else ""
-        out.write(
-            f"{state}{run.bundle_path}: {where} n={ev.metrics.n} balanced accuracy "
-            f"{percent(ev.metrics.balanced_accuracy)}, sensitivity {percent(ev.metrics.recall)}, "
-            f"specificity {percent(ev.metrics.specificity)}, AUC {ev.metrics.roc_auc:.3f}; "
-            f"threshold {ev.threshold:.3f}, uncertainty band "
-            f"{ev.uncertainty_band[0]:.3f}-{ev.uncertainty_band[1]:.3f}; "
-            f"report {run.report_xlsx}\n"
-        )
+        out.write(f"{state}{run.bundle_path}; report {run.report_xlsx}\n")
+        for ev, words in (
+            (run.test, "test (held-out subjects)"),
+            (run.validation, "validation (chose the epoch, threshold and band: not held-out)"),
+        ):
+            if ev is not None:
+                out.write(f"  {words}: {score_line(ev)}\n")
+        if run.test is None:
+            out.write("  no test part: this model has no held-out scores\n")
+        ref = run.validation or run.test
+        if ref is not None:
+            out.write(
+                f"  threshold {ref.threshold:.3f}, uncertainty band "
+                f"{edges_text(*ref.uncertainty_band, sep='-')}, temperature "
+                f"{getattr(ref, 'temperature', 1.0):.3f}\n"
+            )
+    if len(session.runs) > 1:
+        from training.comparison import choose_run, run_label
+
+        chosen = choose_run(session.runs)
+        if chosen is not None:
+            out.write(
+                f"chosen on validation: {run_label(session.runs[chosen])} "
+                f"({session.runs[chosen].bundle_path})\n"
+            )
     if session.comparison_md:
         out.write(f"comparison: {session.comparison_xlsx} and {session.comparison_md}\n")
     out.write(f"{time.perf_counter() - started:.0f} s\n")
@@ -223,8 +392,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 
 def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.atomic import ReportWriteError
-    from training.datasets import read_dataset
-    from training.evaluate import evaluate_bundle
+    from training.datasets import parse_subject_rule, read_dataset
+    from training.evaluate import evaluate_bundle, seen_in_training
     from training.reports import write_evaluation_report
 
     report = Path(args.out)
@@ -232,8 +401,13 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         err.write(f"leukgui evaluate: error: --out must name an .xlsx file, not {report}\n")
         return EXIT_USAGE
     try:
+        subjects = parse_subject_rule(args.subject_folder, args.subject_pattern)
+    except ValueError as exc:
+        err.write(f"leukgui evaluate: error: {exc}\n")
+        return EXIT_USAGE
+    try:
         class_map = _class_map(args.class_map)
-        scan = read_dataset(args.data, class_map=class_map)
+        scan = read_dataset(args.data, class_map=class_map, subjects=subjects)
     except (ValueError, argparse.ArgumentTypeError) as exc:
         err.write(f"leukgui evaluate: {exc}\n")
         return EXIT_NO_DATA
@@ -256,11 +430,13 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 batch_size=args.batch_size,
                 progress=printer,
                 cancel=cancel,
+                tta=args.tta,
             )
     except KeyboardInterrupt:
         err.write("leukgui evaluate: aborted; no report written\n")
         return EXIT_INTERRUPTED
     model = dict(bundle.manifest, path=str(bundle.path.absolute()))
+    seen = seen_in_training(bundle.manifest, scan)
     try:
         write_evaluation_report(
             result.evaluation,
@@ -269,18 +445,29 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             data=dict(scan.summary(), folder=str(Path(args.data).absolute())),
             unreadable=result.unreadable,
             title=f"Evaluation of {bundle.name} v{bundle.version} on {Path(args.data).name}",
+            tta=result.tta_evaluation,
+            images_per_second=result.images_per_second,
+            tta_images_per_second=result.tta_images_per_second,
+            seen=seen,
         )
     except ReportWriteError as exc:
         err.write(f"leukgui evaluate: {exc}\n")
         return EXIT_REPORT
-    m = result.evaluation.metrics
     state = "CANCELLED: " if result.cancelled else ""
-    out.write(
-        f"{state}{m.n} cells of {len(result.evaluation.subjects)} subjects: "
-        f"accuracy {percent(m.accuracy)}, balanced accuracy {percent(m.balanced_accuracy)}, "
-        f"sensitivity {percent(m.recall)}, specificity {percent(m.specificity)}, "
-        f"AUC {m.roc_auc:.3f}; {len(result.unreadable)} unreadable; report {report}\n"
-    )
+    if seen:
+        out.write(f"WARNING: {seen_text(seen)}\n")
+    if scan.image_subjects:
+        out.write(
+            f"WARNING: subjects unknown for {scan.image_subjects} cells: each counts as its own "
+            "subject, so subject-level results and intervals are by image\n"
+        )
+    out.write(f"{state}{score_line(result.evaluation)}; {len(result.unreadable)} unreadable\n")
+    if result.tta_evaluation is not None:
+        plain, tta = result.images_per_second, result.tta_images_per_second or 0.0
+        cost = f"{tta:.1f} images/s against {plain:.1f} without" if plain else ""
+        out.write(f"with test-time augmentation (8 views): {score_line(result.tta_evaluation)}")
+        out.write(f"; {cost}\n" if cost else "\n")
+    out.write(f"report {report}\n")
     if result.cancelled:
         return EXIT_INTERRUPTED
     return EXIT_SOME_ERRORS if result.unreadable else EXIT_OK
@@ -356,6 +543,61 @@ def add_parsers(sub: Any) -> None:
     train.add_argument(
         "--class-map", metavar="FOLDER=ALL,...", help="class folder names, e.g. blast=ALL,norm=HEM"
     )
+    subjects = train.add_argument_group("subjects (patients) and the split")
+    subjects.add_argument(
+        "--subject-folder",
+        type=int,
+        metavar="N",
+        help="the subject is the Nth folder of each file's path below DATA (1 = the first)",
+    )
+    subjects.add_argument(
+        "--subject-pattern",
+        metavar="REGEX",
+        help="the subject is the part of each file name matched by REGEX's group "
+        "(?P<subject>...) or (...), e.g. '^(P\\d+)_'",
+    )
+    subjects.add_argument(
+        "--split-by",
+        choices=("subject", "image"),
+        default="subject",
+        help="'image' accepts a split where cells without a known subject count as their own "
+        "subject (scores are then optimistic, and every report says so)",
+    )
+    subjects.add_argument(
+        "--split-from",
+        metavar="MODEL",
+        help="rebuild exactly the split a .leukmodel file recorded (same files in each part)",
+    )
+    subjects.add_argument(
+        "--cv",
+        type=int,
+        metavar="K",
+        help="K-fold subject-grouped cross-validation instead of one split: every backbone "
+        "on the same folds, with the spread across folds",
+    )
+    subjects.add_argument(
+        "--repeats", type=int, default=1, metavar="R", help="repeat --cv with R shuffles (1)"
+    )
+    scoring = train.add_argument_group("scoring and preprocessing")
+    scoring.add_argument(
+        "--stain",
+        choices=("none", "reinhard", "both"),
+        default="none",
+        help="stain normalisation fitted on the training cells (Reinhard), or both to train "
+        "each backbone with and without it and compare (default none: colour jitter only)",
+    )
+    scoring.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="keep P(ALL) as the network gives it (default: temperature scaling on validation)",
+    )
+    scoring.add_argument(
+        "--bootstrap",
+        type=int,
+        default=2000,
+        metavar="N",
+        help="subject-bootstrap resamples for the 95%% intervals (default 2000)",
+    )
     train.add_argument(
         "--balance",
         choices=("weights", "none"),
@@ -399,5 +641,13 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--out", required=True, metavar="EVAL.xlsx", help="report to write")
     evaluate.add_argument("--class-map", metavar="FOLDER=ALL,...", help="class folder names")
     evaluate.add_argument("--batch-size", type=int, default=32, help="images per network call")
+    evaluate.add_argument(
+        "--tta",
+        action="store_true",
+        help="also score with test-time augmentation (8 flips and 90-degree rotations per "
+        "cell), reported separately with its cost in images/s",
+    )
+    evaluate.add_argument("--subject-folder", type=int, metavar="N", help="as for train")
+    evaluate.add_argument("--subject-pattern", metavar="REGEX", help="as for train")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     evaluate.set_defaults(func=cmd_evaluate)

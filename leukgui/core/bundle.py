@@ -41,6 +41,8 @@ FORMAT_VERSION = 2
 IDENTITY_KEY = "bundle_sha256"
 MODEL_MEMBER = "model.keras"
 MANIFEST_MEMBER = "manifest.json"
+CALIBRATION_KEY = "calibration"  # optional: {"method": "temperature", "temperature": T, ...}
+STAIN_KEY = "stain_normalisation"  # optional: {"method": "reinhard", "lab_mean": [...], ...}
 REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -145,6 +147,32 @@ class BundleInfo:
                 f"{100 * MIN_BALANCED_ACCURACY:.0f}%"
             )
         return ""
+
+    @property
+    def temperature(self) -> float:
+        """The calibration temperature applied to P(ALL); 1.0 (no change) when the manifest
+        has no `calibration`, so bundles written before calibration behave as they did."""
+        value = self.manifest.get(CALIBRATION_KEY)
+        return 1.0 if value is None else check_calibration(value)
+
+    @property
+    def calibration_fitted_on(self) -> str:
+        value = self.manifest.get(CALIBRATION_KEY)
+        return str(value.get("fitted_on", "")) if isinstance(value, dict) else ""
+
+    @property
+    def stain(self) -> Any:
+        """The manifest's stain normalisation (`ReinhardStats`), or None when it has none."""
+        value = self.manifest.get(STAIN_KEY)
+        return None if value is None else check_stain_normalisation(value)
+
+    def calibrate(self, p_all: Any) -> Any:
+        """Network P(ALL) (a number or an array) with this bundle's temperature applied:
+        the score that the threshold and the uncertainty band were chosen on."""
+        from leukgui.core.calibration import apply_temperature
+
+        out = apply_temperature(p_all, self.temperature)
+        return float(out) if out.ndim == 0 else out
 
     def label(self, p_all: float) -> str:
         """This model's call for P(ALL), by the one label policy (`metrics.call_label`)."""
@@ -287,6 +315,47 @@ def check_manifest_fields(manifest: Any, *, identity: bool = True) -> None:
     ):
         if key in manifest:
             _need(isinstance(manifest[key], kind), key, what, manifest[key])
+    if CALIBRATION_KEY in manifest:
+        check_calibration(manifest[CALIBRATION_KEY])
+    if STAIN_KEY in manifest:
+        check_stain_normalisation(manifest[STAIN_KEY])
+
+
+def check_calibration(value: Any) -> float:
+    """The temperature of a manifest's `calibration` object; BundleError when it is unusable.
+
+    A temperature of 0, below 0 or not finite would make every P(ALL) 0, 1 or undefined, so
+    such a model is refused at load instead of producing confident nonsense.
+    """
+    if not isinstance(value, dict):
+        raise BundleError(f"calibration must be an object, not {_describe(value)}")
+    method = value.get("method")
+    if method != "temperature":
+        raise BundleError(
+            f"calibration method must be 'temperature', not {_describe(method)}; this LeukGUI "
+            "knows no other"
+        )
+    temperature = value.get("temperature")
+    if not _is_number(temperature) or temperature <= 0:
+        raise BundleError(
+            "calibration temperature must be a positive finite number, not "
+            f"{_describe(temperature)}"
+        )
+    if "fitted_on" in value:
+        _need(
+            isinstance(value["fitted_on"], str), "calibration fitted_on", "text", value["fitted_on"]
+        )
+    return float(temperature)
+
+
+def check_stain_normalisation(value: Any) -> Any:
+    """The ReinhardStats of a manifest's `stain_normalisation` object; BundleError if bad."""
+    from leukgui.core.stain import ReinhardStats
+
+    try:
+        return ReinhardStats.from_manifest(value)
+    except ValueError as exc:
+        raise BundleError(f"stain_normalisation is unusable: {exc}") from None
 
 
 def validate_manifest(manifest: Any) -> None:
@@ -488,8 +557,16 @@ def make_manifest(
     metrics: dict[str, Any] | None = None,
     description: str = "",
     extra: dict[str, Any] | None = None,
+    temperature: float | None = None,
+    calibration_fitted_on: str = "validation",
+    stain: Any = None,
 ) -> dict[str, Any]:
-    """A manifest with every required field; `save_bundle` adds the weights hash."""
+    """A manifest with every required field; `save_bundle` adds the weights hash.
+
+    `temperature` (fitted by `calibration.fit_temperature` on validation scores) adds the
+    `calibration` object, `stain` (a `stain.ReinhardStats`) the `stain_normalisation` one;
+    left at None, the bundle has neither and analysis uses the network's scores and pixels.
+    """
     import keras
     import tensorflow as tf
 
@@ -517,9 +594,20 @@ def make_manifest(
         "tensorflow_version": tf.__version__,
         "keras_version": keras.__version__,
     }
+    if temperature is not None:
+        manifest[CALIBRATION_KEY] = calibration_manifest(temperature, calibration_fitted_on)
+    if stain is not None:
+        manifest[STAIN_KEY] = stain.to_manifest()
     if extra:
         manifest.update(extra)
     return manifest
+
+
+def calibration_manifest(temperature: float, fitted_on: str = "validation") -> dict[str, Any]:
+    """The manifest's `calibration` object for a fitted temperature (checked here)."""
+    value = {"method": "temperature", "temperature": float(temperature), "fitted_on": fitted_on}
+    check_calibration(value)
+    return value
 
 
 def save_bundle(

@@ -8,6 +8,13 @@ while the network works on the previous one, so memory stays flat however big th
 and the CPU never waits on disk. Every batch goes through one compiled call that returns
 P(ALL) and the Grad-CAM heatmaps together. The cancel token is honoured between batches;
 whatever finished before a cancel is kept.
+
+What a bundle's manifest asks for is applied here, so every caller gets it: its stain
+normalisation (`leukgui.core.stain`) on every cell image, single-cell file or smear-field
+crop, before the network; its calibration temperature on every P(ALL) before the threshold
+and the band. Heatmaps are computed on the network's input (the normalised pixels) and are
+drawn by the GUI and the reports over the original file's pixels, which have the same
+geometry: the normalisation changes colours only.
 """
 
 from __future__ import annotations
@@ -29,7 +36,7 @@ import numpy as np
 
 from leukgui import __version__
 from leukgui.core import fields
-from leukgui.core.bundle import LoadedBundle
+from leukgui.core.bundle import CALIBRATION_KEY, LoadedBundle
 from leukgui.core.fields import DetectorSettings
 from leukgui.core.imaging import (
     DEFAULT_MAX_BYTES,
@@ -38,6 +45,7 @@ from leukgui.core.imaging import (
     ImageError,
     discover,
     read_image,
+    thumbnail,
     to_model_input,
 )
 from leukgui.core.results import (
@@ -57,9 +65,12 @@ from leukgui.core.results import (
     RunInfo,
     RunResult,
 )
+from leukgui.core.stain import ReinhardStats, apply_reinhard
 from leukgui.core.truth import truth_for
+from leukgui.core.tta import TTA_DESCRIPTION, VIEWS, dihedral_view
 
 __all__ = [
+    "CALIBRATION_ROW",
     "DEFAULT_BATCH_SIZE",
     "IMAGE_KINDS",
     "AnalysisOptions",
@@ -68,15 +79,24 @@ __all__ = [
     "RunEvent",
     "RunFinished",
     "RunStarted",
+    "STAIN_ROW",
+    "TTA_ROW",
     "analyze_paths",
     "device_description",
     "iter_run",
+    "model_input",
+    "model_provenance",
 ]
 
 DEFAULT_BATCH_SIZE = 32
 IMAGE_KINDS = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
 ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
+# Provenance rows (RunInfo.extra) that describe how the model's scores were made; the report
+# shows them with the model.
+CALIBRATION_ROW = "Calibration"
+STAIN_ROW = "Stain normalisation"
+TTA_ROW = "Test-time augmentation"
 
 
 @dataclass(frozen=True)
@@ -88,6 +108,9 @@ class AnalysisOptions:
     or "fields" (every image is a smear field). `detector` may be given as DetectorSettings,
     as a mapping of overrides (what the preferences store) or None (defaults); it is always
     DetectorSettings afterwards, so a bad setting fails here, before any file is read.
+
+    `tta` averages P(ALL) over the 8 flips and quarter turns of each cell (`leukgui.core.tta`)
+    at about 8 times the network's cost; the heatmap stays that of the image as it is.
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -95,8 +118,11 @@ class AnalysisOptions:
     detector: DetectorSettings | Mapping[str, Any] | None = None
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
+    tta: bool = False
 
     def __post_init__(self) -> None:
+        if not isinstance(self.tta, bool):
+            raise ValueError(f"tta must be true or false, not {self.tta!r}")
         if self.image_kind not in IMAGE_KINDS:
             raise ValueError(
                 f"image kind must be one of {', '.join(IMAGE_KINDS)}, not {self.image_kind!r}"
@@ -204,18 +230,26 @@ def _decode_stamped(
     raise ImageError("the file kept changing while it was being read", UNREADABLE)
 
 
+def model_input(rgb: np.ndarray, size: int, stain: ReinhardStats | None = None) -> np.ndarray:
+    """The network's input for one cell image: the padded square (`to_model_input`), stain-
+    normalised on the square when the bundle asks for it (as `training.pipeline` does)."""
+    if stain is None:
+        return to_model_input(rgb, size)
+    return apply_reinhard(thumbnail(rgb, size), stain).astype(np.float32)
+
+
 def _decode_one(
-    item: InputFile, size: int, options: AnalysisOptions
+    item: InputFile, size: int, options: AnalysisOptions, stain: ReinhardStats | None = None
 ) -> tuple[list[_Cell], int, int, FileStamp | None]:
     """The model inputs of one file: itself if it is a single-cell crop, else one C-NMC-like
     crop per white cell found in the smear field (ImageError when there is none), with the
-    file's stamp."""
+    file's stamp. `stain` normalises every one of them."""
     decoded, stamp = _decode_stamped(item, options)
     rgb, file_note = decoded.rgb, "; ".join(decoded.notes)  # e.g. turned upright by EXIF
     height, width = rgb.shape[:2]
     kind = options.image_kind
     if kind == "cells" or (kind == "auto" and fields.looks_like_single_cell(rgb)):
-        return [_Cell(to_model_input(rgb, size), note=file_note)], width, height, stamp
+        return [_Cell(model_input(rgb, size, stain), note=file_note)], width, height, stamp
     found = fields.detect_cells(rgb, options.detector)
     if not found.cells:
         hints = [n for n in found.notes if fields.NOTE_NO_CELL not in n]
@@ -228,7 +262,7 @@ def _decode_one(
         crop = fields.crop_cell(rgb, cell)
         cells.append(
             _Cell(
-                to_model_input(crop, size),
+                model_input(crop, size, stain),
                 tuple(int(v) for v in cell.box),
                 index,
                 np.packbits(cell.mask).tobytes(),
@@ -255,6 +289,7 @@ def _producer(
     options: AnalysisOptions,
     out: queue.Queue,
     stop: threading.Event,
+    stain: ReinhardStats | None = None,
 ) -> None:
     """Decode files into batches; a file that fails becomes a FileError entry in place."""
     try:
@@ -266,7 +301,7 @@ def _producer(
                 return
             done_items += 1
             try:
-                cells, width, height, stamp = _decode_one(item, size, options)
+                cells, width, height, stamp = _decode_one(item, size, options, stain)
             except Exception as exc:  # one strange file must not end the run
                 entries.append(_file_error(item, exc))
             else:
@@ -327,6 +362,7 @@ class Analyzer:
         self.bundle = bundle
         self.gradcam = BatchedGradCAM(bundle.model)
         self.input_size = self.gradcam.input_size
+        self.stain: ReinhardStats | None = bundle.stain
 
     def _batches(
         self,
@@ -340,7 +376,7 @@ class Analyzer:
         out: queue.Queue = queue.Queue(maxsize=QUEUE_BATCHES)
         worker = threading.Thread(
             target=_producer,
-            args=(items, self.input_size, options, out, stop),
+            args=(items, self.input_size, options, out, stop, self.stain),
             name="leukgui-decoder",
             daemon=True,
         )
@@ -352,15 +388,34 @@ class Analyzer:
                     break
                 if isinstance(batch, _Failure):
                     raise batch.exc
-                yield self._classify(batch), batch.items
+                yield self._classify(batch, tta=options.tta), batch.items
         finally:
             stop.set()
             worker.join(timeout=5)
 
-    def _classify(self, batch: _Batch) -> list[Outcome]:
+    def scores(self, images: np.ndarray, *, tta: bool = False) -> tuple[Any, Any, Any]:
+        """Calibrated P(ALL), aligned heatmaps and `ok` flags of a float32 batch.
+
+        The heatmap is always that of the image as given (view 0, the batched Grad-CAM
+        call). With `tta` the 7 other flips/quarter turns run forward-only, one compiled
+        call per view, and P(ALL) is the mean over the 8 views of each view's calibrated
+        score: the temperature was fitted on single-view scores, so it is applied to single
+        views, and the mean of calibrated scores then meets the threshold and the band.
+        """
+        p_raw, cams, ok = self.gradcam(images)
+        cams = self.gradcam.align(cams)
+        if not tta:
+            return np.atleast_1d(self.bundle.calibrate(p_raw)), cams, ok
+        total = np.asarray(self.bundle.calibrate(p_raw), np.float64).reshape(-1)
+        for k in range(1, VIEWS):
+            p_view = self.gradcam.forward(dihedral_view(images, k))
+            ok = ok & np.isfinite(p_view)
+            total = total + np.asarray(self.bundle.calibrate(p_view), np.float64).reshape(-1)
+        return total / VIEWS, cams, ok
+
+    def _classify(self, batch: _Batch, *, tta: bool = False) -> list[Outcome]:
         if len(batch.images):
-            p_all, cams, ok = self.gradcam(batch.images)
-            cams = self.gradcam.align(cams)
+            p_all, cams, ok = self.scores(batch.images, tta=tta)
         outcomes: list[Outcome] = []
         for entry in batch.entries:
             if isinstance(entry, FileError):
@@ -449,8 +504,27 @@ def _run_info(
             "Model file": str(bundle.path),
             "Image kind": _IMAGE_KIND_TEXT[options.image_kind],
             "White-cell detector settings": json.dumps(options.detector.to_dict(), sort_keys=True),
+            **model_provenance(bundle, options),
         },
     )
+
+
+def model_provenance(bundle: LoadedBundle, options: AnalysisOptions) -> dict[str, str]:
+    """How P(ALL) was made beyond the weights: calibration, stain normalisation, TTA."""
+    temperature = bundle.temperature
+    if CALIBRATION_KEY in bundle.manifest:
+        where = bundle.calibration_fitted_on
+        calibration = f"temperature scaling, T = {temperature:.4g}" + (
+            f" (fitted on {where})" if where else ""
+        )
+    else:
+        calibration = "none (P(ALL) as the network gives it)"
+    stain = bundle.stain
+    return {
+        CALIBRATION_ROW: calibration,
+        STAIN_ROW: stain.describe() if stain is not None else "none",
+        TTA_ROW: TTA_DESCRIPTION if options.tta else "off",
+    }
 
 
 def iter_run(

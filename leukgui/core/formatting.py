@@ -19,6 +19,27 @@ def percent(fraction: float | None, digits: int = 1, missing: str = "n/a") -> st
     return f"{100 * fraction:.{digits}f}%"
 
 
+def percent_range(interval: object, missing: str = "n/a") -> str:
+    """A (low, high) pair of fractions as '12.3% – 45.6%'; `missing` when undefined (NaN, or
+    not a pair), e.g. an interval over too few subjects."""
+    if not isinstance(interval, (tuple, list)) or len(interval) != 2:
+        return missing
+    low, high = interval
+    if not all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        return missing
+    return f"{percent(low)} – {percent(high)}"
+
+
+def edges_text(low: float, high: float, digits: int = 3, sep: str = "–") -> str:
+    """Two band edges as '0.412–0.588', with more decimals when 3 would show two different
+    edges as one number (a band 1e-8 wide must not read '0.496–0.496')."""
+    for places in range(digits, 10):
+        a, b = f"{low:.{places}f}", f"{high:.{places}f}"
+        if a != b or low == high:
+            return f"{a}{sep}{b}"
+    return f"{low:.3g}{sep}{high:.3g}"
+
+
 def clock(seconds: float | None) -> str:
     """A countdown or elapsed time as m:ss (h:mm:ss past an hour); '--:--' when unknown."""
     if seconds is None or not math.isfinite(seconds):

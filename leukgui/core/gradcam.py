@@ -71,6 +71,21 @@ class BatchedGradCAM:
         # No AutoGraph: the loops run over Python lists of layers, and a frozen app has no
         # source for AutoGraph to read (it would warn and run the function as is anyway).
         self._fn = tf.function(run, input_signature=[spec], jit_compile=False, autograph=False)
+
+        def forward(images: Any) -> Any:
+            x = images
+            for layer in parts.preprocess:
+                x = layer(x, training=False)
+            h = parts.backbone(x, training=False)
+            for layer in parts.head:
+                h = layer(h, training=False)
+            return tf.nn.softmax(tf.cast(h, tf.float32), axis=-1)[:, all_index]
+
+        # Forward only, for the extra views of test-time augmentation: the same layers as
+        # `run`, compiled once, without the gradient.
+        self._forward = tf.function(
+            forward, input_signature=[spec], jit_compile=False, autograph=False
+        )
         self.input_size = size
         self.grid_stride, self.grid_offset = cam_grid_geometry(parts.backbone)
         self._maps: tuple[np.ndarray, np.ndarray] | None = None
@@ -86,6 +101,10 @@ class BatchedGradCAM:
         cams = cams.numpy()
         ok = finite.numpy() & np.isfinite(p_all) & np.isfinite(cams).all(axis=(1, 2))
         return p_all, cams, ok
+
+    def forward(self, batch: np.ndarray) -> np.ndarray:
+        """P(ALL) (B,) of a float32 batch without heatmaps: one compiled call per batch."""
+        return self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
 
     def align(self, cams: np.ndarray) -> np.ndarray:
         """Resample raw CAM grids onto a pixel-aligned grid over the model input.

@@ -35,7 +35,9 @@ __all__ = [
     "METRIC_NOTES",
     "METRIC_WIDTHS",
     "MetricRow",
+    "METRIC_KEYS",
     "binary_metric_rows",
+    "with_intervals",
     "calibration_row",
     "write_confusion_matrix",
     "write_metric_notes",
@@ -68,6 +70,7 @@ class MetricRow:
     fmt: str = PCT
     count: tuple[int, int] | None = None
     wilson: bool = False
+    interval: tuple[float, float] | None = None  # given 95% CI (e.g. a bootstrap); beats wilson
 
 
 def binary_metric_rows(m: BinaryMetrics, *, auc: bool = True) -> list[MetricRow]:
@@ -120,6 +123,16 @@ def binary_metric_rows(m: BinaryMetrics, *, auc: bool = True) -> list[MetricRow]
             "(sensitivity + specificity) / 2: accuracy that ignores class imbalance",
         ),
     ]
+    weighted = getattr(m, "weighted_f1", None)
+    if weighted is not None:
+        rows.append(
+            MetricRow(
+                "Weighted F1",
+                weighted,
+                "F1 of ALL and F1 of HEM averaged, weighted by each class's cells "
+                "(what the C-NMC 2019 challenge ranks by)",
+            )
+        )
     if auc:
         rows.append(
             MetricRow(
@@ -131,6 +144,38 @@ def binary_metric_rows(m: BinaryMetrics, *, auc: bool = True) -> list[MetricRow]
             )
         )
     return rows
+
+
+# Row name -> the key of the same figure in a manifest's metrics and in bootstrap intervals.
+METRIC_KEYS = {
+    "Accuracy": "accuracy",
+    "Precision": "precision",
+    "Recall (sensitivity)": "recall",
+    "Specificity": "specificity",
+    "F1 score": "f1",
+    "Weighted F1": "weighted_f1",
+    "Misclassification rate": "misclassification_rate",
+    "Balanced accuracy": "balanced_accuracy",
+    "ROC AUC": "roc_auc",
+}
+
+
+def with_intervals(
+    rows: Sequence[MetricRow], intervals: dict[str, tuple[float, float]]
+) -> list[MetricRow]:
+    """`rows` with each standard metric's interval taken from `intervals` (keyed as in
+    METRIC_KEYS) instead of Wilson's: cells of one subject are not independent, so a training
+    report's intervals come from a bootstrap over subjects."""
+    out = []
+    for row in rows:
+        key = METRIC_KEYS.get(row.name)
+        if key is not None and key in intervals:
+            low, high = intervals[key]
+            row = MetricRow(
+                row.name, row.value, row.meaning, row.fmt, row.count, False, (low, high)
+            )
+        out.append(row)
+    return out
 
 
 def calibration_row(ece: float) -> MetricRow:
@@ -182,9 +227,12 @@ def write_metric_table(ws: Worksheet, row: int, rows: Sequence[MetricRow]) -> in
         row += 1
         text_cell(ws, row, 1, metric.name)
         number_cell(ws, row, 2, metric.value, metric.fmt)
+        if metric.interval is not None:
+            number_cell(ws, row, 3, metric.interval[0], metric.fmt)
+            number_cell(ws, row, 4, metric.interval[1], metric.fmt)
         if metric.count is not None:
             k, n = metric.count
-            if metric.wilson:
+            if metric.wilson and metric.interval is None:
                 low, high = wilson_interval(k, n)
                 number_cell(ws, row, 3, low, PCT)
                 number_cell(ws, row, 4, high, PCT)
@@ -200,9 +248,9 @@ def write_metric_table(ws: Worksheet, row: int, rows: Sequence[MetricRow]) -> in
     return row
 
 
-def write_metric_notes(ws: Worksheet, row: int) -> int:
+def write_metric_notes(ws: Worksheet, row: int, notes: Sequence[str] = METRIC_NOTES) -> int:
     """The notes that explain "n/a" and the intervals, one per row from `row` on; returns the
     last row written."""
-    for i, note in enumerate(METRIC_NOTES):
+    for i, note in enumerate(notes):
         text_cell(ws, row + i, 1, note).font = ITALIC
-    return row + len(METRIC_NOTES) - 1
+    return row + len(notes) - 1

@@ -206,6 +206,25 @@ class BinaryMetrics:
         """Mean of sensitivity and specificity; NaN if either is undefined."""
         return (self.recall + self.specificity) / 2.0
 
+    @property
+    def f1_hem(self) -> float:
+        """F1 of the HEM class (HEM taken as the positive class)."""
+        return _ratio(2 * self.tn, 2 * self.tn + self.fn + self.fp)
+
+    @property
+    def weighted_f1(self) -> float:
+        """Support-weighted mean of the F1 of ALL and of HEM: the C-NMC challenge's ranking
+        score, so our figures compare with the published ones. A class with no true cells
+        weighs nothing (as in scikit-learn's average="weighted"); NaN with no cells."""
+        if self.n == 0:
+            return math.nan
+        total = 0.0
+        if self.n_positive:
+            total += self.n_positive * self.f1
+        if self.n_negative:
+            total += self.n_negative * self.f1_hem
+        return total / self.n
+
 
 def binary_metrics(
     truth: Sequence[str],

@@ -37,6 +37,7 @@ class Preferences:
     preload_model: bool = True  # load TensorFlow and the model in the background at start-up
     last_export_folder: str = ""  # where the save dialog starts next time
     image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
+    tta: bool = False  # test-time augmentation: mean P(ALL) over 8 flips and quarter turns
     detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)
 

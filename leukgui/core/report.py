@@ -33,6 +33,7 @@ from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
+from leukgui.core.engine import CALIBRATION_ROW, STAIN_ROW, TTA_ROW
 from leukgui.core.exports import (
     IMAGE_CHANGED,
     DisplayNames,
@@ -108,6 +109,7 @@ _ALL_SAMPLES_FILL = PatternFill("solid", fgColor="F2F2F2")
 _IMG_PAD_PX = 3
 _CENTER_TOP = Alignment(horizontal="center", vertical="top")
 PROVENANCE_VALUE_WIDTH = 80  # characters; longer values wrap
+MODEL_ROWS = (CALIBRATION_ROW, STAIN_ROW, TTA_ROW)  # provenance rows shown with the model
 
 
 def _run_duration(started: datetime, finished: datetime | None) -> str:
@@ -835,6 +837,9 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Decision threshold (P(ALL))", info.threshold),
         ("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)"),
     ]
+    # How the scores were made (calibration, stain normalisation, test-time augmentation)
+    # belongs with the model, not among the run's other settings.
+    items += [(key, info.extra[key]) for key in MODEL_ROWS if key in info.extra]
     if info.demo:
         items.append(("Demo model", DEMO_NOTICE))
     if info.inputs:
@@ -855,7 +860,7 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Keras version", info.keras_version),
         ("Report generated", local_time(datetime.now().astimezone())),
     ]
-    items += [(str(k), v) for k, v in info.extra.items()]
+    items += [(str(k), v) for k, v in info.extra.items() if k not in MODEL_ROWS]
     for row, (key, value) in enumerate(items, 3):
         key_cell = text_cell(ws, row, 1, key)
         key_cell.font = BOLD

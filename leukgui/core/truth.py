@@ -13,7 +13,7 @@ from pathlib import Path
 
 from leukgui.core.results import ALL, HEM
 
-__all__ = ["Truth", "parse_cnmc_name", "truth_for"]
+__all__ = ["Truth", "normalise_subject", "parse_cnmc_name", "truth_for"]
 
 # UID_<subject>_<image>_<cell>[_<all|hem>][.<ext>], any letter case. The subject is an optional
 # letter prefix (H = healthy donor) followed by digits: "1", "H6", "h6", "P3".
@@ -25,6 +25,17 @@ _FOLDER_LABELS = {"all": ALL, "hem": HEM}
 # Only the file's own folder and the one above it can label it (all/x.bmp, all/slide2/x.bmp):
 # an `all` folder far up the tree (D:/studies/all/patient7/...) says nothing about a cell.
 FOLDER_LEVELS = 2
+
+
+def normalise_subject(text: str) -> str:
+    """One spelling per subject id: stripped, inner whitespace collapsed, upper-cased.
+
+    Subject ids come from file names, CSV cells, folder names and patterns typed by people;
+    "h3", "H3" and " H3 " must be one person everywhere, or the leakage check between a
+    training set and a separate test set would miss the same patient spelled two ways. The
+    C-NMC spelling ("H3", "57") is already in this form, so it is unchanged.
+    """
+    return " ".join(str(text).split()).upper()
 
 
 @dataclass(frozen=True)
@@ -45,7 +56,7 @@ def parse_cnmc_name(name: str) -> Truth | None:
     match = _CNMC.match(name.strip())
     if match is None:
         return None
-    subject = match["prefix"].upper() + match["number"]
+    subject = normalise_subject(match["prefix"] + match["number"])
     label = match["label"]
     return Truth(label=_FOLDER_LABELS[label.lower()] if label else None, subject=subject)
 

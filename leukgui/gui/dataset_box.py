@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from leukgui.core.results import ALL, HEM
 from leukgui.gui.theme import status_style
 from leukgui.gui.workers import Worker, WorkerGroup
-from training.datasets import DatasetPreview, preview_dataset
+from training.datasets import DatasetPreview, SubjectRule, preview_dataset
 
 __all__ = ["DatasetBox", "hint_label"]
 
@@ -55,6 +55,7 @@ class DatasetBox(QGroupBox):
     def __init__(self, title: str = "Labelled cells", parent: QWidget | None = None) -> None:
         super().__init__(title, parent)
         self._preview: DatasetPreview | None = None
+        self._subjects: SubjectRule | None = None  # where subjects come from, when given
         self._failure = ""  # why the last scan crashed: Start must say so, not "Reading…"
         self._worker: Worker | None = None  # the scan whose result is still wanted
         self._workers = WorkerGroup(self)
@@ -136,6 +137,18 @@ class DatasetBox(QGroupBox):
         self.folder_edit.setText(str(path))
         self._start_scan(Path(path))
 
+    def set_subject_rule(self, rule: SubjectRule | None) -> None:
+        """Read subjects by `rule` from now on (None: as the layout says); rescans if changed."""
+        if rule == self._subjects:
+            return
+        self._subjects = rule
+        folder = self.folder()
+        if folder is not None:
+            self._start_scan(folder)
+
+    def subject_rule(self) -> SubjectRule | None:
+        return self._subjects
+
     def shutdown(self, wait_ms: int) -> bool:
         """Stop reading and wait for the scan threads; True when none is left."""
         self._worker = None
@@ -176,9 +189,12 @@ class DatasetBox(QGroupBox):
         if self._worker is not None:
             self._worker.cancel()  # its result would be stale anyway
 
+        subjects = self._subjects
+
         def scan(worker: Worker) -> DatasetPreview:
             return preview_dataset(
                 path,
+                subjects=subjects,
                 listed=worker.report,
                 progress=lambda done, total: worker.report((done, total)),
                 cancel=worker.cancel_token,
@@ -252,7 +268,10 @@ class DatasetBox(QGroupBox):
         lines = [
             f"<b>Layout:</b> {html.escape(preview.layout)}",
             f"<b>{s['cells']} cells</b>: ALL {cpc[ALL]} · HEM {cpc[HEM]}",
-            f"<b>{s['subjects']} subjects</b>: ALL {spc[ALL]} · HEM {spc[HEM]}",
+            f"<b>{s['subjects']} subjects</b>: ALL {spc[ALL]} · HEM {spc[HEM]}"
+            if not scan.image_subjects
+            else f"<b>Subjects unknown</b> for {scan.image_subjects} cells (each image counts "
+            "as its own)",
         ]
         if s.get("cells_per_fold"):
             folds = " · ".join(f"{k} {v}" for k, v in s["cells_per_fold"].items())

@@ -761,6 +761,7 @@ class MainWindow(QMainWindow):
                 batch_size=self.prefs.batch_size,
                 image_kind=self.prefs.image_kind,
                 detector=dict(self.prefs.detector),
+                tta=self.prefs.tta,
             )
         except ValueError as exc:  # a hand-edited preferences file
             self._show_message("warning", "Analysis settings", str(exc))
@@ -1255,6 +1256,11 @@ class MainWindow(QMainWindow):
         """How the next analysis treats images: decided per image, all cells, all fields."""
         self.prefs.image_kind = mode
         self.image_kind_actions[mode].setChecked(True)
+
+    def _toggle_tta(self) -> None:
+        """Test-time augmentation for the next analysis (kept in the preferences)."""
+        self.prefs.tta = self.act_tta.isChecked()
+        self.save_preferences()
 
     def _toggle_open_after(self) -> None:
         self.prefs.open_report_after_export = self.act_open_after.isChecked()

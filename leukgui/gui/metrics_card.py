@@ -1,4 +1,4 @@
-"""The Training page's results: one card of held-out scores per trained backbone.
+"""The Training page's results: one card of scores per trained backbone, labelled by part.
 
 A card says on which subjects its scores were measured (test, or validation when there was
 no test split, which is optimistic), with the threshold and uncertainty band the model file
@@ -25,7 +25,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from leukgui.core.formatting import duration, percent
+from leukgui.core.formatting import duration, edges_text, percent
 from leukgui.gui.theme import status_style
 from leukgui.gui.training_form import display_name
 
@@ -62,9 +62,10 @@ class MetricsCard(QFrame):
 
         ev = run.test or run.validation
         where = (
-            "test subjects"
+            "test subjects (held out)"
             if run.test is not None
-            else "validation subjects (no test split, so these scores are optimistic)"
+            else "validation subjects — not held out: there is no test part, and these cells "
+            "chose the threshold, so the scores are optimistic"
         )
         n = ev.metrics.n if ev else 0
         subjects = len(ev.subjects) if ev else 0
@@ -73,19 +74,45 @@ class MetricsCard(QFrame):
         )
         self.subtitle.setWordWrap(True)
         layout.addWidget(self.subtitle)
+        self.warning_label = QLabel("")
+        self.warning_label.setWordWrap(True)
+        self.warning_label.setStyleSheet(status_style("warning"))
+        by_image = (run.split or {}).get("split_by") == "image"
+        self.warning_label.setText(
+            "Split by image (subjects unknown): scores are optimistic." if by_image else ""
+        )
+        self.warning_label.setVisible(by_image)
+        layout.addWidget(self.warning_label)
 
         m = ev.metrics if ev else None
+        level = getattr(ev, "subject_level", None) if ev else None
+        boot = getattr(getattr(ev, "intervals", None), "intervals", {}) or {}
+
+        def with_ci(value: float, key: str) -> str:
+            low, high = boot.get(key, (math.nan, math.nan))
+            if not (math.isfinite(low) and math.isfinite(high)):
+                return percent(value)
+            return f"{percent(value)} ({percent(low)}–{percent(high)})"
+
         items = [
-            ("Balanced accuracy", percent(m.balanced_accuracy) if m else "n/a"),
-            ("Sensitivity (ALL)", percent(m.recall) if m else "n/a"),
-            ("Specificity (HEM)", percent(m.specificity) if m else "n/a"),
+            (
+                "Subjects right",
+                f"{level.metrics.tp + level.metrics.tn} of {level.metrics.n}"
+                if level is not None
+                else "n/a",
+            ),
+            (
+                "Balanced accuracy",
+                with_ci(m.balanced_accuracy, "balanced_accuracy") if m else "n/a",
+            ),
+            ("Sensitivity (ALL)", with_ci(m.recall, "recall") if m else "n/a"),
+            ("Specificity (HEM)", with_ci(m.specificity, "specificity") if m else "n/a"),
+            ("Weighted F1", percent(getattr(m, "weighted_f1", math.nan)) if m else "n/a"),
             ("ROC AUC", number(m.roc_auc) if m else "n/a"),
             ("Threshold", number(ev.threshold) if ev else "n/a"),
             (
                 "Uncertainty band",
-                f"{number(ev.uncertainty_band[0])}–{number(ev.uncertainty_band[1])}"
-                if ev
-                else "n/a",
+                edges_text(*ev.uncertainty_band) if ev else "n/a",
             ),
             ("UNCERTAIN cells", f"{ev.uncertain} of {n}" if ev else "n/a"),
             ("Training time", duration(run.training_seconds)),
@@ -141,6 +168,7 @@ class MetricsCard(QFrame):
             self.title.text(),
             self.cancelled_label.text() if self.cancelled_label.isVisibleTo(self) else "",
             self.subtitle.text(),
+            self.warning_label.text(),
             *(f"{k}: {v}" for k, v in self.values.items()),
             self.message.text(),
         ]

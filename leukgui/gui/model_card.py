@@ -14,10 +14,11 @@ from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayo
 
 from leukgui import APP_NAME, __version__
 from leukgui.core.bundle import BundleInfo
+from leukgui.core.formatting import edges_text
 from leukgui.core.results import DEMO_NOTICE
 from leukgui.gui.theme import status_colour
 
-__all__ = ["about_html", "model_card_dialog", "model_card_html"]
+__all__ = ["about_html", "model_card_dialog", "model_card_html", "score_parts"]
 
 
 def _warning_html(text: str) -> str:
@@ -25,55 +26,184 @@ def _warning_html(text: str) -> str:
     return f"<p style='color:{status_colour('warning')}'><b>{html.escape(text)}</b></p>"
 
 
+# (manifest key, label, kind): kinds pct (shown as %), prob (3 decimals), int
 _SCORES = (
-    "evaluated_on",
-    "n",
-    "accuracy",
-    "precision",
-    "recall",
-    "specificity",
-    "f1",
-    "balanced_accuracy",
-    "roc_auc",
-    "expected_calibration_error",
+    ("balanced_accuracy", "Balanced accuracy", "pct"),
+    ("recall", "Sensitivity (recall, ALL)", "pct"),
+    ("specificity", "Specificity (HEM)", "pct"),
+    ("accuracy", "Accuracy", "pct"),
+    ("precision", "Precision", "pct"),
+    ("f1", "F1 (ALL)", "pct"),
+    ("weighted_f1", "Weighted F1 (C-NMC ranking)", "pct"),
+    ("roc_auc", "ROC AUC", "prob"),
+    ("expected_calibration_error", "Calibration error (ECE)", "prob"),
 )
 
 
+def _value_text(value: object, kind: str) -> str:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return "n/a" if value is None else str(value)
+    if kind == "pct":
+        return f"{100 * value:.1f}%"
+    if kind == "int":
+        return f"{value:,.0f}"
+    return f"{value:.3f}"
+
+
+def _interval_text(interval: object, kind: str) -> str:
+    if not isinstance(interval, (list, tuple)) or len(interval) != 2:
+        return ""
+    low, high = interval
+    if not all(isinstance(v, (int, float)) for v in (low, high)):
+        return ""
+    return f"{_value_text(low, kind)} – {_value_text(high, kind)}"
+
+
+def score_parts(metrics: dict) -> list[tuple[str, dict]]:
+    """The manifest's scores as (part, scores) pairs, test first.
+
+    New manifests keep each part's scores under its own key; older ones put the main scores at
+    the top level, named by `evaluated_on`, with the validation scores under "validation".
+    Validation scores are never returned as anything but "validation".
+    """
+    parts: list[tuple[str, dict]] = []
+    if isinstance(metrics.get("test"), dict):
+        parts.append(("test", metrics["test"]))
+    top = {k: v for k, v in metrics.items() if not isinstance(v, dict) or k == "confusion_matrix"}
+    on = str(top.get("evaluated_on", ""))
+    if not parts and any(k in top for k, _, _ in _SCORES):
+        parts.append(
+            ("validation" if on == "validation" else ("test" if on == "test" else on), top)
+        )
+    if isinstance(metrics.get("validation"), dict) and not any(p == "validation" for p, _ in parts):
+        parts.append(("validation", metrics["validation"]))
+    return parts
+
+
+def _part_heading(part: str, scores: dict) -> str:
+    cells = scores.get("n")
+    subjects = scores.get("subjects")
+    size = ""
+    if isinstance(cells, int):
+        size = f"{cells:,} cells" + (
+            f" of {subjects:,} subjects" if isinstance(subjects, int) else ""
+        )
+    if part == "test":
+        return f"Test scores — held-out subjects{': ' + size if size else ''}"
+    if part == "validation":
+        return (
+            f"Validation scores{' — ' + size if size else ''} (these cells chose the best epoch, "
+            "the threshold and the band: not held-out, optimistic)"
+        )
+    return f"Scores on {part}" + (f" — {size}" if size else "")
+
+
+def _scores_html(part: str, scores: dict) -> list[str]:
+    intervals = scores.get("intervals") or {}
+    boot = scores.get("bootstrap") or {}
+    out = [f"<h3>{html.escape(_part_heading(part, scores))}</h3><table cellspacing=4>"]
+    level = scores.get("subject_level") or {}
+    if isinstance(level, dict) and level.get("n"):
+        for key, label in (
+            ("accuracy", "Subject-level accuracy"),
+            ("sensitivity", "Subject-level sensitivity"),
+            ("specificity", "Subject-level specificity"),
+        ):
+            if level.get(key) is None:
+                continue
+            ci = _interval_text((level.get("intervals") or {}).get(key), "pct")
+            ci_html = f" <span style='color:gray'>(95% CI {html.escape(ci)})</span>" if ci else ""
+            out.append(
+                f"<tr><td>{html.escape(label)}</td><td><b>"
+                f"{html.escape(_value_text(level[key], 'pct'))}</b>{ci_html} of "
+                f"{int(level['n'])} subjects</td></tr>"
+            )
+    has_interval = False
+    for key, label, kind in _SCORES:
+        if key not in scores or scores[key] is None:
+            continue
+        ci = _interval_text(intervals.get(key), kind)
+        has_interval = has_interval or bool(ci)
+        ci_html = f" <span style='color:gray'>(95% CI {html.escape(ci)})</span>" if ci else ""
+        out.append(
+            f"<tr><td>{html.escape(label)}</td><td><b>{html.escape(_value_text(scores[key], kind))}"
+            f"</b>{ci_html}</td></tr>"
+        )
+    out.append("</table>")
+    if has_interval and boot:
+        out.append(
+            f"<p><i>95% CIs: bootstrap over {html.escape(str(boot.get('unit', 'subject')))}s "
+            f"({html.escape(str(boot.get('resamples', '?')))} resamples, seed "
+            f"{html.escape(str(boot.get('seed', '?')))}), since a subject's cells are not "
+            "independent; subject-level rows: exact intervals over subjects.</i></p>"
+        )
+    return out
+
+
 def model_card_html(info: BundleInfo) -> str:
-    """The manifest as a readable card (training data, held-out scores, SHA-256)."""
+    """The manifest as a readable card: identity, each score under the part it came from, and
+    the training data, so a validation score is never read as a held-out one."""
     m = info.manifest
     rows = [
         ("Name", f"{info.name} v{info.version}"),
         ("Backbone", f"{info.backbone}, {m.get('input_size')} px"),
         ("Created", m.get("created", "")),
         ("Decision threshold", f"{info.threshold:.3f}"),
-        ("Uncertainty band", f"{info.uncertainty_band[0]:.3f} – {info.uncertainty_band[1]:.3f}"),
+        ("Uncertainty band", edges_text(*info.uncertainty_band, sep=" – ")),
         ("File", str(info.path)),
         ("Model SHA-256 (manifest and weights)", info.sha256),
-        ("Weights SHA-256", info.weights_sha256),
+        ("model.keras SHA-256", info.weights_sha256),
         ("Description", m.get("description", "")),
     ]
+    calibration = m.get("calibration") or {}
+    if isinstance(calibration, dict) and calibration.get("temperature") is not None:
+        rows.insert(
+            5,
+            (
+                "Calibration",
+                f"temperature {float(calibration['temperature']):.3f}"
+                f" (fitted on {calibration.get('fitted_on', 'validation')})",
+            ),
+        )
+    stain = m.get("stain_normalisation") or {}
+    if isinstance(stain, dict) and stain.get("method"):
+        rows.insert(5, ("Stain normalisation", f"{stain['method']} ({stain.get('fitted_on', '')})"))
     out = [f"<h2>{html.escape(info.name)} v{html.escape(info.version)}</h2>"]
     if info.demo:
         out.append(_warning_html(DEMO_NOTICE))
     elif info.score_warning:
         out.append(_warning_html(f"Caution: {info.score_warning}."))
+    data = m.get("training_data") or {}
+    split = data.get("split") or {} if isinstance(data, dict) else {}
+    if isinstance(split, dict) and split.get("split_by") == "image":
+        out.append(
+            _warning_html(
+                "Split by image: the subjects (patients) of these cells were not known, so cells "
+                "of one patient may be in both training and test. Scores are optimistic."
+            )
+        )
     out.append("<table cellspacing=4>")
     for key, value in rows:
         out.append(f"<tr><td><b>{html.escape(key)}</b></td><td>{html.escape(str(value))}</td></tr>")
     out.append("</table>")
     metrics = m.get("metrics") or {}
-    if metrics:
-        out.append("<h3>Held-out scores</h3><table cellspacing=4>")
-        for key in _SCORES:
-            if key in metrics and metrics[key] is not None:
-                value = metrics[key]
-                text = f"{value:.4f}" if isinstance(value, float) else str(value)
-                out.append(f"<tr><td>{html.escape(key)}</td><td>{html.escape(text)}</td></tr>")
-        out.append("</table>")
-    data = m.get("training_data") or {}
+    parts = score_parts(metrics) if isinstance(metrics, dict) else []
+    if parts and not any(p != "validation" for p, _ in parts):
+        out.append(_warning_html("No test part: this model has no held-out scores."))
+    note = str(metrics.get("note") or "") if isinstance(metrics, dict) else ""
+    if note and not note.startswith("No test part"):  # that one is the warning above
+        out.append(f"<p><i>{html.escape(note)}</i></p>")
+    warnings = data.get("warnings") if isinstance(data, dict) else None
+    if isinstance(warnings, list) and warnings:
+        out.append("<h3>Warnings when it was trained</h3><ul>")
+        out.extend(f"<li>{html.escape(str(w))}</li>" for w in warnings)
+        out.append("</ul>")
+    for part, scores in parts:
+        out.extend(_scores_html(part, scores))
     if data:
-        shown = {k: v for k, v in data.items() if k not in ("settings",)}
+        shown = {k: v for k, v in data.items() if k not in ("settings", "warnings")}
+        if isinstance(shown.get("split"), dict):
+            shown["split"] = {k: v for k, v in shown["split"].items() if k != "files"}
         out.append("<h3>Training data</h3><pre>")
         out.append(html.escape(json.dumps(shown, indent=1, ensure_ascii=False)[:6000]))
         out.append("</pre>")

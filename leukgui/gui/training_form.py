@@ -42,7 +42,8 @@ from leukgui.core.backbones import (
 from leukgui.core.paths import user_models_dir
 from leukgui.gui.dataset_box import DatasetBox, hint_label
 from leukgui.gui.theme import status_style
-from training.splits import split_problem
+from training.datasets import SubjectRule, parse_subject_rule
+from training.splits import split_check
 
 __all__ = [
     "AUTO_SIZE",
@@ -92,6 +93,24 @@ def _same_folder(a: Path, b: Path) -> bool:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
+
+
+def _narrow(combo: QComboBox) -> None:
+    """Let a combo box with long item texts shrink with the panel instead of widening it."""
+    combo.setSizeAdjustPolicy(QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon)
+    combo.setMinimumContentsLength(12)
+
+
+STAIN_CHOICES = (
+    ("none", "None (colour jitter)"),
+    ("reinhard", "Reinhard"),
+    ("both", "Both, compared"),
+)
+SUBJECT_CHOICES = (
+    ("auto", "As the data says"),
+    ("folder", "A folder level below the data folder"),
+    ("pattern", "A file-name pattern"),
+)
 
 
 class TrainingForm(QWidget):
@@ -149,6 +168,7 @@ class TrainingForm(QWidget):
         form = QFormLayout()
         form.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
         self.weights_combo = QComboBox()
+        _narrow(self.weights_combo)
         for key, text in WEIGHT_CHOICES:
             self.weights_combo.addItem(text, key)
         form.addRow("Start from:", self.weights_combo)
@@ -202,6 +222,16 @@ class TrainingForm(QWidget):
         self.seed_spin.setValue(2019)
         self.seed_spin.setToolTip("Seeds the split and the training, so a run can be repeated")
         form.addRow("Seed:", self.seed_spin)
+        self.stain_combo = QComboBox()
+        for key, text in STAIN_CHOICES:
+            self.stain_combo.addItem(text, key)
+        self.stain_combo.setToolTip(
+            "Reinhard stain normalisation maps each cell's colours onto the training cells' "
+            "(fitted on training cells only, stored in the model file, applied in analysis "
+            "too). 'Both' trains each backbone twice and compares them on the same split."
+        )
+        _narrow(self.stain_combo)
+        form.addRow("Stain:", self.stain_combo)
         layout.addLayout(form)
 
         for check in self.backbone_checks.values():
@@ -227,16 +257,59 @@ class TrainingForm(QWidget):
         self.test_spin.setValue(15)
         self.test_spin.setSuffix(" %")
         form.addRow("Test:", self.test_spin)
+        self.subject_combo = QComboBox()
+        for key, text in SUBJECT_CHOICES:
+            self.subject_combo.addItem(text, key)
+        self.subject_combo.setToolTip(
+            "Where each cell's subject (patient) comes from. 'As the data says': C-NMC file "
+            "names, a patient folder below all/ or hem/, or a CSV subject column."
+        )
+        _narrow(self.subject_combo)
+        form.addRow("Subjects from:", self.subject_combo)
+        self.subject_folder_spin = QSpinBox()
+        self.subject_folder_spin.setRange(1, 9)
+        self.subject_folder_spin.setValue(2)
+        self.subject_folder_spin.setToolTip(
+            "1 = the first folder below the data folder (e.g. all/), 2 = the one below it "
+            "(e.g. all/patient7/)"
+        )
+        form.addRow("Folder level:", self.subject_folder_spin)
+        self.subject_pattern_edit = QLineEdit()
+        self.subject_pattern_edit.setPlaceholderText(r"e.g. ^(P\d+)_ — the group is the subject")
+        form.addRow("File-name pattern:", self.subject_pattern_edit)
         layout.addLayout(form)
+        self.split_by_image_check = QCheckBox("Allow a split by image")
+        self.split_by_image_check.setToolTip(
+            "Where subjects are unknown each image counts as its own subject, so cells of one "
+            "patient can be in training and test: scores are optimistic, and every report says so."
+        )
+        layout.addWidget(self.split_by_image_check)
+        layout.addWidget(
+            hint_label(
+                "Only where subjects are unknown: each image then counts as its own subject and "
+                "the scores are optimistic."
+            )
+        )
         layout.addWidget(
             hint_label(
                 "All cells of one subject stay in one part, so scores measure new patients. "
                 "The threshold and uncertainty band are chosen on validation; the scores shown "
-                "are on test."
+                "are on test, with subject-level results first."
             )
         )
+        self.split_warnings_label = QLabel("")
+        self.split_warnings_label.setWordWrap(True)
+        self.split_warnings_label.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.split_warnings_label.setVisible(False)
+        layout.addWidget(self.split_warnings_label)
         self.validation_spin.valueChanged.connect(self.changed)
         self.test_spin.valueChanged.connect(self.changed)
+        self.split_by_image_check.toggled.connect(self.changed)
+        self.subject_combo.currentIndexChanged.connect(self._on_subject_rule_changed)
+        self.subject_folder_spin.valueChanged.connect(self._on_subject_rule_changed)
+        self.subject_pattern_edit.editingFinished.connect(self._on_subject_rule_changed)
+        self.changed.connect(self._show_split_warnings)
+        self._show_subject_fields()
         return box
 
     def _build_output_group(self) -> QGroupBox:
@@ -298,22 +371,90 @@ class TrainingForm(QWidget):
             return "Choose where to save the model."
         return ""
 
-    def split_problem(self) -> str:
-        """Why the scanned cells cannot be split by subject with these settings, or "".
+    def subject_rule(self) -> SubjectRule | None:
+        """Where the form says subjects come from (None: as the data says); ValueError for a
+        bad pattern."""
+        mode = self.subject_combo.currentData()
+        if mode == "folder":
+            return parse_subject_rule(self.subject_folder_spin.value(), None)
+        if mode == "pattern":
+            text = self.subject_pattern_edit.text().strip()
+            if not text:
+                raise ValueError("type the file-name pattern that holds the subject")
+            return parse_subject_rule(None, text)
+        return None
 
-        The rule is `training.splits.split_problem`, which runs the very splitter training
+    def _split_check(self) -> tuple[str, list[str]]:
+        """(why the scanned cells cannot be split with these settings or "", warnings).
+
+        The rule is `training.splits.split_check`, which runs the very splitter training
         uses, so Start is never enabled for a split that would then be refused.
         """
+        try:
+            self.subject_rule()
+        except ValueError as exc:
+            return f"Subjects: {exc}.", []
         preview = self.dataset.preview()
-        if preview is None or preview.scan is None:
-            return ""
+        if preview is None or preview.scan is None or not preview.scan.records:
+            return "", []
+        scan = preview.scan
+        if scan.image_subjects and not self.split_by_image_check.isChecked():
+            return (
+                f"Subjects (patients) are unknown for {scan.image_subjects:,} of "
+                f"{len(scan.records):,} cells, so a split would be by image and its scores "
+                "optimistic. Under Split, say where subjects come from (a folder level or a "
+                "file-name pattern), or tick “Allow a split by image”.",
+                [],
+            )
         options = self.split_options()
-        return split_problem(
-            preview.scan.records,
-            validation=options.validation,
-            test=options.test,
-            seed=options.seed,
+        return split_check(
+            scan.records, validation=options.validation, test=options.test, seed=options.seed
         )
+
+    def split_problem(self) -> str:
+        """Why the scanned cells cannot be split with these settings, or ""."""
+        return self._split_check()[0]
+
+    def split_warnings(self) -> list[str]:
+        """What a user should know about the split before Start (few subjects, by image...)."""
+        return self._split_check()[1]
+
+    def _show_split_warnings(self) -> None:
+        warnings = self.split_warnings()
+        style = status_style("warning")
+        self.split_warnings_label.setText(
+            "<br>".join(f"<span style='{style}'>⚠ {html.escape(w)}</span>" for w in warnings)
+        )
+        self.split_warnings_label.setVisible(bool(warnings))
+
+    def _show_subject_fields(self) -> None:
+        mode = self.subject_combo.currentData()
+        for widget, wanted in (
+            (self.subject_folder_spin, mode == "folder"),
+            (self.subject_pattern_edit, mode == "pattern"),
+        ):
+            widget.setVisible(wanted)
+            label = self._form_label(widget)
+            if label is not None:
+                label.setVisible(wanted)
+
+    def _form_label(self, widget: QWidget) -> QWidget | None:
+        parent = widget.parentWidget()
+        for layout in parent.findChildren(QFormLayout) if parent is not None else []:
+            label = layout.labelForField(widget)
+            if label is not None:
+                return label
+        return None
+
+    def _on_subject_rule_changed(self) -> None:
+        self._show_subject_fields()
+        try:
+            rule = self.subject_rule()
+        except ValueError:
+            self.changed.emit()  # the problem line says what is wrong with the pattern
+            return
+        self.dataset.set_subject_rule(rule)
+        self.changed.emit()
 
     def make_config(self) -> Any:
         """The trainer's TrainConfig for the first chosen backbone (ValueError if invalid)."""
@@ -332,7 +473,12 @@ class TrainingForm(QWidget):
             epochs=self.epochs_spin.value(),
             head_epochs=self.head_epochs_spin.value(),
             seed=self.seed_spin.value(),
+            stain="none" if self.stains() else str(self.stain_combo.currentData()),
         )
+
+    def stains(self) -> list[str] | None:
+        """Stain settings to train each backbone with, when more than one ("both")."""
+        return ["none", "reinhard"] if self.stain_combo.currentData() == "both" else None
 
     def split_options(self) -> Any:
         """The subject-level split the form asks for (training.run.SplitOptions)."""
@@ -342,6 +488,7 @@ class TrainingForm(QWidget):
             validation=self.validation_spin.value() / 100,
             test=self.test_spin.value() / 100,
             seed=self.seed_spin.value(),
+            split_by="image" if self.split_by_image_check.isChecked() else "subject",
         )
 
     # ------------------------------------------------------------------ persisted state
@@ -357,6 +504,10 @@ class TrainingForm(QWidget):
             "seed": self.seed_spin.value(),
             "validation_percent": self.validation_spin.value(),
             "test_percent": self.test_spin.value(),
+            "subjects_from": self.subject_combo.currentData(),
+            "stain": self.stain_combo.currentData(),
+            "subject_folder": self.subject_folder_spin.value(),
+            "subject_pattern": self.subject_pattern_edit.text(),
             "weights": self.weights_mode(),
             "weights_file": self.weights_file_edit.text().strip(),
             "output_folder": self.output_edit.text().strip(),
@@ -377,6 +528,16 @@ class TrainingForm(QWidget):
         number("seed", self.seed_spin)
         number("validation_percent", self.validation_spin)
         number("test_percent", self.test_spin)
+        number("subject_folder", self.subject_folder_spin)
+        pattern = state.get("subject_pattern")
+        if isinstance(pattern, str):
+            self.subject_pattern_edit.setText(pattern)
+        stain = state.get("stain")
+        if isinstance(stain, str) and self.stain_combo.findData(stain) >= 0:
+            self.stain_combo.setCurrentIndex(self.stain_combo.findData(stain))
+        mode = state.get("subjects_from")
+        if isinstance(mode, str) and self.subject_combo.findData(mode) >= 0:
+            self.subject_combo.setCurrentIndex(self.subject_combo.findData(mode))
         if "input_size" in state:
             if state["input_size"] is None:
                 self.size_spin.setValue(AUTO_SIZE)

@@ -60,6 +60,7 @@ class TrainingPage(QWidget):
         super().__init__(parent)
         self.setAcceptDrops(True)
         self.session: Any = None  # the last TrainingSession
+        self._started_since_scan = False  # a run's own messages then own the status line
         self._workers = WorkerGroup(self)  # model files being added to the model list
         self.form = TrainingForm()
         self.curves = TrainingCurves()
@@ -73,6 +74,7 @@ class TrainingPage(QWidget):
         self._build_ui()
 
         self.form.changed.connect(self._refresh_start)
+        self.form.changed.connect(self._on_form_changed)
         self.form.dataset.scan_finished.connect(self._on_scan_finished)
         self.form.dataset.error.connect(self._on_error)
         self.run_control.start_clicked.connect(self.start_training)
@@ -142,17 +144,33 @@ class TrainingPage(QWidget):
     @Slot(object)
     def _on_scan_finished(self, preview: DatasetPreview) -> None:
         if not self.run_control.is_running():
-            if preview.scan is not None and preview.scan.records:
-                s = preview.scan.summary()
-                counts = f"{s['cells']} cells of {s['subjects']} subjects"
-                if self.form.split_problem():  # "ready" only if it can be split
-                    text = f"Data set read: {counts}. Training cannot use it yet (see by Start)."
-                else:
-                    text = f"Data set ready: {counts}."
-            else:
-                text = "Choose a folder of labelled cells to begin."
-            self.run_control.set_status(text)
+            self._started_since_scan = False
+            self.run_control.set_status(self._data_status(preview))
         self.scan_finished.emit(preview)
+
+    @Slot()
+    def _on_form_changed(self) -> None:
+        """A setting changed before any run: the data line follows (e.g. ready after the
+        split by image was allowed). A finished or failed run's message is left alone."""
+        preview = self.form.dataset.preview()
+        if preview is not None and not self._started_since_scan:
+            self.run_control.set_status(self._data_status(preview))
+
+    def _data_status(self, preview: DatasetPreview | None) -> str:
+        """The status line about the data: ready, or read but not usable yet (and why)."""
+        if preview is None or preview.scan is None or not preview.scan.records:
+            return "Choose a folder of labelled cells to begin."
+        scan = preview.scan
+        s = scan.summary()
+        subjects = (
+            f"{s['subjects']} subjects"
+            if not scan.image_subjects
+            else f"{scan.image_subjects} images without a known subject"
+        )
+        counts = f"{s['cells']} cells of {subjects}"
+        if self.form.split_problem():  # "ready" only if it can be split
+            return f"Data set read: {counts}. Training cannot use it yet (see by Start)."
+        return f"Data set ready: {counts}."
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:  # noqa: N802 - Qt API
         if self._dropped_path(event) is not None and not self.run_control.is_running():
@@ -201,6 +219,7 @@ class TrainingPage(QWidget):
             return
         preview = self.form.dataset.preview()
         self.session = None
+        self._started_since_scan = True
         self.results.clear()
         self.run_control.start(
             preview.scan,
@@ -209,6 +228,7 @@ class TrainingPage(QWidget):
             self.form.output_folder(),
             self.form.split_options(),
             source=str(Path(preview.path).absolute()),
+            stains=self.form.stains(),
         )
 
     @Slot()

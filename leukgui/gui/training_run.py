@@ -212,6 +212,7 @@ class RunControl(QWidget):
         out: Path,
         split_options: Any,
         source: str,
+        stains: list[str] | None = None,
     ) -> None:
         """Train every backbone on `scan` with `config` into `out`, in a worker thread."""
         if self._worker is not None:
@@ -230,10 +231,11 @@ class RunControl(QWidget):
                 cancel=worker.cancel_token,
                 log=worker.report,
                 source=source,
+                stains=stains,
             )
 
         self._out = out
-        self.begin(backbones, config.batch_size)
+        self.begin([b for b in backbones for _ in (stains or [None])], config.batch_size)
         self._curves.reset("")
         self._log.clear()
         self.progress_bar.setValue(0)
@@ -254,6 +256,7 @@ class RunControl(QWidget):
         self._batch_size = batch_size
         self._backbone = None
         self._backbone_index = -1
+        self._last_epoch = 0
 
     @Slot()
     def cancel(self) -> None:
@@ -283,10 +286,11 @@ class RunControl(QWidget):
         if not isinstance(value, TrainingProgress):
             return
         p = value
-        if p.backbone != self._backbone:
+        if p.backbone != self._backbone or p.epoch < self._last_epoch:  # the next run
             self._backbone = p.backbone
             self._backbone_index += 1
             self._curves.reset(p.backbone, p.epochs)
+        self._last_epoch = p.epoch
         if p.phase == PHASE_FINE_TUNE:
             self._curves.mark_fine_tuning(p.epoch)
         n = max(len(self._backbones), 1)

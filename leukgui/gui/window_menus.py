@@ -67,6 +67,15 @@ def build_actions(w: QMainWindow) -> None:
     )
     w.act_open_after.setCheckable(True)
     w.act_open_after.setChecked(w.prefs.open_report_after_export)
+    w.act_tta = w._action(
+        "&Test-time augmentation (8 views, about 8x slower)",
+        w._toggle_tta,
+        None,
+        "Average each cell's P(ALL) over its 8 flips and quarter turns; the heatmap stays the "
+        "cell's own. Said in the report's provenance.",
+    )
+    w.act_tta.setCheckable(True)
+    w.act_tta.setChecked(w.prefs.tta)
     w.act_quit = w._action("&Quit", w.close, QKeySequence.StandardKey.Quit)
     w.act_import_model = w._action(
         "&Import model…",
@@ -218,6 +227,7 @@ def build_menus(w: QMainWindow) -> None:
         action.triggered.connect(lambda _=False, m=mode: w.set_image_kind(m))
         group.addAction(action)
         w.image_kind_actions[mode] = action
+    analysis_menu.addAction(w.act_tta)
     model_menu = bar.addMenu("&Model")
     model_menu.addAction(w.act_model_card)
     model_menu.addAction(w.act_import_model)
