@@ -112,7 +112,7 @@ def p_value_text(p: float) -> str:
 
 def run_label(run: TrainingRun) -> str:
     """The backbone, plus the variant that makes the run differ (stain normalisation)."""
-    stain = (run.settings or {}).get("stain_normalisation")
+    stain = (run.settings or {}).get("stain")
     if stain and str(stain).lower() not in ("none", "false", "off"):
         return f"{run.backbone} + {stain}"
     return run.backbone

@@ -780,7 +780,7 @@ def _summary_training(ws: Worksheet, run: TrainingRun) -> None:
             )
         else:
             kv.add("Calibration", "none (P(ALL) as the network gives it)")
-    stain = (run.settings or {}).get("stain_normalisation")
+    stain = (run.settings or {}).get("stain")
     if stain:
         kv.add("Stain normalisation", str(stain))
     kv.add("Threshold rule", run.threshold_rule)

@@ -876,7 +876,6 @@ def train_backbone(
             "unfreeze_from": loop.unfreeze_prefix if config.transfer else "all layers",
             "monitor": "class-weighted validation loss",
             "temperature": temperature,
-            "stain_normalisation": config.stain,
         }
     )
     metrics = manifest_metrics(val_eval, test_eval)

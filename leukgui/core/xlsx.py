@@ -183,7 +183,7 @@ def border_row(ws: Worksheet, row: int, last_col: int, first_col: int = 1) -> No
         ws.cell(row=row, column=col).border = BORDER
 
 
-def banner_row(ws: Worksheet, row: int, text: str, last_col: int) -> None:
+def banner_row(ws: Worksheet, row: int, text: str, last_col: int, width_chars: float = 0.0) -> None:
     """A red warning across columns 1..last_col (demo model, cancelled run)."""
     cell = text_cell(ws, row, 1, text)
     cell.font = BANNER_FONT
@@ -192,6 +192,9 @@ def banner_row(ws: Worksheet, row: int, text: str, last_col: int) -> None:
         ws.cell(row=row, column=col).fill = BANNER_FILL
     ws.merge_cells(start_row=row, start_column=1, end_row=row, end_column=last_col)
     ws.row_dimensions[row].height = 20
+    if width_chars and len(str(text)) > width_chars:  # wrap inside the merged cells
+        cell.alignment = WRAP_CENTER
+        ws.row_dimensions[row].height = row_height(str(text), width_chars, 16.0) + 4
 
 
 # --------------------------------------------------------------------------- layout
@@ -379,6 +382,9 @@ def embed_png(ws: Worksheet, png: bytes, anchor: str, shown_width: int) -> int:
 # --------------------------------------------------------------------------- key/value blocks
 
 
+NOTE_KEY_WIDTH = 34  # the key column's usual width, for wrapping notes across both columns
+
+
 class KeyValues:
     """Writes 'key | value' rows down columns A and B of a sheet, tracking the row.
 
@@ -422,9 +428,18 @@ class KeyValues:
         self.row += 1
 
     def note(self, text: str, font: Font = NOTE_FONT) -> None:
-        text_cell(self.ws, self.row, 1, text).font = font
+        """A line across the key and value columns; a long one wraps there (merged A:B)
+        instead of running off to the right, which would shrink every printed page."""
+        cell = text_cell(self.ws, self.row, 1, text)
+        cell.font = font
+        width = self.value_width + NOTE_KEY_WIDTH
+        if len(str(text)) > width:
+            self.ws.merge_cells(start_row=self.row, start_column=1, end_row=self.row, end_column=2)
+            cell.alignment = WRAP_TOP
+            self.ws.row_dimensions[self.row].height = row_height(str(text), width)
         self.row += 1
 
     def banner(self, text: str, last_col: int = 2) -> None:
-        banner_row(self.ws, self.row, text, last_col)
+        width = self.value_width + NOTE_KEY_WIDTH if last_col == 2 else 0.0
+        banner_row(self.ws, self.row, text, last_col, width)
         self.row += 1
