@@ -151,7 +151,8 @@ def test_the_model_card_names_each_part_and_its_intervals(honest) -> None:
     assert "Test scores — held-out subjects: " in card
     assert "Validation scores" in card and "not held-out" in card
     assert "95% CI" in card and "bootstrap over subjects" in card
-    assert "Subject-level accuracy" in card
+    assert "Subject-level accuracy" in card and "of 3 ALL subjects" in card
+    assert "Caution: only 3 ALL and 3 HEM subjects" in card  # too few for a bootstrap
     assert "model.keras SHA-256" in card and "Weights SHA-256" not in card
 
 

@@ -17,6 +17,7 @@ from leukgui.core.bundle import BundleInfo
 from leukgui.core.formatting import edges_text
 from leukgui.core.results import DEMO_NOTICE
 from leukgui.gui.theme import status_colour
+from training.stats import FEW_SUBJECTS_PER_CLASS
 
 __all__ = ["about_html", "model_card_dialog", "model_card_html", "score_parts"]
 
@@ -103,11 +104,15 @@ def _scores_html(part: str, scores: dict) -> list[str]:
     boot = scores.get("bootstrap") or {}
     out = [f"<h3>{html.escape(_part_heading(part, scores))}</h3><table cellspacing=4>"]
     level = scores.get("subject_level") or {}
+    few = ""
     if isinstance(level, dict) and level.get("n"):
-        for key, label in (
-            ("accuracy", "Subject-level accuracy"),
-            ("sensitivity", "Subject-level sensitivity"),
-            ("specificity", "Subject-level specificity"),
+        cm = level.get("confusion_matrix") or {}
+        n_all = int(cm.get("tp", 0)) + int(cm.get("fn", 0))
+        n_hem = int(cm.get("tn", 0)) + int(cm.get("fp", 0))
+        for key, label, of in (
+            ("accuracy", "Subject-level accuracy", f"{int(level['n'])} subjects"),
+            ("sensitivity", "Subject-level sensitivity", f"{n_all} ALL subjects"),
+            ("specificity", "Subject-level specificity", f"{n_hem} HEM subjects"),
         ):
             if level.get(key) is None:
                 continue
@@ -116,7 +121,13 @@ def _scores_html(part: str, scores: dict) -> list[str]:
             out.append(
                 f"<tr><td>{html.escape(label)}</td><td><b>"
                 f"{html.escape(_value_text(level[key], 'pct'))}</b>{ci_html} of "
-                f"{int(level['n'])} subjects</td></tr>"
+                f"{html.escape(of)}</td></tr>"
+            )
+        if min(n_all, n_hem) < FEW_SUBJECTS_PER_CLASS:
+            few = (
+                f"Caution: only {n_all} ALL and {n_hem} HEM subjects; a bootstrap over so few "
+                "subjects understates the uncertainty: the subject-level exact intervals are "
+                "the safer guide."
             )
     has_interval = False
     for key, label, kind in _SCORES:
@@ -137,6 +148,8 @@ def _scores_html(part: str, scores: dict) -> list[str]:
             f"{html.escape(str(boot.get('seed', '?')))}), since a subject's cells are not "
             "independent; subject-level rows: exact intervals over subjects.</i></p>"
         )
+    if few:
+        out.append(_warning_html(few))
     return out
 
 
