@@ -277,7 +277,7 @@ def test_evaluate_with_tta_reports_both_and_the_cost(honest, subjects24, tmp_pat
     assert "192 cells of 24 subjects, subjects right " in printed
     # Most of these subjects trained or tuned the model: said, not hidden.
     assert (
-        "WARNING: this model already saw some of these subjects (12 in its training part and "
+        "WARNING: the model already saw some of these subjects (12 in its training part and "
         "6 in its validation part), so these scores are not held-out and are optimistic"
     ) in printed
     assert "with test-time augmentation (8 views): 192 cells of 24 subjects" in printed

@@ -25,6 +25,7 @@ import numpy as np
 from openpyxl import Workbook
 
 from leukgui.core.atomic import atomic_write
+from leukgui.core.formatting import percent
 from leukgui.core.results import ALL, HEM, CancelToken
 from leukgui.core.xlsx import (
     BOLD,
@@ -293,9 +294,9 @@ def cross_validate(
 
 
 def _fmt(value: float, fmt: str) -> str:
-    if value is None or not math.isfinite(value):
-        return "n/a"
-    return f"{value:.1%}" if fmt == PCT else f"{value:.3f}"
+    if fmt == PCT:
+        return percent(value)
+    return f"{value:.3f}" if value is not None and math.isfinite(value) else "n/a"
 
 
 def _notes(cv: CrossValidation) -> list[str]:

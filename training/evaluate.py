@@ -195,3 +195,12 @@ def seen_in_training(manifest: dict, scan: DatasetScan) -> dict[str, int]:
         if overlap:
             out[part] = overlap
     return out
+
+
+def seen_text(seen: dict[str, int]) -> str:
+    """`seen_in_training` in words, for the CLI and the evaluation report alike."""
+    parts = " and ".join(
+        f"{n} in its {'training' if part == 'train' else 'validation'} part"
+        for part, n in seen.items()
+    )
+    return f"the model already saw some of these subjects ({parts})"

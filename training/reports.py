@@ -905,14 +905,9 @@ def write_evaluation_report(
         if note.upper().startswith("CANCELLED"):
             kv.banner(note)
     if seen:
-        parts = " and ".join(
-            f"{n} in its {'training' if part == 'train' else 'validation'} part"
-            for part, n in seen.items()
-        )
-        kv.banner(
-            f"NOT HELD-OUT: the model already saw some of these subjects ({parts}); the "
-            "scores below are optimistic."
-        )
+        from training.evaluate import seen_text
+
+        kv.banner(f"NOT HELD-OUT: {seen_text(seen)}; the scores below are optimistic.")
     kv.section("Model under evaluation")
     kv.add("Model", f"{model.get('name', '')} {model.get('version', '')}".strip(), bold=True)
     if model.get("path"):

@@ -153,27 +153,6 @@ class BandCheck:
     def meets_target_all(self) -> bool | None:
         return self._meets(self.cells_all, self.error_all)
 
-    # Aliases by the names training/reports.py reads.
-    @property
-    def target(self) -> float:
-        return self.target_error
-
-    @property
-    def cells_hem_side(self) -> int:
-        return self.cells_hem
-
-    @property
-    def error_hem_side(self) -> float:
-        return self.error_hem
-
-    @property
-    def cells_all_side(self) -> int:
-        return self.cells_all
-
-    @property
-    def error_all_side(self) -> float:
-        return self.error_all
-
 
 @dataclass(frozen=True)
 class BandChoice:

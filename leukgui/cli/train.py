@@ -128,18 +128,6 @@ def score_line(ev: Any) -> str:
     return ", ".join(parts)
 
 
-def seen_text(seen: dict[str, int]) -> str:
-    """The not-held-out warning of an evaluation on subjects the model already saw."""
-    parts = " and ".join(
-        f"{n} in its {'training' if part == 'train' else 'validation'} part"
-        for part, n in seen.items()
-    )
-    return (
-        f"this model already saw some of these subjects ({parts}), so these scores are not "
-        "held-out and are optimistic"
-    )
-
-
 def _cross_validate(
     args: argparse.Namespace,
     scan: Any,
@@ -153,7 +141,7 @@ def _cross_validate(
 ) -> int:
     """`leukgui train --cv K [--repeats R]`: every backbone on the same subject folds."""
     from training.crossval import CV_METRICS, cross_validate
-    from training.run import SubjectsUnknownError, subjects_unknown_message
+    from training.run import subjects_unknown_message
     from training.splits import SplitError
 
     if args.test_data or args.train_folds or args.validation_folds or args.split_from:
@@ -186,7 +174,7 @@ def _cross_validate(
     except KeyboardInterrupt:
         err.write("leukgui train: aborted\n")
         return EXIT_INTERRUPTED
-    except (SplitError, SubjectsUnknownError) as exc:
+    except SplitError as exc:  # too few subjects per class for the folds
         err.write(f"leukgui train: {exc}\n")
         return EXIT_NO_DATA
     except ValueError as exc:
@@ -393,7 +381,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
 def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.atomic import ReportWriteError
     from training.datasets import parse_subject_rule, read_dataset
-    from training.evaluate import evaluate_bundle, seen_in_training
+    from training.evaluate import evaluate_bundle, seen_in_training, seen_text
     from training.reports import write_evaluation_report
 
     report = Path(args.out)
@@ -455,7 +443,9 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         return EXIT_REPORT
     state = "CANCELLED: " if result.cancelled else ""
     if seen:
-        out.write(f"WARNING: {seen_text(seen)}\n")
+        out.write(
+            f"WARNING: {seen_text(seen)}, so these scores are not held-out and are optimistic\n"
+        )
     if scan.image_subjects:
         out.write(
             f"WARNING: subjects unknown for {scan.image_subjects} cells: each counts as its own "

@@ -121,6 +121,7 @@ class TrainingForm(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._weights_problem = ""
+        self._checked_split: tuple[Any, tuple, tuple[str, list[str]]] | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 8, 4)
         self.dataset = DatasetBox("1  Labelled cells")
@@ -407,9 +408,15 @@ class TrainingForm(QWidget):
                 [],
             )
         options = self.split_options()
-        return split_check(
-            scan.records, validation=options.validation, test=options.test, seed=options.seed
-        )
+        # Start, the status line and the warnings all ask after every change: split once.
+        key = (options.validation, options.test, options.seed)
+        cached = self._checked_split
+        if cached is None or cached[0] is not scan or cached[1] != key:
+            result = split_check(
+                scan.records, validation=options.validation, test=options.test, seed=options.seed
+            )
+            cached = self._checked_split = (scan, key, result)
+        return cached[2]
 
     def split_problem(self) -> str:
         """Why the scanned cells cannot be split with these settings, or ""."""
