@@ -531,3 +531,29 @@ def test_no_test_part_and_mixed_subjects_are_warned_about() -> None:
     problem, warnings = split_check(lumped, validation=0.15, test=0.15, seed=1)
     assert problem  # one subject cannot be split
     assert any("1 subject ('0') hold cells of both ALL and HEM" in w for w in warnings)
+
+
+def test_make_split_takes_a_separate_test_set_and_checks_it_for_leaked_subjects(tmp_path) -> None:
+    """The session's own path: a separate test CSV becomes the test part and is recorded by the
+    name the user gave; its subject 'h3' is the C-NMC training subject 'H3'."""
+    from training.run import SplitOptions, make_split
+
+    train_dir = tmp_path / "train"
+    write_dataset(train_dir, 18, 3, fmt="png", layout="cnmc", subjects=6, size=32)
+    scan = read_dataset(train_dir)
+    other = tmp_path / "other"
+    write_dataset(other, 4, 4, fmt="png", layout="folders", size=32)
+    rows = [f"{p.relative_to(other).as_posix()},{p.parent.name},Q{i % 2}"
+            for i, p in enumerate(sorted(other.rglob("*.png")))]  # fmt: skip
+    csv = other / "test.csv"
+    csv.write_text("path,label,subject\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    split = make_split(scan, SplitOptions(validation=0.3), read_dataset(csv), test_source=str(csv))
+    assert {r.subject for r in split.test} == {"Q0", "Q1"}
+    assert split.test_source == str(csv) and split.data_root == str(scan.root)
+    assert split.to_manifest()["test_source"] == str(csv)
+
+    leaky = csv.read_text(encoding="utf-8").replace(",Q0", ",h3")
+    csv.write_text(leaky, encoding="utf-8")
+    assert "H3" in {r.subject for r in scan.records}
+    with pytest.raises(LeakageError, match="H3"):
+        make_split(scan, SplitOptions(validation=0.3), read_dataset(csv), test_source=str(csv))

@@ -26,6 +26,7 @@ from training.splits import (
     split_by_subject,
     split_from_manifest,
     split_warnings,
+    with_sources,
 )
 from training.trainer import TrainConfig, TrainingCancelled, train_backbone
 
@@ -127,14 +128,9 @@ def make_split(
         if split.test:
             raise ValueError("give either test folds or a separate test set, not both")
         split = replace(split, test=list(test_scan.records))
-    split = replace(
-        split,
-        split_by="image" if unknown else "subject",
-        data_root=split.data_root or (str(scan.root) if scan.root is not None else None),
-        test_source=split.test_source or test_source,
-        subject_rule=split.subject_rule
-        or (scan.subject_rule.to_manifest() if scan.subject_rule is not None else None),
-    )
+    split = with_sources(split, scan, test_scan)
+    if test_source is not None:  # what the user named (a CSV, not only its folder)
+        split = replace(split, test_source=test_source)
     check_no_leakage(split)
     return split
 
