@@ -22,7 +22,7 @@ import os
 import shutil
 import zipfile
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,6 +30,16 @@ from typing import Any
 from leukgui import __version__
 from leukgui.core.atomic import atomic_write
 from leukgui.core.backbones import CLASS_NAMES, get_spec, split_classifier
+from leukgui.core.inference_graph import (
+    GRAPH_MEMBER,
+    INFERENCE_KEY,
+    MAX_PROBE_BYTES,
+    PROBE_MEMBER,
+    GraphError,
+    GraphFiles,
+    check_graph_manifest,
+    verify_members,
+)
 from leukgui.core.paths import bundled_models_dir, user_models_dir
 from leukgui.core.results import ALL, DEMO_NOTICE
 
@@ -183,9 +193,40 @@ class BundleInfo:
 
 @dataclass
 class LoadedBundle(BundleInfo):
-    """A verified bundle with its Keras model in memory."""
+    """A verified bundle: its Keras model (loaded now, or on first `keras_model()`) and its
+    inference graph for the runtimes without TensorFlow."""
 
     model: Any = None
+    model_bytes: bytes | None = field(default=None, repr=False)
+    graph: GraphFiles | None = field(default=None, repr=False)
+    graph_problem: str = ""  # why the graph the bundle carries cannot be used ("" if fine)
+
+    def keras_model(self) -> Any:
+        """The Keras model, deserialised on first use (analysis on a graph runtime never
+        asks, so it never imports TensorFlow)."""
+        if self.model is None:
+            if self.model_bytes is None:
+                raise BundleError(f"{self.path.name}: the model's weights were not kept")
+            self.model = _keras_from_bytes(self.model_bytes, self.manifest, self.path.name)
+        return self.model
+
+    def inference_graph(self) -> GraphFiles:
+        """The graph for OpenVINO and ONNX Runtime: the bundle's own, or for a bundle written
+        before graphs existed, one exported once into the cache. GraphError says why not."""
+        if self.graph is not None:
+            return self.graph
+        if self.graph_problem:
+            raise GraphError(self.graph_problem)
+        from leukgui.core import inference_graph as ig
+
+        cached = ig.read_cached_graph(self.sha256)  # GraphError when damaged: said, not hidden
+        if cached is not None:
+            self.graph = cached
+            return cached
+        onnx_bytes, probe_bytes = ig.export_graph(self.keras_model())
+        ig.write_cached_graph(self.sha256, onnx_bytes, probe_bytes)
+        self.graph = GraphFiles(onnx_bytes, ig.Probe.from_bytes(probe_bytes), "exported now")
+        return self.graph
 
 
 def _sha256_bytes(data: bytes) -> str:
@@ -319,6 +360,11 @@ def check_manifest_fields(manifest: Any, *, identity: bool = True) -> None:
         check_calibration(manifest[CALIBRATION_KEY])
     if STAIN_KEY in manifest:
         check_stain_normalisation(manifest[STAIN_KEY])
+    if INFERENCE_KEY in manifest:
+        try:
+            check_graph_manifest(manifest[INFERENCE_KEY])
+        except ValueError as exc:
+            raise BundleError(f"{INFERENCE_KEY} is unusable: {exc}") from None
 
 
 def check_calibration(value: Any) -> float:
@@ -409,7 +455,7 @@ def _check_members(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.Zi
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise BundleError(f"{label}: the file holds {', '.join(duplicates)} more than once")
-    unexpected = sorted(set(names) - {MANIFEST_MEMBER, MODEL_MEMBER})
+    unexpected = sorted(set(names) - {MANIFEST_MEMBER, MODEL_MEMBER, GRAPH_MEMBER, PROBE_MEMBER})
     if unexpected:
         shown = ", ".join(repr(n) for n in unexpected[:5])
         raise BundleError(f"{label}: the file holds unexpected entries ({shown})")
@@ -418,8 +464,14 @@ def _check_members(archive: zipfile.ZipFile, label: str) -> dict[str, zipfile.Zi
             f"{label} is not a model file (missing {MANIFEST_MEMBER} or {MODEL_MEMBER})"
         )
     members = {i.filename: i for i in infos}
-    for name, limit in ((MANIFEST_MEMBER, MAX_MANIFEST_BYTES), (MODEL_MEMBER, MAX_MODEL_BYTES)):
-        info = members[name]
+    limits = {
+        MANIFEST_MEMBER: MAX_MANIFEST_BYTES,
+        MODEL_MEMBER: MAX_MODEL_BYTES,
+        GRAPH_MEMBER: MAX_MODEL_BYTES,
+        PROBE_MEMBER: MAX_PROBE_BYTES,
+    }
+    for name, info in members.items():
+        limit = limits[name]
         if info.flag_bits & 0x1:
             raise BundleError(f"{label}: {name} is encrypted")
         if info.file_size > limit:
@@ -445,15 +497,23 @@ def _read_member(archive: zipfile.ZipFile, info: zipfile.ZipInfo, limit: int, la
     return data
 
 
-def _read_archive(path: Path, *, model: bool) -> tuple[dict[str, Any], bytes | None]:
-    """The checked manifest and (when `model`) the model's bytes."""
+def _read_archive(
+    path: Path, *, model: bool
+) -> tuple[dict[str, Any], bytes | None, tuple[bytes, bytes] | None]:
+    """The checked manifest and (when `model`) the model's bytes and the graph members'."""
     data = None
+    graph = None
     try:
         with zipfile.ZipFile(path) as archive:
             members = _check_members(archive, path.name)
             raw = _read_member(archive, members[MANIFEST_MEMBER], MAX_MANIFEST_BYTES, path.name)
             if model:
                 data = _read_member(archive, members[MODEL_MEMBER], MAX_MODEL_BYTES, path.name)
+                if GRAPH_MEMBER in members and PROBE_MEMBER in members:
+                    graph = (
+                        _read_member(archive, members[GRAPH_MEMBER], MAX_MODEL_BYTES, path.name),
+                        _read_member(archive, members[PROBE_MEMBER], MAX_PROBE_BYTES, path.name),
+                    )
         manifest = json.loads(
             raw.decode("utf-8"),
             object_pairs_hook=_no_duplicate_keys,
@@ -480,12 +540,30 @@ def _read_archive(path: Path, *, model: bool) -> tuple[dict[str, Any], bytes | N
         validate_manifest(manifest)
     except BundleError as exc:
         raise BundleError(f"{path.name}: {exc}") from None
-    return manifest, data
+    return manifest, data, graph
 
 
 def read_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """Read and check a bundle's manifest (types, ranges, identity) without TensorFlow."""
     return _read_archive(Path(path), model=False)[0]
+
+
+def _graph_of(
+    manifest: dict[str, Any], graph: tuple[bytes, bytes] | None
+) -> tuple[GraphFiles | None, str]:
+    """The bundle's own graph, or None and the reason it cannot be used ("" when the bundle
+    predates graphs and one may be exported). A damaged graph never blocks TensorFlow."""
+    described = INFERENCE_KEY in manifest
+    if graph is None:
+        if described:
+            return None, f"the model file lacks its {GRAPH_MEMBER} or {PROBE_MEMBER}"
+        return None, ""
+    if not described:
+        return None, f"the model file carries a {GRAPH_MEMBER} its manifest does not describe"
+    try:
+        return GraphFiles(graph[0], verify_members(manifest, *graph), "bundle"), ""
+    except GraphError as exc:
+        return None, str(exc)
 
 
 def _check_model_matches(model: Any, manifest: dict[str, Any]) -> None:
@@ -514,10 +592,16 @@ def _check_model_matches(model: Any, manifest: dict[str, Any]) -> None:
         raise BundleError("manifest does not match the model: " + "; ".join(problems))
 
 
-def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
-    """Verify and load a bundle. Refuses changed weights and manifest/model mismatches."""
+def load_bundle(
+    path: str | os.PathLike, source: str = "file", *, keras: bool = True
+) -> LoadedBundle:
+    """Verify and load a bundle. Refuses changed weights and manifest/model mismatches.
+
+    `keras=False` checks the weights' hash but defers deserialising the Keras model (and so
+    importing TensorFlow) to `keras_model()`, for analysis on a runtime without TensorFlow.
+    """
     path = Path(path)
-    manifest, data = _read_archive(path, model=True)
+    manifest, data, graph_bytes = _read_archive(path, model=True)
     assert data is not None
     digest = _sha256_bytes(data)
     if digest != manifest["weights_sha256"]:
@@ -526,6 +610,22 @@ def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
             f"does not match the manifest's {str(manifest['weights_sha256'])[:12]}…); "
             "refusing to load it. Re-install or re-import the original model file."
         )
+    graph, problem = _graph_of(manifest, graph_bytes)
+    bundle = LoadedBundle(
+        path=path,
+        manifest=manifest,
+        source=source,
+        model_bytes=data,
+        graph=graph,
+        graph_problem=problem,
+    )
+    if keras:
+        bundle.keras_model()
+    return bundle
+
+
+def _keras_from_bytes(data: bytes, manifest: dict[str, Any], label: str) -> Any:
+    """Deserialise a bundle's `model.keras` (safe mode) and check it matches the manifest."""
     import keras
 
     from leukgui.core.backbones import caffe_preprocess_class
@@ -539,9 +639,12 @@ def load_bundle(path: str | os.PathLike, source: str = "file") -> LoadedBundle:
         try:
             model = keras.models.load_model(model_path, compile=False, safe_mode=True)
         except Exception as exc:  # Keras raises many types for a bad archive
-            raise BundleError(f"{path.name}: the model inside cannot be loaded ({exc})") from exc
-    _check_model_matches(model, manifest)
-    return LoadedBundle(path=path, manifest=manifest, source=source, model=model)
+            raise BundleError(f"{label}: the model inside cannot be loaded ({exc})") from exc
+    try:
+        _check_model_matches(model, manifest)
+    except BundleError as exc:
+        raise BundleError(f"{label}: {exc}") from None
+    return model
 
 
 def make_manifest(
@@ -611,12 +714,20 @@ def calibration_manifest(temperature: float, fitted_on: str = "validation") -> d
 
 
 def save_bundle(
-    model: Any, manifest: dict[str, Any], out: str | os.PathLike, *, overwrite: bool = False
+    model: Any,
+    manifest: dict[str, Any],
+    out: str | os.PathLike,
+    *,
+    overwrite: bool = False,
+    inference_graph: bool = True,
 ) -> Path:
-    """Write `model` + `manifest` as one bundle file, atomically.
+    """Write `model` + `manifest` (+ the inference graph) as one bundle file, atomically.
 
     `out` is a file path or a folder (then `<name>-v<version>.leukmodel` inside it). An
     existing bundle is never overwritten unless asked, so old model versions stay usable.
+    The graph (`model.onnx`, `inference.npz`) is exported and parity-checked here, and its
+    hashes go into the manifest, so the bundle's identity covers it; `inference_graph=False`
+    writes a bundle without one (it is then exported into the cache on first use).
     """
     out = Path(out)
     if out.suffix.lower() != BUNDLE_SUFFIX:
@@ -639,13 +750,25 @@ def save_bundle(
         data = model_path.read_bytes()
     manifest = dict(manifest, format_version=FORMAT_VERSION, weights_sha256=_sha256_bytes(data))
     manifest.pop(IDENTITY_KEY, None)
+    manifest.pop(INFERENCE_KEY, None)
     check_manifest_fields(manifest, identity=False)
     _check_model_matches(model, manifest)
-    _write_bundle(out, manifest, data)
+    graph = None
+    if inference_graph:
+        from leukgui.core.inference_graph import export_graph, graph_manifest
+
+        try:
+            graph = export_graph(model)
+        except GraphError as exc:
+            raise BundleError(f"the inference graph could not be written: {exc}") from exc
+        manifest[INFERENCE_KEY] = graph_manifest(*graph)
+    _write_bundle(out, manifest, data, graph)
     return out
 
 
-def _write_bundle(out: Path, manifest: dict[str, Any], data: bytes) -> None:
+def _write_bundle(
+    out: Path, manifest: dict[str, Any], data: bytes, graph: tuple[bytes, bytes] | None = None
+) -> None:
     """Sign `manifest` (add `bundle_sha256`) and write it with the model bytes, atomically."""
     manifest = dict(manifest)
     manifest.pop(IDENTITY_KEY, None)
@@ -658,8 +781,37 @@ def _write_bundle(out: Path, manifest: dict[str, Any], data: bytes) -> None:
         with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(MANIFEST_MEMBER, json.dumps(manifest, indent=2, ensure_ascii=False))
             archive.writestr(MODEL_MEMBER, data)
+            if graph is not None:
+                archive.writestr(GRAPH_MEMBER, graph[0])
+                archive.writestr(PROBE_MEMBER, graph[1])
 
     atomic_write(out, write)
+
+
+def add_inference_graph(
+    path: str | os.PathLike, out: str | os.PathLike, *, overwrite: bool = False
+) -> Path:
+    """Write a copy of a bundle with its inference graph inside, the model bytes unchanged.
+
+    The manifest gains `inference_graph` and is signed again, so the copy has a new
+    identity (its SHA-256); the weights' hash stays. For the maintainers' demo bundle and for
+    a lab that wants the graph inside a model it already uses, instead of in the cache.
+    """
+    path, out = Path(path), Path(out)
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; model files are never overwritten")
+    bundle = load_bundle(path)
+    from leukgui.core.inference_graph import export_graph, graph_manifest
+
+    try:
+        graph = export_graph(bundle.keras_model())
+    except GraphError as exc:
+        raise BundleError(f"the inference graph could not be written: {exc}") from exc
+    manifest = dict(bundle.manifest)
+    manifest[INFERENCE_KEY] = graph_manifest(*graph)
+    assert bundle.model_bytes is not None
+    _write_bundle(out, manifest, bundle.model_bytes, graph)
+    return out
 
 
 def upgrade_bundle(

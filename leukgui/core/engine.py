@@ -24,6 +24,7 @@ import dataclasses
 import json
 import os
 import queue
+import sys
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -65,6 +66,7 @@ from leukgui.core.results import (
     RunInfo,
     RunResult,
 )
+from leukgui.core.runtimes import AUTO, ENGINE_LABELS, TENSORFLOW, Engine, select
 from leukgui.core.stain import ReinhardStats, apply_reinhard
 from leukgui.core.truth import truth_for
 from leukgui.core.tta import TTA_DESCRIPTION, VIEWS, dihedral_view
@@ -354,15 +356,59 @@ def _put(out: queue.Queue, value: object, stop: threading.Event) -> None:
 
 
 class Analyzer:
-    """A loaded bundle ready to classify batches (the compiled call is built once)."""
+    """A loaded bundle on a checked runtime, ready to classify batches.
 
-    def __init__(self, bundle: LoadedBundle) -> None:
-        from leukgui.core.gradcam import BatchedGradCAM
+    `runtime` is "tensorflow" (the reference, and the default for callers that already
+    hold the Keras model), "openvino", "onnx" or "auto" (`runtimes.candidates`); a runtime
+    that cannot start or fails its probe gives way to the next, and `runtime_notes` says
+    why. A GPU that fails during a run gives way to the CPU for the rest of it.
+    """
 
+    def __init__(
+        self, bundle: LoadedBundle, runtime: str = TENSORFLOW, *, precision: str = AUTO
+    ) -> None:
         self.bundle = bundle
-        self.gradcam = BatchedGradCAM(bundle.model)
-        self.input_size = self.gradcam.input_size
+        self.precision = precision
+        selection = select(
+            bundle.backbone,
+            bundle.inference_graph,
+            bundle.keras_model,
+            runtime,
+            precision=precision,
+        )
+        self.runtime: Engine = selection.engine
+        self.runtime_notes: list[str] = list(selection.notes)
+        self.graph_origin = selection.graph_origin
+        self.input_size = self.runtime.input_size
         self.stain: ReinhardStats | None = bundle.stain
+
+    @property
+    def gradcam(self) -> Engine:
+        """The runtime (the name of the one TensorFlow call it replaced)."""
+        return self.runtime
+
+    def _run_on_runtime(self, call: str, images: np.ndarray) -> Any:
+        """Call the runtime; when a GPU fails mid-run, move to the CPU for good and retry."""
+        try:
+            return getattr(self.runtime, call)(images)
+        except Exception as exc:
+            if not self.runtime.gpu:
+                raise
+            failed = self.runtime.description
+            selection = select(
+                self.bundle.backbone,
+                self.bundle.inference_graph,
+                self.bundle.keras_model,
+                AUTO,
+                precision=self.precision,
+                exclude_gpu=True,
+            )
+            self.runtime = selection.engine
+            self.runtime_notes.append(
+                f"{failed} failed during the run ({' '.join(str(exc).split())[:200]}); the "
+                f"remaining cells were analysed on {self.runtime.description}"
+            )
+            return getattr(self.runtime, call)(images)
 
     def _batches(
         self,
@@ -402,13 +448,13 @@ class Analyzer:
         score: the temperature was fitted on single-view scores, so it is applied to single
         views, and the mean of calibrated scores then meets the threshold and the band.
         """
-        p_raw, cams, ok = self.gradcam(images)
-        cams = self.gradcam.align(cams)
+        p_raw, cams, ok = self._run_on_runtime("__call__", images)
+        cams = self.runtime.align(cams)
         if not tta:
             return np.atleast_1d(self.bundle.calibrate(p_raw)), cams, ok
         total = np.asarray(self.bundle.calibrate(p_raw), np.float64).reshape(-1)
         for k in range(1, VIEWS):
-            p_view = self.gradcam.forward(dihedral_view(images, k))
+            p_view = self._run_on_runtime("forward", dihedral_view(images, k))
             ok = ok & np.isfinite(p_view)
             total = total + np.asarray(self.bundle.calibrate(p_view), np.float64).reshape(-1)
         return total / VIEWS, cams, ok
@@ -477,14 +523,37 @@ _IMAGE_KIND_TEXT = {
 }
 
 
-def _run_info(
-    bundle: LoadedBundle, inputs: Sequence[str | Path], options: AnalysisOptions
-) -> RunInfo:
-    """The provenance every report carries: app, model, device, libraries, how fields were
-    handled."""
-    import keras
-    import tensorflow as tf
+RUNTIME_NOTES_ROW = "Runtime notes"
+RUNTIME_VERSION_ROW = "Runtime version"
+NOT_LOADED = "not loaded (analysis ran without TensorFlow)"
 
+
+def _library_version(module: str) -> str:
+    """A library's version if this process imported it, else NOT_LOADED (never imports)."""
+    loaded = sys.modules.get(module)
+    if loaded is None:
+        return NOT_LOADED
+    return str(getattr(loaded, "__version__", "")).split("-")[0]
+
+
+def runtime_rows(analyzer: Analyzer) -> dict[str, str]:
+    """Provenance rows of the runtime: its version, and every runtime not used and why."""
+    engine = analyzer.runtime.engine
+    module = {"openvino": "openvino", "onnx": "onnxruntime", "tensorflow": "tensorflow"}[engine]
+    rows = {RUNTIME_VERSION_ROW: f"{ENGINE_LABELS[engine]} {_library_version(module)}"}
+    if analyzer.graph_origin:
+        rows[RUNTIME_VERSION_ROW] += f" (inference graph from the {analyzer.graph_origin})"
+    if analyzer.runtime_notes:
+        rows[RUNTIME_NOTES_ROW] = "; ".join(analyzer.runtime_notes)
+    return rows
+
+
+def _run_info(
+    analyzer: Analyzer, inputs: Sequence[str | Path], options: AnalysisOptions
+) -> RunInfo:
+    """The provenance every report carries: app, model, runtime and device, libraries, how
+    fields were handled."""
+    bundle = analyzer.bundle
     return RunInfo(
         app_version=__version__,
         model_name=bundle.name,
@@ -497,14 +566,15 @@ def _run_info(
         demo=bundle.demo,
         inputs=[str(p) for p in inputs],
         started=datetime.now().astimezone(),
-        device=device_description(),
-        tensorflow_version=tf.__version__,
-        keras_version=keras.__version__,
+        device=analyzer.runtime.description,
+        tensorflow_version=_library_version("tensorflow"),
+        keras_version=_library_version("keras"),
         extra={
             "Model file": str(bundle.path),
             "Image kind": _IMAGE_KIND_TEXT[options.image_kind],
             "White-cell detector settings": json.dumps(options.detector.to_dict(), sort_keys=True),
             **model_provenance(bundle, options),
+            **runtime_rows(analyzer),
         },
     )
 
@@ -549,7 +619,7 @@ def iter_run(
     options = options if options is not None else AnalysisOptions()
     analyzer = model if isinstance(model, Analyzer) else Analyzer(model)
     items, walk_errors = discovered if discovered is not None else discover(paths)
-    info = _run_info(analyzer.bundle, paths, options)
+    info = _run_info(analyzer, paths, options)
     info.total_inputs = len(items) + len(walk_errors)
     run = RunResult(info=info, outcomes=list(walk_errors))
     yield RunStarted(RunResult(info=info, outcomes=list(walk_errors)), len(items))
@@ -566,6 +636,11 @@ def iter_run(
             yield Progress(done=done, total=total, rate=rate, eta_s=eta)
     info.cancelled = done < total  # only a cancel ends the stream early; errors raise
     info.finished = datetime.now().astimezone()
+    info.extra.update(runtime_rows(analyzer))  # a GPU that failed mid-run is said here
+    if analyzer.runtime.description != info.device:
+        info.device = (
+            f"{info.device}, then {analyzer.runtime.description} (see {RUNTIME_NOTES_ROW})"
+        )
     yield RunFinished(run)
 
 

@@ -88,7 +88,7 @@ class BatchedGradCAM:
         )
         self.input_size = size
         self.grid_stride, self.grid_offset = cam_grid_geometry(parts.backbone)
-        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+        self._aligner = CamAligner(size, self.grid_stride, self.grid_offset)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Return P(ALL) (B,), heatmaps (B, h, w) in 0..1, and a per-image `ok` flag.
@@ -107,12 +107,24 @@ class BatchedGradCAM:
         return self._forward(np.ascontiguousarray(batch, dtype=np.float32)).numpy()
 
     def align(self, cams: np.ndarray) -> np.ndarray:
-        """Resample raw CAM grids onto a pixel-aligned grid over the model input.
+        return self._aligner(cams)
 
-        Cell i of the raw grid is centred at `grid_stride * i + grid_offset` input pixels
-        (see `cam_grid_geometry`); the aligned map has the ordinary pixel-centre convention,
-        so any renderer can simply resize it onto the image.
-        """
+
+class CamAligner:
+    """Resample raw CAM grids onto a pixel-aligned grid over the model input.
+
+    Cell i of the raw grid is centred at `grid_stride * i + grid_offset` input pixels
+    (see `cam_grid_geometry`); the aligned map has the ordinary pixel-centre convention,
+    so any renderer can simply resize it onto the image. Every runtime uses this one.
+    """
+
+    def __init__(self, input_size: int, grid_stride: float, grid_offset: float) -> None:
+        self.input_size = input_size
+        self.grid_stride = grid_stride
+        self.grid_offset = grid_offset
+        self._maps: tuple[np.ndarray, np.ndarray] | None = None
+
+    def __call__(self, cams: np.ndarray) -> np.ndarray:
         import cv2
 
         out = self.input_size // ALIGNED_DIVISOR

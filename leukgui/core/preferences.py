@@ -38,6 +38,7 @@ class Preferences:
     last_export_folder: str = ""  # where the save dialog starts next time
     image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
     tta: bool = False  # test-time augmentation: mean P(ALL) over 8 flips and quarter turns
+    runtime: str = "auto"  # inference runtime: "auto", "openvino", "onnx" or "tensorflow"
     detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)
 
@@ -59,6 +60,10 @@ def _valid(name: str, value: object, default: object) -> bool:
         return value in INSPECTOR_LAYOUTS
     if name == "image_kind":
         return value in ("auto", "cells", "fields")
+    if name == "runtime":
+        from leukgui.core.runtimes import RUNTIME_CHOICES
+
+        return value in RUNTIME_CHOICES
     if name == "thumb_size":
         return isinstance(value, int) and 48 <= value <= 320
     if name == "batch_size":
