@@ -1,4 +1,5 @@
-"""The `leukgui` command: `analyze`, `models`, `train`, `evaluate`; without a command, the window.
+"""The `leukgui` command: `analyze`, `models`, `runtimes`, `train`, `evaluate`; without a
+command, the window.
 
 Built from three modules that never import each other back: `console` (exit codes, Ctrl-C,
 the progress line), `analyze` (analyze, models, --self-test) and `train` (train, evaluate).
@@ -44,7 +45,7 @@ __all__ = [
     "main",
 ]
 
-_COMMANDS = ("analyze", "models", "train", "evaluate")
+_COMMANDS = ("analyze", "models", "runtimes", "train", "evaluate")
 
 
 def build_parser() -> argparse.ArgumentParser:

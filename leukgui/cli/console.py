@@ -180,9 +180,12 @@ class ProgressPrinter:
         self.close()
 
 
-def load_model(name: str | None, err: TextIO, command: str, *, announce: bool = False) -> Any:
+def load_model(
+    name: str | None, err: TextIO, command: str, *, announce: bool = False, keras: bool = True
+) -> Any:
     """The verified model a command runs with (a name, `name-vVERSION`, a path, or the
-    default), or None after saying why on `err`; the demo model is announced as such."""
+    default), or None after saying why on `err`; the demo model is announced as such.
+    `keras=False` leaves the Keras model (and TensorFlow) unloaded until a runtime asks."""
     from leukgui.core.bundle import BundleError, choose_bundle, load_bundle
     from leukgui.core.results import DEMO_NOTICE
 
@@ -190,7 +193,7 @@ def load_model(name: str | None, err: TextIO, command: str, *, announce: bool = 
         info = choose_bundle(name)
         if announce:
             err.write(f"Loading model {info.name} v{info.version} ({info.backbone}) ...\n")
-        bundle = load_bundle(info.path, source=info.source)
+        bundle = load_bundle(info.path, source=info.source, keras=keras)
     except (BundleError, ValueError) as exc:
         err.write(f"{command}: model error: {exc}\n")
         return None

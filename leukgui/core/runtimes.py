@@ -498,6 +498,45 @@ def _build(
     return OpenVinoEngine(graph.onnx, graph.probe, candidate.device, precision)
 
 
+class _Graph:
+    """The bundle's graph, fetched once and only when a graph engine is tried."""
+
+    def __init__(self, source: GraphSource) -> None:
+        self.source = source
+        self.files: GraphFiles | None = None
+        self.error = ""
+
+    def get(self) -> GraphFiles | None:
+        if self.files is None and not self.error:
+            try:
+                self.files = self.source()
+            except GraphError as exc:
+                self.error = str(exc)
+        return self.files
+
+
+def _attempt(
+    candidate: Candidate, graph: _Graph, model: ModelSource, precision: str
+) -> tuple[Engine | None, str]:
+    """Start one candidate and, for a graph engine, run its probe: (engine, "") or
+    (engine or None, why it must not be used)."""
+    files = None
+    if candidate.engine != TENSORFLOW:
+        files = graph.get()
+        if files is None:
+            return None, graph.error
+    try:
+        engine = _build(candidate, files, model, precision)
+    except Exception as exc:  # an engine that cannot start is a reason, not a crash
+        return None, f"it could not start ({_short(exc)})"
+    if files is None:
+        return engine, ""  # TensorFlow is the reference the probe was made with
+    try:
+        return engine, parity_problem(engine, files.probe)
+    except Exception as exc:
+        return engine, f"it failed on the probe cells ({_short(exc)})"
+
+
 def select(
     backbone: str,
     graph: GraphSource,
@@ -515,37 +554,44 @@ def select(
     """
     choice = check_choice(choice)
     notes: list[str] = []
-    graph_files: GraphFiles | None = None
-    graph_error = ""
+    state = _Graph(graph)
     for candidate in candidates(backbone, choice):
         if exclude_gpu and candidate.gpu:
             continue
-        if candidate.engine != TENSORFLOW:
-            if graph_files is None and not graph_error:
-                try:
-                    graph_files = graph()
-                except GraphError as exc:
-                    graph_error = str(exc)
-            if graph_error:
-                notes.append(f"{candidate.label} not used: {graph_error}")
-                continue
-        try:
-            engine = _build(candidate, graph_files, model, precision)
-        except Exception as exc:  # an engine that cannot start is a note, not a crash
-            notes.append(f"{candidate.label} not used: it could not start ({_short(exc)})")
+        engine, problem = _attempt(candidate, state, model, precision)
+        if engine is None or problem:
+            notes.append(f"{candidate.label} not used: {problem}")
             continue
-        if candidate.engine != TENSORFLOW:
-            assert graph_files is not None
-            try:
-                problem = parity_problem(engine, graph_files.probe)
-            except Exception as exc:
-                problem = f"it failed on the probe cells ({_short(exc)})"
-            if problem:
-                notes.append(f"{candidate.label} not used: {problem}")
-                continue
-        origin = graph_files.origin if graph_files and candidate.engine != TENSORFLOW else ""
+        origin = state.files.origin if state.files and candidate.engine != TENSORFLOW else ""
         return Selection(engine, notes, origin)
     raise NoRuntime("no runtime could run this model: " + "; ".join(notes or ["none installed"]))
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One candidate's self-check, for `leukgui runtimes`."""
+
+    candidate: Candidate
+    description: str  # the engine's description once started, else the candidate's label
+    problem: str  # "" when it passed
+
+    @property
+    def passed(self) -> bool:
+        return not self.problem
+
+
+def check_all(
+    backbone: str, graph: GraphSource, model: ModelSource, *, precision: str = AUTO
+) -> list[CheckResult]:
+    """Start every candidate and run its probe: what `auto` chooses among, and why each one
+    would or would not be used."""
+    state = _Graph(graph)
+    results = []
+    for candidate in candidates(backbone, AUTO):
+        engine, problem = _attempt(candidate, state, model, precision)
+        shown = engine.description if engine is not None else candidate.label
+        results.append(CheckResult(candidate, shown, problem))
+    return results
 
 
 def _short(exc: BaseException) -> str:
