@@ -60,6 +60,317 @@ def test_build_requirements_pin_everything_and_respect_the_project_pins() -> Non
         assert _normal(name) in pins, f"{name} is not pinned for the frozen build"
 
 
+RUNTIME_PACKAGES = ("openvino", "openvino-telemetry", "tf2onnx", "onnx")
+BUILD_SH = REPO / "packaging" / "build.sh"
+BUILD_PS1 = REPO / "packaging" / "build.ps1"
+LOCK = REPO / "packaging" / "requirements-build.txt"
+# engine name on the command line -> the label `Runtime:` starts with
+RUNTIME_LABELS = {"openvino": "OpenVINO", "onnx": "ONNX Runtime", "tensorflow": "TensorFlow"}
+
+
+def _lock_for(platform: str) -> dict[str, str]:
+    """The lock's pins whose environment marker holds on `platform` ("linux" or "win32")."""
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    environment = {**default_environment(), "sys_platform": platform, "extra": ""}
+    pins = {}
+    for line in LOCK.read_text().splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        requirement = Requirement(line)
+        if requirement.marker is None or requirement.marker.evaluate(environment):
+            pins[_normal(requirement.name)] = str(requirement.specifier).removeprefix("==")
+    return pins
+
+
+def test_build_lock_pins_the_inference_runtimes_for_each_platform() -> None:
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    linux, windows = _lock_for("linux"), _lock_for("win32")
+    for name in RUNTIME_PACKAGES:
+        assert name in linux and name in windows, name
+    # ONNX Runtime: the CPU build on Linux, the DirectML build (and what only it needs) on Windows.
+    assert "onnxruntime" in linux and "onnxruntime-directml" not in linux
+    assert "onnxruntime-directml" in windows and "onnxruntime" not in windows
+    for name in ("sympy", "mpmath", "pefile", "pywin32-ctypes"):
+        assert name in windows and name not in linux, name
+    # Each project dependency is pinned, within its range, on every platform its marker names.
+    tomllib = pytest.importorskip("tomllib", reason="Python 3.11+")
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for platform, pins in (("linux", linux), ("win32", windows)):
+        environment = {**default_environment(), "sys_platform": platform, "extra": ""}
+        for dependency in map(Requirement, project["dependencies"]):
+            if dependency.marker and not dependency.marker.evaluate(environment):
+                continue
+            name = _normal(dependency.name)
+            assert name in pins, f"{name} is not pinned for the frozen build on {platform}"
+            assert dependency.specifier.contains(pins[name], prereleases=True), (name, platform)
+
+
+def test_build_lock_holds_the_dependencies_of_the_installed_pins() -> None:
+    """Where this environment has a pinned package at its pinned version, the lock (Linux side)
+    also pins what that package requires, at a version it accepts: the build's `pip check`
+    finds the same, minutes later."""
+    import importlib.metadata as metadata
+
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    pins = _lock_for("linux")
+    environment = {**default_environment(), "sys_platform": "linux", "extra": ""}
+    checked = set()
+    for name, version in pins.items():
+        try:
+            distribution = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue
+        if distribution.version != version:
+            continue
+        checked.add(name)
+        for line in distribution.requires or []:
+            requirement = Requirement(line)
+            if requirement.marker and not requirement.marker.evaluate(environment):
+                continue
+            needed = _normal(requirement.name)
+            assert needed in pins, f"{name} {version} needs {line}, which the lock misses"
+            assert requirement.specifier.contains(pins[needed], prereleases=True), (name, line)
+    # The runtimes are installed here (pyproject depends on them), so they were checked.
+    assert {"openvino", "onnxruntime", "tf2onnx", "onnx"} <= checked, checked
+
+
+def _stub_pyinstaller(monkeypatch: pytest.MonkeyPatch, calls: list[tuple]) -> dict[str, object]:
+    """PyInstaller's hook helpers and spec objects, recording what the spec asks of them."""
+    import types
+
+    def collect_submodules(package: str, filter=None) -> list[str]:  # noqa: A002
+        calls.append(("collect_submodules", package))
+        names = [package, f"{package}.convert", f"{package}.tests.test_x"]
+        return [n for n in names if filter is None or filter(n)]
+
+    def collect_dynamic_libs(package: str, **kwargs: object) -> list[tuple[str, str]]:
+        calls.append(("collect_dynamic_libs", package))
+        return [(f"/site/{package}/libs/lib{package}.so", f"{package}/libs")]
+
+    def collect_data_files(package: str, **kwargs: object) -> list[tuple[str, str]]:
+        calls.append(("collect_data_files", package, tuple(kwargs.get("includes") or ())))
+        return [(f"/site/{package}/libs/cache.json", f"{package}/libs")]
+
+    hooks = types.ModuleType("PyInstaller.utils.hooks")
+    hooks.collect_submodules = collect_submodules
+    hooks.collect_dynamic_libs = collect_dynamic_libs
+    hooks.collect_data_files = collect_data_files
+    for name in ("PyInstaller", "PyInstaller.utils"):
+        monkeypatch.setitem(sys.modules, name, types.ModuleType(name))
+    monkeypatch.setitem(sys.modules, "PyInstaller.utils.hooks", hooks)
+
+    class Analysis:
+        def __init__(self, scripts: list[str], **kwargs: object) -> None:
+            self.kwargs = kwargs
+            self.scripts = [("entry_gui", "", "PYSOURCE"), ("entry_cli", "", "PYSOURCE")]
+            self.pure, self.datas = [], []
+            self.binaries = [(name, "/src/" + name, "BINARY") for name in FROZEN_BINARIES]
+
+    recorded: dict[str, object] = {}
+
+    def record(kind: str):
+        def make(*args: object, **kwargs: object) -> object:
+            recorded.setdefault(kind, []).append((args, kwargs))
+            return kind
+
+        return make
+
+    return {
+        "Analysis": lambda *a, **k: recorded.setdefault("analysis", Analysis(*a, **k)),
+        "PYZ": record("PYZ"),
+        "EXE": record("EXE"),
+        "COLLECT": record("COLLECT"),
+        "_recorded": recorded,
+    }
+
+
+# What the import scan and the spec's own collections give Analysis (Linux and Windows names).
+KEPT_BINARIES = (
+    "openvino/libs/libopenvino.so.2641",
+    "openvino/libs/libopenvino_intel_cpu_plugin.so",
+    "openvino/libs/libopenvino_intel_gpu_plugin.so",
+    "openvino/libs/libopenvino_auto_plugin.so",
+    "openvino/libs/libopenvino_onnx_frontend.so.2641",
+    "openvino/libs/libopenvino_ir_frontend.so.2641",
+    "openvino/libs/libtbb.so.12",
+    "openvino\\libs\\openvino_intel_cpu_plugin.dll",
+    "openvino\\libs\\openvino_onnx_frontend.dll",
+    "onnxruntime/capi/libonnxruntime.so.1.32.0",
+    "onnxruntime/capi/libonnxruntime_providers_shared.so",
+    "onnxruntime\\capi\\DirectML.dll",
+    "onnxruntime\\capi\\onnxruntime.dll",
+    "PySide6/Qt/plugins/platforms/libqxcb.so",
+)
+DROPPED_BINARIES = (
+    "openvino/libs/libopenvino_intel_npu_plugin.so",
+    "openvino\\libs\\openvino_intel_npu_compiler.dll",
+    "openvino/libs/libopenvino_pytorch_frontend.so.2641",
+    "openvino/libs/libopenvino_tensorflow_frontend.so.2641",
+    "openvino/libs/libopenvino_tensorflow_lite_frontend.so.2641",
+    "openvino\\libs\\openvino_paddle_frontend.dll",
+    "openvino/libs/libopenvino_jax_frontend.so.2641",
+    "PySide6/Qt/plugins/platforms/libqvnc.so",
+)
+FROZEN_BINARIES = KEPT_BINARIES + DROPPED_BINARIES
+
+
+def test_spec_collects_the_inference_runtimes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Run the spec with PyInstaller's helpers stubbed: what it collects and what it trims."""
+    root = tmp_path / "repo"
+    (root / "packaging").mkdir(parents=True)
+    (root / "leukgui").mkdir()
+    (root / "leukgui" / "__init__.py").write_text('__version__ = "9.8.7"\n')
+    (root / "build" / "pyinstaller-extra").mkdir(parents=True)
+    (root / "build" / "pyinstaller-extra" / "leukgui.ico").write_bytes(b"icon")
+    monkeypatch.delenv("LEUKGUI_BUNDLE_WEIGHTS", raising=False)
+    calls: list[tuple] = []
+    names = _stub_pyinstaller(monkeypatch, calls)
+    names["SPECPATH"] = str(root / "packaging")
+    exec(compile(SPEC.read_text(), str(SPEC), "exec"), names)  # noqa: S102
+    analysis = names["_recorded"]["analysis"]
+    kwargs = analysis.kwargs
+
+    assert ("collect_dynamic_libs", "openvino") in calls
+    assert ("collect_dynamic_libs", "onnxruntime") in calls  # DirectML.dll sits in capi too
+    binaries = kwargs.get("binaries") or []
+    assert ("/site/openvino/libs/libopenvino.so", "openvino/libs") in binaries
+    assert ("/site/onnxruntime/libs/libonnxruntime.so", "onnxruntime/libs") in binaries
+    data_calls = [c for c in calls if c[:2] == ("collect_data_files", "openvino")]
+    assert data_calls and "libs/*.json" in data_calls[0][2]  # the GPU plugin's cache.json
+    assert ("/site/openvino/libs/cache.json", "openvino/libs") in kwargs["datas"]
+    hidden = kwargs["hiddenimports"]
+    assert ("collect_submodules", "tf2onnx") in calls
+    assert "tf2onnx.convert" in hidden and "tf2onnx.tests.test_x" not in hidden
+    for module in ("openvino", "onnxruntime", "onnx"):
+        assert module in hidden, module
+    for module in ("openvino.tools", "openvino.frontend.pytorch", "torch"):
+        assert module in kwargs["excludes"], module
+    # The OpenVINO core, its CPU and GPU plugins, the ONNX and IR frontends and every ONNX
+    # Runtime library stay; the NPU plugin and other frameworks' frontends go.
+    kept = {entry[0] for entry in analysis.binaries}
+    assert set(KEPT_BINARIES) <= kept, set(KEPT_BINARIES) - kept
+    assert not kept & set(DROPPED_BINARIES), kept & set(DROPPED_BINARIES)
+    ((collect_args, collect_kwargs),) = names["_recorded"]["COLLECT"]
+    assert collect_kwargs["upx"] is False and analysis.binaries in collect_args
+
+
+FAKE_CLI = r"""#!/usr/bin/env bash
+# Stands in for the frozen leukgui-cli: FAKE_MODE says how it misbehaves.
+echo "$*" >> "$FAKE_LOG"
+if [ "$1" = --self-test ]; then exit 0; fi
+if [ "$1" = runtimes ]; then echo "Runtimes in the order 'auto' tries them:"; exit 0; fi
+runtime= out=
+while [ $# -gt 0 ]; do
+    case $1 in --runtime) runtime=$2; shift ;; --out) out=$2; shift ;; esac
+    shift
+done
+case $runtime in
+    openvino) label=OpenVINO ;; onnx) label="ONNX Runtime" ;; *) label=TensorFlow ;;
+esac
+case "$FAKE_MODE:$runtime" in
+    fallback:onnx) echo "Runtime: TensorFlow · CPU · fp32" >&2
+                   echo "  runtime note: ONNX Runtime failed its self-check" >&2 ;;
+    note:openvino) echo "Runtime: OpenVINO · CPU · fp32" >&2
+                   echo "  runtime note: OpenVINO GPU failed its self-check" >&2 ;;
+    crash:tensorflow) echo "Traceback" >&2; exit 3 ;;
+    silent:openvino) ;;
+    *) echo "Runtime: $label · CPU · fp32" >&2 ;;
+esac
+echo "12 cells"
+[ "$FAKE_MODE:$runtime" = "noreport:onnx" ] || echo xlsx > "$out"
+"""
+
+
+def _runtime_checks(tmp_path: Path, mode: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """build.sh's checks after PyInstaller, run against a fake frozen CLI."""
+    text = BUILD_SH.read_text()
+    start = text.index('echo "== frozen self-test"')
+    checks = tmp_path / mode / "checks.sh"
+    cli = tmp_path / mode / "dist" / "LeukGUI" / "leukgui-cli"
+    cli.parent.mkdir(parents=True)
+    cli.write_text(FAKE_CLI)
+    cli.chmod(0o755)
+    checks.write_text("set -euo pipefail\n" + text[start:])
+    log = tmp_path / mode / "calls.log"
+    result = subprocess.run(
+        ["bash", str(checks)],
+        cwd=checks.parent,
+        env={**os.environ, "FAKE_MODE": mode, "FAKE_LOG": str(log)},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    return result, log.read_text() if log.exists() else ""
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="needs bash")
+def test_build_sh_checks_each_runtime_of_the_frozen_cli(tmp_path: Path) -> None:
+    result, calls = _runtime_checks(tmp_path, "good")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for runtime, label in RUNTIME_LABELS.items():
+        assert re.search(
+            rf"^analyze resources/samples --runtime {runtime} --out \S+{runtime}"
+            r"\.xlsx$",
+            calls,
+            re.M,
+        ), calls
+        assert f"Runtime: {label} · CPU" in result.stdout
+    assert re.search(r"^runtimes$", calls, re.M) and "== size:" in result.stdout
+    # Each way a runtime can be passed over or fail stops the build.
+    for mode in ("fallback", "note", "crash", "silent", "noreport"):
+        result, _ = _runtime_checks(tmp_path, mode)
+        assert result.returncode != 0, (mode, result.stdout, result.stderr)
+        assert "FAILED" in result.stderr, (mode, result.stderr)
+
+
+def test_build_ps1_checks_each_runtime_and_requires_directml() -> None:
+    text = BUILD_PS1.read_text()
+    assert text.isascii()  # PowerShell 5 reads a BOM-less script as the ANSI code page
+    for runtime, label in RUNTIME_LABELS.items():
+        assert f'"{runtime}" = "{label}"' in text, runtime
+    assert '"analyze", "resources\\samples", "--runtime", $runtime' in text
+    assert 'StartsWith("Runtime: $label")' in text and '-match "runtime note:"' in text
+    assert 'throw "--runtime $runtime did not run on $label' in text
+    # The DirectML self-check, and a failing exit stops the build.
+    lines = text.splitlines()
+    require = [
+        i
+        for i, line in enumerate(lines)
+        if "runtimes --require onnx:DirectML" in line and not line.lstrip().startswith("#")
+    ]
+    assert len(require) == 1 and lines[require[0]].startswith("& dist\\LeukGUI\\")
+    assert lines[require[0] + 1].startswith("if ($LASTEXITCODE) { throw")
+    self_test = next(i for i, line in enumerate(lines) if line.endswith("--self-test"))
+    assert self_test < require[0] and "== size:" in text
+
+
+def test_release_workflow_checks_the_runtimes_and_directml() -> None:
+    yaml = pytest.importorskip("yaml", reason="PyYAML is part of the test extra")
+    steps = yaml.safe_load(WORKFLOW.read_text())["jobs"]["installer"]["steps"]
+    build = next(s for s in steps if "packaging\\build.ps1" in str(s.get("run", "")))
+    assert "runtime" in build["name"].lower() and build["shell"] == "pwsh"
+    assert "continue-on-error" not in build and "if" not in build
+    # The installed app, too: each runtime by name, and DirectML's self-check.
+    installed = next(s for s in steps if "Uninstall.exe" in str(s.get("run", "")))
+    run = installed["run"]
+    assert "continue-on-error" not in installed
+    for runtime, label in RUNTIME_LABELS.items():
+        assert f'"{runtime}" = "{label}"' in run, runtime
+    assert '"$target\\leukgui-cli.exe" -NoNewWindow' in run and '"--runtime", $runtime' in run
+    assert '-match "runtime note:"' in run
+    directml = run.index('& "$target\\leukgui-cli.exe" runtimes --require onnx:DirectML')
+    assert run[directml:].splitlines()[1].strip().startswith("if ($LASTEXITCODE) { throw")
+    assert run.index("--self-test") < directml < run.index("Uninstall.exe")
+
+
 def _fake_onedir(folder: Path) -> Path:
     """The file layout the installer packs (a real onedir has ~1 GB more in _internal)."""
     (folder / "_internal").mkdir(parents=True)

@@ -55,6 +55,14 @@ def test_train_several_backbones_writes_bundles_and_a_comparison(comparison, cap
     bundles = sorted(p.name for p in out.glob("*.leukmodel"))
     assert len(bundles) == 2
     assert bundles[0].startswith("efficientnetb0-") and bundles[1].startswith("vgg16-")
+    from leukgui.core.bundle import load_bundle
+    from leukgui.core.engine import Analyzer
+
+    for path in sorted(out.glob("*.leukmodel")):  # each carries its checked inference graph
+        bundle = load_bundle(path, keras=False)
+        assert bundle.graph is not None and bundle.graph.origin == "bundle", path.name
+        analyzer = Analyzer(bundle, "openvino")
+        assert analyzer.runtime.engine == "openvino" and analyzer.runtime_notes == [], path.name
     md = next(out.glob("comparison-*.md")).read_text()
     rows = [
         line for line in md.splitlines() if line.startswith("| vgg16") or "efficientnetb0 |" in line

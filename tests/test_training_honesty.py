@@ -18,7 +18,18 @@ from leukgui.cli import main
 from leukgui.core.bundle import BundleInfo, read_manifest
 from leukgui.core.synthetic import write_dataset
 
-QUICK = ["--weights", "none", "--input-size", "32", "--epochs", "1", "--batch-size", "16"]
+# No ONNX graph: these tests are about splits and scores, and each export costs ~10 s.
+QUICK = [
+    "--weights",
+    "none",
+    "--input-size",
+    "32",
+    "--epochs",
+    "1",
+    "--batch-size",
+    "16",
+    "--no-inference-graph",
+]
 
 
 def _info(path: Path) -> BundleInfo:

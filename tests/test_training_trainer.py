@@ -72,6 +72,7 @@ def _config(**changes) -> TrainConfig:
         seed=5,
         verify_weights=False,  # the test's file is not the official one
         augmentation=Augmentation.none(),
+        inference_graph=False,  # the graph is tested in test_training_cli and test_runtimes
     )
     base.update(changes)
     return TrainConfig(**base)

@@ -59,8 +59,10 @@ def evaluate_bundle(
     progress: Callable[[Progress], None] | None = None,
     cancel: CancelToken | None = None,
     tta: bool = False,
+    analyzer: Any = None,
 ) -> EvaluationResult:
-    """P(ALL) for every record through the analysis engine, scored with the bundle's
+    """P(ALL) for every record through the analysis engine (`analyzer`, or the bundle on
+    TensorFlow, the reference, when None), scored with the bundle's
     threshold and band (on calibrated scores). Records are grouped by subject in the report.
 
     Every record is one labelled cell, so each image is analyzed whole (image kind "cells"),
@@ -73,7 +75,8 @@ def evaluate_bundle(
 
     if not scan.records:
         raise ValueError("no labelled cells to evaluate")
-    analyzer = Analyzer(bundle)  # compiled once, shared by both passes
+    if analyzer is None:
+        analyzer = Analyzer(bundle)  # compiled once, shared by both passes
     name = part or scan.source or "evaluation"
     evaluation, errors, cancelled, rate = _score(
         analyzer,

@@ -119,6 +119,7 @@ class TrainConfig:
     calibrate: bool = True  # temperature scaling fitted on validation (see core.calibration)
     stain: str = "none"  # "none" or "reinhard": stain normalisation fitted on training cells
     bootstrap_resamples: int = 2000  # subject bootstrap for every score's 95% interval
+    inference_graph: bool = True  # write model.onnx (OpenVINO / ONNX Runtime) into the bundle
 
     def __post_init__(self) -> None:
         self.backbone = get_spec(self.backbone).name
@@ -946,7 +947,9 @@ def train_backbone(
     )
     run.run_folder = run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    run.bundle_path = save_bundle(model, manifest, bundle_path)
+    run.bundle_path = save_bundle(
+        model, manifest, bundle_path, inference_graph=config.inference_graph
+    )
     run.log_csv = write_log_csv(loop.history, run_dir / "training_log.csv")
     run.curves_png = plot_curves(loop.history, run_dir / "curves.png", title=f"{name} {version}")
     run.report_xlsx = write_training_report(run, run_dir / "training_report.xlsx")

@@ -27,32 +27,26 @@ from leukgui.cli.console import (
     EXIT_SOME_ERRORS,
     EXIT_USAGE,
     ProgressPrinter,
+    add_runtime_options,
     clean,
     ctrl_c_cancels,
     load_model,
+    start_runtime,
 )
 from leukgui.core.atomic import try_lock, unlock
-from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, Analyzer, analyze_paths
+from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths
 from leukgui.core.formatting import percent
 from leukgui.core.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from leukgui.core.results import DEMO_NOTICE, CancelToken
-from leukgui.core.runtimes import (
-    AUTO,
-    RUNTIME_CHOICES,
-    TENSORFLOW,
-    RuntimeUnavailable,
-    check_choice,
-)
+from leukgui.core.runtimes import AUTO, TENSORFLOW, RuntimeUnavailable, check_choice
 from leukgui.core.text import display_path
 
 __all__ = [
     "add_parsers",
-    "add_runtime_options",
     "cmd_analyze",
     "cmd_models",
     "cmd_runtimes",
     "cmd_self_test",
-    "start_runtime",
 ]
 
 EXIT_CODES_HELP = f"""\
@@ -505,43 +499,6 @@ def _upgrade_model(old: Path, new: Path | None, out: TextIO, err: TextIO) -> int
         )
     )
     return EXIT_OK
-
-
-def start_runtime(
-    bundle: Any, runtime: str, precision: str, err: TextIO, command: str
-) -> Analyzer | None:
-    """The bundle on its checked runtime, said on `err` with every runtime passed over; None
-    (after saying why) when none could run it."""
-    from leukgui.core.runtimes import NoRuntime
-
-    try:
-        analyzer = Analyzer(bundle, runtime, precision=precision)
-    except NoRuntime as exc:
-        err.write(f"{command}: model error: {exc}\n")
-        return None
-    err.write(f"Runtime: {analyzer.runtime.description}\n")
-    for note in analyzer.runtime_notes:
-        err.write(f"  runtime note: {note}\n")
-    return analyzer
-
-
-def add_runtime_options(parser: argparse.ArgumentParser) -> None:
-    """--runtime and --precision, shared by the commands that run a model."""
-    parser.add_argument(
-        "--runtime",
-        choices=RUNTIME_CHOICES,
-        default=AUTO,
-        help="inference engine: auto picks a GPU that passes its self-check, else the fastest "
-        "CPU engine (OpenVINO); tensorflow is the reference (default auto; see 'leukgui "
-        "runtimes')",
-    )
-    parser.add_argument(
-        "--precision",
-        choices=(AUTO, "fp32"),
-        default=AUTO,
-        help="auto lets OpenVINO compute in bf16 on CPUs that support it (P(ALL) within 0.02 "
-        "of fp32, checked on probe cells at load); fp32 forces full precision",
-    )
 
 
 def cmd_runtimes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:

@@ -12,6 +12,7 @@ import signal
 from collections.abc import Iterator
 from typing import Any, TextIO
 
+from leukgui.core import runtimes
 from leukgui.core.formatting import clock
 from leukgui.core.results import CancelToken, Progress
 
@@ -29,7 +30,9 @@ __all__ = [
     "ProgressPrinter",
     "clean",
     "ctrl_c_cancels",
+    "add_runtime_options",
     "load_model",
+    "start_runtime",
 ]
 
 EXIT_OK = 0
@@ -200,3 +203,39 @@ def load_model(
     if bundle.demo:
         err.write(f"*** {DEMO_NOTICE} ***\n")
     return bundle
+
+
+def start_runtime(bundle: Any, runtime: str, precision: str, err: TextIO, command: str) -> Any:
+    """The bundle on its checked runtime, said on `err` with every runtime passed over; None
+    (after saying why) when none could run it."""
+    from leukgui.core.engine import Analyzer
+    from leukgui.core.runtimes import NoRuntime
+
+    try:
+        analyzer = Analyzer(bundle, runtime, precision=precision)
+    except NoRuntime as exc:
+        err.write(f"{command}: model error: {exc}\n")
+        return None
+    err.write(f"Runtime: {analyzer.runtime.description}\n")
+    for note in analyzer.runtime_notes:
+        err.write(f"  runtime note: {note}\n")
+    return analyzer
+
+
+def add_runtime_options(parser: Any) -> None:
+    """--runtime and --precision, shared by the commands that run a model."""
+    parser.add_argument(
+        "--runtime",
+        choices=runtimes.RUNTIME_CHOICES,
+        default=runtimes.AUTO,
+        help="inference engine: auto picks a GPU that passes its self-check, else the fastest "
+        "CPU engine (OpenVINO); tensorflow is the reference (default auto; see 'leukgui "
+        "runtimes')",
+    )
+    parser.add_argument(
+        "--precision",
+        choices=(runtimes.AUTO, "fp32"),
+        default=runtimes.AUTO,
+        help="auto lets OpenVINO compute in bf16 on CPUs that support it (P(ALL) within 0.02 "
+        "of fp32, checked on probe cells at load); fp32 forces full precision",
+    )

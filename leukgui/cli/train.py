@@ -16,8 +16,10 @@ from leukgui.cli.console import (
     EXIT_SOME_ERRORS,
     EXIT_USAGE,
     ProgressPrinter,
+    add_runtime_options,
     ctrl_c_cancels,
     load_model,
+    start_runtime,
 )
 from leukgui.core.formatting import edges_text, percent
 from leukgui.core.results import CancelToken
@@ -264,6 +266,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             calibrate=not args.no_calibration,
             stain="none" if args.stain == "both" else args.stain,
             bootstrap_resamples=args.bootstrap,
+            inference_graph=not args.no_inference_graph,
         )
         subjects = parse_subject_rule(args.subject_folder, args.subject_pattern)
         split_from = _recorded_split(args.split_from) if args.split_from else None
@@ -402,8 +405,11 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     if not scan.records:
         err.write(f"leukgui evaluate: no labelled cells in {args.data}\n")
         return EXIT_NO_DATA
-    bundle = load_model(args.model, err, "leukgui evaluate")
+    bundle = load_model(args.model, err, "leukgui evaluate", keras=args.runtime == "tensorflow")
     if bundle is None:
+        return EXIT_MODEL
+    analyzer = start_runtime(bundle, args.runtime, args.precision, err, "leukgui evaluate")
+    if analyzer is None:
         return EXIT_MODEL
     cancel = CancelToken()
     try:
@@ -414,6 +420,7 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             result = evaluate_bundle(
                 bundle,
                 scan,
+                analyzer=analyzer,
                 part=Path(args.data).name,
                 batch_size=args.batch_size,
                 progress=printer,
@@ -577,6 +584,12 @@ def add_parsers(sub: Any) -> None:
         "each backbone with and without it and compare (default none: colour jitter only)",
     )
     scoring.add_argument(
+        "--no-inference-graph",
+        action="store_true",
+        help="do not write model.onnx into the model file (about 10 s per model); OpenVINO and "
+        "ONNX Runtime then export it once, on first use, into the user folder's cache",
+    )
+    scoring.add_argument(
         "--no-calibration",
         action="store_true",
         help="keep P(ALL) as the network gives it (default: temperature scaling on validation)",
@@ -640,4 +653,5 @@ def add_parsers(sub: Any) -> None:
     evaluate.add_argument("--subject-folder", type=int, metavar="N", help="as for train")
     evaluate.add_argument("--subject-pattern", metavar="REGEX", help="as for train")
     evaluate.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_runtime_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)

@@ -92,6 +92,7 @@ __all__ = [
 
 DEFAULT_BATCH_SIZE = 32
 IMAGE_KINDS = ("auto", "cells", "fields")  # per image: decide, all single cells, all fields
+NEAR_BOUNDARY = 0.05  # bf16 cells this close to a decision boundary are recomputed in fp32
 QUEUE_BATCHES = 3  # decoded batches waiting for the network: bounds memory
 ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed on
 # Provenance rows (RunInfo.extra) that describe how the model's scores were made; the report
@@ -381,18 +382,20 @@ class Analyzer:
         self.graph_origin = selection.graph_origin
         self.input_size = self.runtime.input_size
         self.stain: ReinhardStats | None = bundle.stain
+        self.rechecked = 0  # cells recomputed in fp32 because they lay near a boundary
 
     @property
     def gradcam(self) -> Engine:
         """The runtime (the name of the one TensorFlow call it replaced)."""
         return self.runtime
 
-    def _run_on_runtime(self, call: str, images: np.ndarray) -> Any:
-        """Call the runtime; when a GPU fails mid-run, move to the CPU for good and retry."""
+    def _run_on(self, engine: Engine, call: str, images: np.ndarray) -> Any:
+        """Call an engine; when the GPU in use fails mid-run, move to the CPU for good and
+        retry (a CPU engine's failure is raised as before)."""
         try:
-            return getattr(self.runtime, call)(images)
+            return getattr(engine, call)(images)
         except Exception as exc:
-            if not self.runtime.gpu:
+            if not (engine is self.runtime and engine.gpu):
                 raise
             failed = self.runtime.description
             selection = select(
@@ -439,8 +442,36 @@ class Analyzer:
             stop.set()
             worker.join(timeout=5)
 
+    def _near_boundary(self, p_all: np.ndarray) -> np.ndarray:
+        """Cells whose P(ALL) lies within NEAR_BOUNDARY of the threshold or a band edge."""
+        low, high = self.bundle.uncertainty_band
+        edges = np.array([self.bundle.threshold, low, high], np.float64)
+        distance = np.abs(np.asarray(p_all, np.float64)[:, None] - edges[None, :]).min(axis=1)
+        return distance < NEAR_BOUNDARY
+
     def scores(self, images: np.ndarray, *, tta: bool = False) -> tuple[Any, Any, Any]:
         """Calibrated P(ALL), aligned heatmaps and `ok` flags of a float32 batch.
+
+        On a reduced-precision runtime (OpenVINO's bf16) the cells whose P(ALL) falls near
+        the threshold or an edge of the uncertainty band are computed again in fp32, so a
+        call never depends on the precision: bf16 moves P(ALL) by up to about 0.02.
+        """
+        p_all, cams, ok = self._scores_on(self.runtime, images, tta)
+        if not self.runtime.reduced_precision:
+            return p_all, cams, ok
+        rows = np.flatnonzero(self._near_boundary(p_all) & ok)
+        exact = self.runtime.exact() if len(rows) else None
+        if exact is not None:
+            p_exact, cams_exact, ok_exact = self._scores_on(exact, images[rows], tta)
+            p_all = np.array(p_all, np.float64, copy=True)
+            p_all[rows] = p_exact
+            cams[rows] = cams_exact
+            ok[rows] = ok_exact
+            self.rechecked += len(rows)
+        return p_all, cams, ok
+
+    def _scores_on(self, engine: Engine, images: np.ndarray, tta: bool) -> tuple[Any, Any, Any]:
+        """One engine's calibrated P(ALL), aligned heatmaps and `ok` flags of a batch.
 
         The heatmap is always that of the image as given (view 0, the batched Grad-CAM
         call). With `tta` the 7 other flips/quarter turns run forward-only, one compiled
@@ -448,13 +479,13 @@ class Analyzer:
         score: the temperature was fitted on single-view scores, so it is applied to single
         views, and the mean of calibrated scores then meets the threshold and the band.
         """
-        p_raw, cams, ok = self._run_on_runtime("__call__", images)
-        cams = self.runtime.align(cams)
+        p_raw, cams, ok = self._run_on(engine, "__call__", images)
+        cams = engine.align(cams)
         if not tta:
             return np.atleast_1d(self.bundle.calibrate(p_raw)), cams, ok
         total = np.asarray(self.bundle.calibrate(p_raw), np.float64).reshape(-1)
         for k in range(1, VIEWS):
-            p_view = self._run_on_runtime("forward", dihedral_view(images, k))
+            p_view = self._run_on(engine, "forward", dihedral_view(images, k))
             ok = ok & np.isfinite(p_view)
             total = total + np.asarray(self.bundle.calibrate(p_view), np.float64).reshape(-1)
         return total / VIEWS, cams, ok
@@ -543,6 +574,11 @@ def runtime_rows(analyzer: Analyzer) -> dict[str, str]:
     rows = {RUNTIME_VERSION_ROW: f"{ENGINE_LABELS[engine]} {_library_version(module)}"}
     if analyzer.graph_origin:
         rows[RUNTIME_VERSION_ROW] += f" (inference graph from the {analyzer.graph_origin})"
+    if analyzer.runtime.reduced_precision:
+        rows[RUNTIME_VERSION_ROW] += (
+            f"; cells within {NEAR_BOUNDARY} of the threshold or a band edge recomputed in fp32"
+            f" ({analyzer.rechecked} so far)"
+        )
     if analyzer.runtime_notes:
         rows[RUNTIME_NOTES_ROW] = "; ".join(analyzer.runtime_notes)
     return rows

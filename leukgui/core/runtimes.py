@@ -176,6 +176,16 @@ class Engine:
     def align(self, cams: np.ndarray) -> np.ndarray:
         return self._aligner(cams)
 
+    @property
+    def reduced_precision(self) -> bool:
+        """True when `exact()` gives an fp32 twin of this engine."""
+        return False
+
+    def exact(self) -> Engine | None:
+        """The same engine in fp32 when this one computes in lower precision, else None:
+        `engine.Analyzer` recomputes the cells near a decision boundary on it."""
+        return None
+
 
 class GraphEngine(Engine):
     """An engine that runs the exported graph: features and logits, then numpy."""
@@ -334,6 +344,8 @@ class OpenVinoEngine(GraphEngine):
 
         import openvino as ov
 
+        self._source = (onnx_bytes, probe, device)
+        self._exact: Engine | None = None
         core = ov.Core()
         model = core.read_model(io.BytesIO(onnx_bytes))
         config: dict[str, Any] = {"PERFORMANCE_HINT": "THROUGHPUT"}
@@ -355,6 +367,17 @@ class OpenVinoEngine(GraphEngine):
         if self.gpu:
             self.device = f"GPU · {core.get_property(device, 'FULL_DEVICE_NAME')}"
         self._lock = threading.Lock()
+
+    @property
+    def reduced_precision(self) -> bool:
+        return self.precision != "fp32"
+
+    def exact(self) -> Engine | None:
+        if not self.reduced_precision:
+            return None
+        if self._exact is None:  # compiled on first need: most runs have few such cells
+            self._exact = OpenVinoEngine(*self._source, precision="fp32")
+        return self._exact
 
     def run(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         n = len(batch)

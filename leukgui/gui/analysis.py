@@ -1,10 +1,11 @@
 """The analysis run as a worker function: the core's run events in, Qt-sized reports out.
 
-Runs in a `Worker` thread. TensorFlow is imported here, on first use, so the window is on
-screen before TensorFlow has loaded. The run itself (walking, batches, provenance, cancel,
-finish time) is `leukgui.core.engine.iter_run`; this adapter only paces its events for the
-GUI thread: results in growing chunks and progress at most ten times a second, so a
-10,000-cell run never floods the event loop.
+Runs in a `Worker` thread. The model and its inference runtime (Preferences.runtime) load
+here, on first use, so the window is on screen before any engine has loaded; TensorFlow is
+imported only when the TensorFlow runtime is chosen or another one falls back to it. The run
+itself (walking, batches, provenance, cancel, finish time) is `leukgui.core.engine.iter_run`;
+this adapter only paces its events for the GUI thread: results in growing chunks and progress
+at most ten times a second, so a 10,000-cell run never floods the event loop.
 """
 
 from __future__ import annotations
@@ -24,16 +25,19 @@ from leukgui.core.engine import (
     iter_run,
 )
 from leukgui.core.results import Progress, RunResult
+from leukgui.core.runtimes import AUTO, TENSORFLOW, NoRuntime, RuntimeUnavailable
 from leukgui.gui.workers import ChunkedEmitter, Worker
 
-# RunStarted, Outcomes and Progress are the events `run_analysis` reports to the window.
+# RuntimeInUse, RunStarted, Outcomes and Progress are the events `run_analysis` reports.
 __all__ = [
     "AnalysisRequest",
     "Outcomes",
     "RunStarted",
+    "RuntimeInUse",
     "is_loaded",
     "loaded_analyzer",
     "run_analysis",
+    "runtime_in_use",
     "warm_up",
 ]
 
@@ -47,36 +51,83 @@ class AnalysisRequest:
     paths: list[str]
     model: str  # model file path
     options: AnalysisOptions = field(default_factory=AnalysisOptions)
+    runtime: str = AUTO  # Preferences.runtime: "auto", "openvino", "onnx" or "tensorflow"
 
 
-_loaded: dict[str, tuple[LoadedBundle, Analyzer]] = {}  # by model path: load once per session
+@dataclass(frozen=True)
+class RuntimeInUse:
+    """The runtime a model file runs on, for the status bar: its description (e.g.
+    "OpenVINO · CPU · bf16") and why other runtimes were passed over (a fallback)."""
+
+    model: str  # model file path
+    runtime: str  # the runtime asked for (Preferences.runtime)
+    description: str
+    notes: tuple[str, ...] = ()
+
+
+# By (model path, runtime asked for): a model loads once per session and runtime, and a
+# runtime changed in Preferences is used from the next run on, without a restart.
+_loaded: dict[tuple[str, str], tuple[LoadedBundle, Analyzer]] = {}
 _loading = threading.Lock()  # a warm-up and an analysis may ask at the same time
 
 
-def loaded_analyzer(path: str) -> tuple[LoadedBundle, Analyzer]:
-    """Load and verify a model file once per process (a reload takes seconds on a CPU)."""
-    key = str(Path(path).resolve())
+def _key(path: str, runtime: str) -> tuple[str, str]:
+    return str(Path(path).resolve()), runtime
+
+
+def loaded_analyzer(path: str, runtime: str = AUTO) -> tuple[LoadedBundle, Analyzer]:
+    """Load and verify a model file on `runtime` once per process (a reload takes seconds).
+
+    Only the TensorFlow runtime deserialises the Keras model up front; the others run the
+    bundle's inference graph, and the Keras model loads only if one falls back to TensorFlow.
+    A runtime that is not installed, or a model no runtime can run, raises a RuntimeError
+    whose message says so and where to choose another runtime.
+    """
+    key = _key(path, runtime)
     with _loading:
         if key not in _loaded:
-            bundle = load_bundle(path)
-            _loaded.clear()  # keep one model in memory
-            _loaded[key] = (bundle, Analyzer(bundle))
+            same_file = [bundle for (p, _), (bundle, _) in _loaded.items() if p == key[0]]
+            try:
+                if same_file:  # the same file on another runtime: verified already
+                    bundle = same_file[0]
+                else:
+                    bundle = load_bundle(path, keras=runtime == TENSORFLOW)
+                analyzer = Analyzer(bundle, runtime)
+            except (RuntimeUnavailable, NoRuntime) as exc:
+                raise RuntimeError(
+                    f"Inference runtime: {exc}. Choose another runtime in File › Preferences…"
+                ) from exc
+            _loaded.clear()  # keep one model and runtime in memory
+            _loaded[key] = (bundle, analyzer)
         return _loaded[key]
 
 
-def is_loaded(path: str) -> bool:
-    """Whether `run_analysis` on this model file would start without loading it."""
-    return str(Path(path).resolve()) in _loaded
+def is_loaded(path: str, runtime: str = AUTO) -> bool:
+    """Whether `run_analysis` on this model file and runtime would start without loading."""
+    return _key(path, runtime) in _loaded
 
 
-def warm_up(worker: Worker, path: str) -> str:
-    """Import TensorFlow and load the model while the user is still choosing images.
+def runtime_in_use(path: str, runtime: str = AUTO) -> RuntimeInUse | None:
+    """The runtime this model file runs on once loaded (None before it is loaded)."""
+    loaded = _loaded.get(_key(path, runtime))
+    if loaded is None:
+        return None
+    return _describe(path, runtime, loaded[1])
 
-    Importing TensorFlow holds the GIL for a few hundred milliseconds at a time (it loads
-    its shared libraries); done here, right after start-up, that pause falls in idle time
-    instead of in the middle of an analysis, and the first analysis starts at once.
+
+def _describe(path: str, runtime: str, analyzer: Analyzer) -> RuntimeInUse:
+    return RuntimeInUse(path, runtime, analyzer.runtime.description, tuple(analyzer.runtime_notes))
+
+
+def warm_up(worker: Worker, path: str, runtime: str = AUTO) -> str:
+    """Load the model on its runtime while the user is still choosing images.
+
+    Loading an engine (TensorFlow above all) holds the GIL for a few hundred milliseconds at
+    a time; done here, right after start-up, that pause falls in idle time instead of in the
+    middle of an analysis, and the first analysis starts at once. Only the TensorFlow
+    runtime (or a fallback to it) imports TensorFlow.
     """
-    loaded_analyzer(path)
+    loaded_analyzer(path, runtime)
     return path
 
 
@@ -85,8 +136,11 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
 
     `RunStarted` goes on as it is, `Outcomes` are re-chunked by a `ChunkedEmitter`, and
     `Progress` is passed at most every PROGRESS_INTERVAL seconds (and always when done).
+    A `RuntimeInUse` follows `RunStarted`, and goes again at the end when the runtime
+    changed during the run (a GPU that failed, the rest on the CPU).
     """
-    _, analyzer = loaded_analyzer(request.model)
+    _, analyzer = loaded_analyzer(request.model, request.runtime)
+    in_use = _describe(request.model, request.runtime, analyzer)
     emitter = ChunkedEmitter(lambda chunk: worker.report(Outcomes(chunk)))
     last_progress = float("-inf")
     events = iter_run(request.paths, analyzer, request.options, cancel=worker.cancel_token)
@@ -100,7 +154,11 @@ def run_analysis(worker: Worker, request: AnalysisRequest) -> RunResult:
                 worker.report(event)
         elif isinstance(event, RunStarted):
             worker.report(event)
+            worker.report(in_use)
         elif isinstance(event, RunFinished):
             emitter.flush()
+            after = _describe(request.model, request.runtime, analyzer)
+            if after != in_use:
+                worker.report(after)
             return event.run
     raise RuntimeError("the analysis stream ended without its RunFinished event")

@@ -140,6 +140,11 @@ def self_test(out: object = None) -> int:
             say(f"screenshot {shot}")
         run = result[0]
         say(f"analyzed {len(run.cells)} cells, {len(run.errors)} errors")
+        in_use = window.runtime_status()
+        if in_use is not None:
+            say(f"runtime {in_use.description}")
+            for note in in_use.notes:
+                say(f"runtime note: {note}")
         if len(run.cells) != len(expected):
             say(f"FAILED: expected {len(expected)} cells")
             return 1

@@ -70,6 +70,8 @@ from leukgui.gui.workers import Worker
 if TYPE_CHECKING:
     from leukgui.core.review import ReviewState
     from leukgui.core.sessions import ReviewSession
+    from leukgui.gui.analysis import RuntimeInUse
+    from leukgui.gui.preferences_dialog import PreferencesDialog
 
 # The gallery, the inspector, the review core and the training page pull in numpy, OpenCV and
 # the training module; they are imported by `ensure_content`, right after the window is on
@@ -154,6 +156,9 @@ class MainWindow(QMainWindow):
         self._exported_state: tuple[dict, dict] = ({}, {})
         self._discard_ok = False  # close_discarding_review: the caller already decided
         self._warming: Worker | None = None
+        self._runtime_shown: RuntimeInUse | None = None  # what the status bar says runs
+        self._runtime_chosen = False  # the runtime was changed in Preferences this session
+        self.preferences_dialog: PreferencesDialog | None = None
         self._closing = False
         self._pending_splitter = None
         # Until the user drags a splitter handle, the panes follow default_split as the
@@ -245,6 +250,14 @@ class MainWindow(QMainWindow):
         self.progress.setMaximumWidth(260)
         self.progress.setVisible(False)
         self.progress_label = QLabel()
+        # The inference runtime in use, once a model is loaded; a fallback is marked and
+        # its reasons are a click (and a tooltip) away.
+        self.runtime_label = QLabel()
+        self.runtime_label.setObjectName("runtimeStatus")
+        self.runtime_label.setTextFormat(Qt.TextFormat.RichText)
+        self.runtime_label.linkActivated.connect(self.show_runtime_details)
+        self.runtime_label.setVisible(False)
+        self.statusBar().addPermanentWidget(self.runtime_label)
         self.statusBar().addPermanentWidget(self.progress_label)
         self.statusBar().addPermanentWidget(self.progress)
 
@@ -525,22 +538,29 @@ class MainWindow(QMainWindow):
             self.model_combo.setCurrentIndex(index)
 
     def warm_up(self) -> Worker | None:
-        """Load TensorFlow and the chosen model in the background (see analysis.warm_up)."""
-        from leukgui.gui.analysis import is_loaded, warm_up
+        """Load the chosen model on the chosen runtime in the background (see
+        analysis.warm_up); TensorFlow loads only for the TensorFlow runtime or a fallback."""
+        from leukgui.gui.analysis import is_loaded, runtime_in_use, warm_up
 
         path = self.current_bundle_path()
+        runtime = self.prefs.runtime
         busy = self.worker is not None and self.worker.isRunning()
-        if path is None or busy or is_loaded(path) or self._warming is not None:
+        if path is None or busy or is_loaded(path, runtime) or self._warming is not None:
             return None
         if self._closing or not self.isVisible():  # a timer firing after close starts nothing
             return None
-        worker = Worker(lambda w: warm_up(w, path), self)
+        worker = Worker(lambda w: warm_up(w, path, runtime), self)
         self._warming = worker
         self._workers.add(worker)
 
         def done(*_: Any) -> None:
             self._warming = None
+            in_use = runtime_in_use(path, runtime)
+            if in_use is not None:
+                self.show_runtime(in_use)
             self.warmed_up.emit(path)
+            if (path, runtime) != (self.current_bundle_path(), self.prefs.runtime):
+                QTimer.singleShot(200, self.warm_up)  # the choice changed while it loaded
 
         worker.finished.connect(lambda: self._workers.discard(worker))  # thread really ended
 
@@ -608,8 +628,103 @@ class MainWindow(QMainWindow):
         if info is not None:
             self.prefs.model = str(info.path)
         self._update_actions()
+        self._update_runtime_label()
         if self._content_built and self.prefs.preload_model:
             QTimer.singleShot(200, self.warm_up)
+
+    # ------------------------------------------------------------------ preferences, runtime
+
+    def show_preferences(self) -> PreferencesDialog:
+        """The Preferences dialog (window-modal, not blocking); accepted, its choices are
+        saved and used from the next analysis."""
+        from leukgui.gui.preferences_dialog import PreferencesDialog
+
+        dialog = PreferencesDialog(self.prefs, self)
+        dialog.accepted.connect(lambda: self._apply_preferences(dialog))
+        self.preferences_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _apply_preferences(self, dialog: PreferencesDialog) -> None:
+        runtime = dialog.chosen_runtime()
+        if runtime == self.prefs.runtime:
+            return
+        self.prefs.runtime = runtime
+        self._runtime_chosen = True
+        self.save_preferences()
+        self._update_runtime_label()
+        if self._content_built and self.prefs.preload_model:
+            QTimer.singleShot(200, self.warm_up)
+
+    def show_runtime(self, in_use: RuntimeInUse) -> None:
+        """Say in the status bar which runtime the model runs on; a fallback is marked, and
+        its reasons go in the tooltip, the details (a click) and, once, the message area."""
+        before = self._runtime_shown
+        self._runtime_shown = in_use
+        self._update_runtime_label()
+        if in_use.notes and (before is None or before.notes != in_use.notes):
+            self.statusBar().showMessage(f"Runtime fallback: {in_use.notes[-1]}", 15000)
+
+    def runtime_status(self) -> RuntimeInUse | None:
+        """The runtime the status bar names, when it is that of the current model and choice."""
+        shown = self._runtime_shown
+        if shown is None or shown.model != self.current_bundle_path():
+            return None
+        return shown if shown.runtime == self.prefs.runtime else None
+
+    def _update_runtime_label(self) -> None:
+        import html
+
+        label = self.runtime_label
+        in_use = self.runtime_status()
+        if in_use is None:
+            if self._runtime_shown is None and not self._runtime_chosen:
+                # Nothing loaded or chosen yet: nothing to say (and the runtimes module, with
+                # numpy, stays unimported while the window starts).
+                label.setVisible(False)
+                return
+            from leukgui.gui.preferences_dialog import runtime_choice_text
+
+            label.setStyleSheet("")
+            label.setText(
+                html.escape(f"Runtime: {runtime_choice_text(self.prefs.runtime)} — loads with")
+                + " the next analysis"
+            )
+            label.setToolTip("Choose the inference runtime in File › Preferences…")
+            label.setVisible(True)
+            return
+        text = html.escape(f"Runtime: {in_use.description}")
+        if in_use.notes:
+            from leukgui.gui.theme import status_style
+
+            text += " <a href='#runtime-notes'>⚠ fallback — see details</a>"
+            label.setStyleSheet(status_style("warning"))
+            tip = "<br>".join(f"• {html.escape(note)}" for note in in_use.notes)
+            label.setToolTip(f"<p>Running on {html.escape(in_use.description)}.</p><p>{tip}</p>")
+        else:
+            label.setStyleSheet("")
+            label.setToolTip(
+                f"Inference runtime in use: {in_use.description} (File › Preferences… to change)"
+            )
+        label.setText(text)
+        label.setVisible(True)
+
+    def show_runtime_details(self, *_: Any) -> None:
+        """Why the runtime in use is not the one that would have come first."""
+        in_use = self.runtime_status()
+        if in_use is None:
+            return
+        if in_use.notes:
+            text = (
+                f"The analysis runs on {in_use.description}: the runtimes before it were not "
+                "used. The report's provenance says the same."
+            )
+            details = "\n".join(in_use.notes)
+            self._show_message("warning", "Inference runtime", text, details)
+        else:
+            self._show_message(
+                "information", "Inference runtime", f"The analysis runs on {in_use.description}."
+            )
 
     def show_model_card(self) -> None:
         info = self.current_bundle()
@@ -780,7 +895,7 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.progress_label.setText("Loading the model…")
-        request = AnalysisRequest(list(self.inputs), bundle, options)
+        request = AnalysisRequest(list(self.inputs), bundle, options, self.prefs.runtime)
         worker = self._start_worker(
             lambda w: run_analysis(w, request), self._analysis_done, "Analysis failed"
         )
@@ -795,9 +910,11 @@ class MainWindow(QMainWindow):
             self.progress_label.setText("Cancelling after the current batch…")
 
     def _analysis_event(self, event: object) -> None:
-        from leukgui.gui.analysis import Outcomes, RunStarted
+        from leukgui.gui.analysis import Outcomes, RunStarted, RuntimeInUse
 
-        if isinstance(event, RunStarted):
+        if isinstance(event, RuntimeInUse):
+            self.show_runtime(event)
+        elif isinstance(event, RunStarted):
             self.run = event.run
             self._update_banner()
             self._update_title()

@@ -244,7 +244,7 @@ def about_html(info: BundleInfo | None) -> str:
     from PySide6.QtCore import qVersion
 
     tf = sys.modules.get("tensorflow")
-    tf_text = getattr(tf, "__version__", "not loaded yet (loads with the first analysis)")
+    tf_text = getattr(tf, "__version__", "not loaded (loads only when an analysis runs on it)")
     parts = [
         f"<h2>{APP_NAME} {__version__}</h2>",
         "<p>Classifies white blood cells as ALL (leukemic blast) or HEM (normal) with Grad-CAM "

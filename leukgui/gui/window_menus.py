@@ -76,6 +76,13 @@ def build_actions(w: QMainWindow) -> None:
     )
     w.act_tta.setCheckable(True)
     w.act_tta.setChecked(w.prefs.tta)
+    w.act_preferences = w._action(
+        "&Preferences…",
+        w.show_preferences,
+        QKeySequence.StandardKey.Preferences,
+        "Inference runtime (which engine classifies the cells)",
+    )
+    w.act_preferences.setMenuRole(QAction.MenuRole.PreferencesRole)
     w.act_quit = w._action("&Quit", w.close, QKeySequence.StandardKey.Quit)
     w.act_import_model = w._action(
         "&Import model…",
@@ -208,6 +215,7 @@ def build_menus(w: QMainWindow) -> None:
     file_menu.addAction(w.act_export_csv)
     file_menu.addAction(w.act_open_after)
     file_menu.addSeparator()
+    file_menu.addAction(w.act_preferences)
     file_menu.addAction(w.act_quit)
     analysis_menu = bar.addMenu("&Analysis")
     analysis_menu.addAction(w.act_analyze)
@@ -228,6 +236,8 @@ def build_menus(w: QMainWindow) -> None:
         group.addAction(action)
         w.image_kind_actions[mode] = action
     analysis_menu.addAction(w.act_tta)
+    analysis_menu.addSeparator()
+    analysis_menu.addAction(w.act_preferences)  # the inference runtime is chosen there
     model_menu = bar.addMenu("&Model")
     model_menu.addAction(w.act_model_card)
     model_menu.addAction(w.act_import_model)
