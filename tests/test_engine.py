@@ -168,13 +168,13 @@ def test_uncomputable_heatmap_is_an_error_not_a_picture(
     items, _ = discover([tmp_path])
     import tensorflow as tf
 
-    compiled = analyzer.gradcam._fn
+    compiled = analyzer.runtime.gradcam._fn
 
     def second_image_fails(batch):
         p, cams, finite = compiled(batch)
         return p, cams, tf.tensor_scatter_nd_update(finite, [[1]], [False])
 
-    monkeypatch.setattr(analyzer.gradcam, "_fn", second_image_fails)
+    monkeypatch.setattr(analyzer.runtime.gradcam, "_fn", second_image_fails)
     outcomes = _outcomes(analyzer, items, batch_size=4)
     assert isinstance(outcomes[1], FileError)
     assert "heatmap could not be computed" in outcomes[1].reason

@@ -196,7 +196,8 @@ def test_a_graph_that_disagrees_with_its_model_fails_the_probe(
 ) -> None:
     """A graph of other weights under this model's probe: the self-check catches it."""
     from leukgui.core.backbones import build_classifier
-    from leukgui.core.inference_graph import Probe, export_graph
+    from leukgui.core.graph_export import export_graph
+    from leukgui.core.inference_graph import Probe
 
     other = build_classifier("efficientnetb0", weights=None, input_size=64, seed=99)
     onnx_bytes, _ = export_graph(other)
@@ -368,3 +369,26 @@ def test_leukgui_runtimes_lists_and_checks_every_runtime(capsys) -> None:
     assert cli.main(["runtimes", "--require", "onnx:DirectML"]) == 1
     assert "'onnx:DirectML' is not here" in capsys.readouterr().err
     assert cli.main(["runtimes", "--require", "onnx:CPU"]) == 0
+
+
+def test_bf16_cells_near_a_decision_boundary_are_recomputed_in_fp32(
+    demo, benchmark_cells, monkeypatch
+) -> None:
+    from leukgui.core import engine
+    from leukgui.core.engine import Analyzer, analyze_paths
+
+    analyzer = Analyzer(demo, "openvino")
+    if analyzer.runtime.precision == "fp32":
+        pytest.skip("this CPU has no bf16: OpenVINO computes in fp32 already")
+    exact = _results(analyze_paths([benchmark_cells], Analyzer(demo, "openvino", precision="fp32")))
+    plain = _results(analyze_paths([benchmark_cells], analyzer))
+    monkeypatch.setattr(engine, "NEAR_BOUNDARY", 1.0)  # now every cell is "near"
+    rechecked = Analyzer(demo, "openvino")
+    run = analyze_paths([benchmark_cells], rechecked)
+    cells = _results(run)
+    assert rechecked.rechecked == len(cells) == 24
+    for mine, ref in zip(cells, exact, strict=True):
+        assert abs(mine.p_all - ref.p_all) <= 1e-5  # fp32 values, not bf16 ones
+        assert runtimes.heatmap_correlation(mine.heatmap, ref.heatmap) > 0.9999
+    assert max(abs(a.p_all - b.p_all) for a, b in zip(plain, exact, strict=True)) > 0
+    assert "recomputed in fp32 (24 so far)" in run.info.extra["Runtime version"]

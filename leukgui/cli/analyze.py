@@ -423,6 +423,7 @@ def _write_outputs(
 def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the installed models (a table, or JSON with --json)."""
     from leukgui.core.bundle import find_bundles
+    from leukgui.core.inference_graph import INFERENCE_KEY
     from leukgui.core.paths import bundled_models_dir, user_models_dir
 
     if args.upgrade is not None:
@@ -438,6 +439,7 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "demo": b.demo,
                 "source": b.source,
                 "sha256": b.sha256,
+                "inference_graph": INFERENCE_KEY in b.manifest,
                 "path": str(b.path),
             }
             for b in found

@@ -223,7 +223,9 @@ class LoadedBundle(BundleInfo):
         if cached is not None:
             self.graph = cached
             return cached
-        onnx_bytes, probe_bytes = ig.export_graph(self.keras_model())
+        from leukgui.core.graph_export import export_graph
+
+        onnx_bytes, probe_bytes = export_graph(self.keras_model())
         ig.write_cached_graph(self.sha256, onnx_bytes, probe_bytes)
         self.graph = GraphFiles(onnx_bytes, ig.Probe.from_bytes(probe_bytes), "exported now")
         return self.graph
@@ -755,7 +757,8 @@ def save_bundle(
     _check_model_matches(model, manifest)
     graph = None
     if inference_graph:
-        from leukgui.core.inference_graph import export_graph, graph_manifest
+        from leukgui.core.graph_export import export_graph
+        from leukgui.core.inference_graph import graph_manifest
 
         try:
             graph = export_graph(model)
@@ -801,7 +804,8 @@ def add_inference_graph(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; model files are never overwritten")
     bundle = load_bundle(path)
-    from leukgui.core.inference_graph import export_graph, graph_manifest
+    from leukgui.core.graph_export import export_graph
+    from leukgui.core.inference_graph import graph_manifest
 
     try:
         graph = export_graph(bundle.keras_model())
