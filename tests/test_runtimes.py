@@ -354,6 +354,9 @@ def test_analysis_on_a_graph_runtime_never_imports_tensorflow(tmp_path: Path) ->
     rows = {str(r[0]): str(r[1]) for r in sheet.iter_rows(values_only=True) if r and r[0]}
     assert rows["Device"].startswith("OpenVINO · CPU · ")
     assert rows["Runtime version"].startswith("OpenVINO 20")
+    assert rows["Runtime asked for"] == "openvino" and rows["Runtime notes"] == "none"
+    keys = list(rows)
+    assert keys.index("Runtime asked for") == keys.index("Device") + 1  # beside the device
     assert rows["TensorFlow version"].startswith("not loaded")
 
 
@@ -391,4 +394,38 @@ def test_bf16_cells_near_a_decision_boundary_are_recomputed_in_fp32(
         assert abs(mine.p_all - ref.p_all) <= 1e-5  # fp32 values, not bf16 ones
         assert runtimes.heatmap_correlation(mine.heatmap, ref.heatmap) > 0.9999
     assert max(abs(a.p_all - b.p_all) for a, b in zip(plain, exact, strict=True)) > 0
-    assert "recomputed in fp32 (24 so far)" in run.info.extra["Runtime version"]
+    assert "computed again in fp32: 24 cells" in run.info.extra["Reduced-precision check"]
+
+
+def test_an_engine_that_is_not_installed_is_said_not_skipped_silently(demo, monkeypatch) -> None:
+    monkeypatch.setattr(runtimes, "installed_engines", lambda: ["onnx", "tensorflow"])
+    selection = runtimes.select("efficientnetb0", demo.inference_graph, demo.keras_model)
+    assert selection.engine.engine == "onnx"
+    assert selection.notes == ["OpenVINO not used: it is not installed"]
+
+
+def test_evaluate_reports_the_runtime_it_scored_with(tmp_path: Path, capsys) -> None:
+    import openpyxl
+
+    from leukgui import cli
+
+    out = tmp_path / "eval.xlsx"
+    code = cli.main(
+        [
+            "evaluate",
+            "efficientnetb0-demo",
+            str(REPO / "resources" / "samples"),
+            "--out",
+            str(out),
+            "--runtime",
+            "onnx",
+            "--quiet",
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    sheet = openpyxl.load_workbook(out, read_only=True)["Summary"]
+    rows = {str(r[0]): str(r[1]) for r in sheet.iter_rows(values_only=True) if r and r[0]}
+    assert rows["Device"] == "ONNX Runtime · CPU · fp32"
+    assert rows["Runtime asked for"] == "onnx"
+    assert rows["Runtime version"].startswith("ONNX Runtime 1.")
+    assert rows["Runtime notes"] == "none"

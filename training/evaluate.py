@@ -43,6 +43,7 @@ class EvaluationResult:
     tta_evaluation: Evaluation | None = None
     tta_images_per_second: float | None = None
     tta_errors: list[tuple[str, str]] = field(default_factory=list)
+    runtime: dict[str, str] = field(default_factory=dict)  # Device and the runtime rows
 
     @property
     def unreadable(self) -> list[tuple[str, str]]:
@@ -100,6 +101,9 @@ def evaluate_bundle(
         result.tta_errors = tta_errors
         result.tta_images_per_second = tta_rate
         result.cancelled = tta_cancelled
+    from leukgui.core.engine import runtime_rows
+
+    result.runtime = {"Device": analyzer.runtime.description, **runtime_rows(analyzer)}
     return result
 
 

@@ -883,6 +883,7 @@ def write_evaluation_report(
     images_per_second: float | None = None,
     tta_images_per_second: float | None = None,
     seen: dict[str, int] | None = None,
+    runtime: dict[str, str] | None = None,
 ) -> Path:
     """Write the Excel report of `leukgui evaluate` (a model file scored on a labelled
     folder): Summary, Metrics, Subjects, Predictions and Errors sheets.
@@ -925,6 +926,10 @@ def write_evaluation_report(
         float(manifest_threshold), evaluation.threshold, abs_tol=1e-9
     ):
         kv.note(f"Note: the model file's own threshold is {float(manifest_threshold):.3f}.")
+    if runtime:
+        kv.section("Runtime (what computed P(ALL) and the heatmaps)")
+        for key, value in runtime.items():
+            kv.add(key, value)
 
     kv.section("Data set")
     for key in ("folder", "path"):

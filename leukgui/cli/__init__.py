@@ -67,7 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `leukgui` command (and of `python -m leukgui`)."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    # 3: TensorFlow's C++ errors too, e.g. "failed call to cuInit" on every PC without an
+    # NVIDIA GPU, which reads like a failure; real failures still raise Python exceptions.
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in _COMMANDS and not argv[0].startswith("-")):
         if argv and not os.path.exists(argv[0]):

@@ -505,8 +505,15 @@ def _upgrade_model(old: Path, new: Path | None, out: TextIO, err: TextIO) -> int
 
 def cmd_runtimes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the runtimes and devices here, start each on a model and run its self-check."""
-    from leukgui.core.runtimes import check_all, installed_engines
+    from leukgui.core.runtimes import ENGINES, check_all, gpu_paths_missing, installed_engines
 
+    wanted_engine, _, wanted_device = (args.require or "").partition(":")
+    if args.require and wanted_engine.lower() not in ENGINES:
+        err.write(
+            f"leukgui runtimes: error: --require {args.require!r}: the engine must be one of "
+            f"{', '.join(ENGINES)} (then optionally :DEVICE, e.g. onnx:DirectML)\n"
+        )
+        return EXIT_USAGE
     bundle = load_model(args.model, err, "leukgui runtimes", keras=False)
     if bundle is None:
         return EXIT_MODEL
@@ -514,12 +521,15 @@ def cmd_runtimes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         bundle.backbone, bundle.inference_graph, bundle.keras_model, precision=args.precision
     )
     chosen = next((r for r in results if r.passed), None)
+    missing = gpu_paths_missing()
+    not_installed = [e for e in ENGINES if e not in installed_engines()]
     if args.json:
         rows = [
             {
                 "engine": r.candidate.engine,
-                "device": r.candidate.device,
+                "device": r.device,
                 "gpu": r.candidate.gpu,
+                "precision": r.precision,
                 "description": r.description,
                 "passed": r.passed,
                 "problem": r.problem,
@@ -527,22 +537,36 @@ def cmd_runtimes(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             }
             for r in results
         ]
-        out.write(json.dumps({"installed": installed_engines(), "runtimes": rows}, indent=2))
-        out.write("\n")
+        listing = {
+            "model": {"name": bundle.name, "version": bundle.version, "sha256": bundle.sha256},
+            "installed": installed_engines(),
+            "not_installed": not_installed,
+            "runtimes": rows,
+            "gpu_paths_missing": missing,
+        }
+        out.write(json.dumps(listing, indent=2) + "\n")
     else:
         out.write(f"Model: {bundle.name} v{bundle.version} ({bundle.backbone})\n")
-        out.write("Runtimes in the order 'auto' tries them:\n")
+        out.write(
+            "Runtimes, in the order 'auto' tries them (each checked on the model's probe cells):\n"
+        )
         for r in results:
-            mark = "auto →" if r is chosen else ("  ok  " if r.passed else "  no  ")
-            why = "" if r.passed else f": {r.problem}"
-            out.write(f"  {mark} {r.description}{why}\n")
+            status = "ok " if r.passed else "no "
+            why = f": {r.problem}" if r.problem else ""
+            mine = "   <- auto uses this" if r is chosen else ""
+            out.write(f"  {status} {r.description}{why}{mine}\n")
+        for engine in not_installed:
+            out.write(f"  no  {engine}: not installed\n")
+        if missing:
+            out.write("GPU paths not available here:\n")
+            for line in missing:
+                out.write(f"  -   {line}\n")
     if args.require:
-        engine, _, device = args.require.partition(":")
         wanted = [
             r
             for r in results
-            if r.candidate.engine == engine.lower()
-            and (not device or device.lower() in r.description.lower())
+            if r.candidate.engine == wanted_engine.lower()
+            and (not wanted_device or wanted_device.lower() in r.description.lower())
         ]
         if not wanted:
             err.write(f"leukgui runtimes: the required runtime {args.require!r} is not here\n")
@@ -687,5 +711,10 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         metavar="ENGINE[:DEVICE]",
         help="exit 1 unless this runtime passes, e.g. onnx:DirectML (for release checks)",
     )
-    runtimes.add_argument("--precision", choices=(AUTO, "fp32"), default=AUTO)
+    runtimes.add_argument(
+        "--precision",
+        choices=(AUTO, "fp32"),
+        default=AUTO,
+        help="auto: OpenVINO in bf16 where the CPU supports it; fp32: check full precision",
+    )
     runtimes.set_defaults(func=cmd_runtimes)

@@ -444,6 +444,7 @@ def cmd_evaluate(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             images_per_second=result.images_per_second,
             tta_images_per_second=result.tta_images_per_second,
             seen=seen,
+            runtime=result.runtime,
         )
     except ReportWriteError as exc:
         err.write(f"leukgui evaluate: {exc}\n")

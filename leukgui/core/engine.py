@@ -370,6 +370,7 @@ class Analyzer:
     ) -> None:
         self.bundle = bundle
         self.precision = precision
+        self.requested = runtime if precision == AUTO else f"{runtime}, precision {precision}"
         selection = select(
             bundle.backbone,
             bundle.inference_graph,
@@ -554,8 +555,12 @@ _IMAGE_KIND_TEXT = {
 }
 
 
-RUNTIME_NOTES_ROW = "Runtime notes"
+RUNTIME_ASKED_ROW = "Runtime asked for"
 RUNTIME_VERSION_ROW = "Runtime version"
+PRECISION_CHECK_ROW = "Reduced-precision check"
+RUNTIME_NOTES_ROW = "Runtime notes"
+# Shown right after the Device row of a report's provenance.
+RUNTIME_ROWS = (RUNTIME_ASKED_ROW, RUNTIME_VERSION_ROW, PRECISION_CHECK_ROW, RUNTIME_NOTES_ROW)
 NOT_LOADED = "not loaded (analysis ran without TensorFlow)"
 
 
@@ -568,19 +573,24 @@ def _library_version(module: str) -> str:
 
 
 def runtime_rows(analyzer: Analyzer) -> dict[str, str]:
-    """Provenance rows of the runtime: its version, and every runtime not used and why."""
+    """Provenance rows of the runtime: what was asked for, the engine's version and where its
+    graph came from, the fp32 re-check of a reduced-precision run, and every runtime passed
+    over with the reason ("none" when none was: a report that says nothing proves nothing)."""
     engine = analyzer.runtime.engine
     module = {"openvino": "openvino", "onnx": "onnxruntime", "tensorflow": "tensorflow"}[engine]
-    rows = {RUNTIME_VERSION_ROW: f"{ENGINE_LABELS[engine]} {_library_version(module)}"}
+    version = f"{ENGINE_LABELS[engine]} {_library_version(module)}"
     if analyzer.graph_origin:
-        rows[RUNTIME_VERSION_ROW] += f" (inference graph from the {analyzer.graph_origin})"
+        version += f" (inference graph from the {analyzer.graph_origin})"
+    rows = {
+        RUNTIME_ASKED_ROW: analyzer.requested,
+        RUNTIME_VERSION_ROW: version,
+    }
     if analyzer.runtime.reduced_precision:
-        rows[RUNTIME_VERSION_ROW] += (
-            f"; cells within {NEAR_BOUNDARY} of the threshold or a band edge recomputed in fp32"
-            f" ({analyzer.rechecked} so far)"
+        rows[PRECISION_CHECK_ROW] = (
+            f"cells with a {analyzer.runtime.precision} P(ALL) within {NEAR_BOUNDARY} of the "
+            f"threshold or a band edge are computed again in fp32: {analyzer.rechecked} cells"
         )
-    if analyzer.runtime_notes:
-        rows[RUNTIME_NOTES_ROW] = "; ".join(analyzer.runtime_notes)
+    rows[RUNTIME_NOTES_ROW] = "; ".join(analyzer.runtime_notes) or "none"
     return rows
 
 

@@ -33,7 +33,7 @@ from openpyxl.worksheet.pagebreak import Break
 from openpyxl.worksheet.worksheet import Worksheet
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
-from leukgui.core.engine import CALIBRATION_ROW, STAIN_ROW, TTA_ROW
+from leukgui.core.engine import CALIBRATION_ROW, RUNTIME_ROWS, STAIN_ROW, TTA_ROW
 from leukgui.core.exports import (
     IMAGE_CHANGED,
     DisplayNames,
@@ -856,11 +856,14 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Cells", len(run.cells)),
         ("Errors", len(run.errors)),
         ("Device", info.device),
+        *[(key, info.extra[key]) for key in RUNTIME_ROWS if key in info.extra],
         ("TensorFlow version", info.tensorflow_version),
         ("Keras version", info.keras_version),
         ("Report generated", local_time(datetime.now().astimezone())),
     ]
-    items += [(str(k), v) for k, v in info.extra.items() if k not in MODEL_ROWS]
+    items += [
+        (str(k), v) for k, v in info.extra.items() if k not in MODEL_ROWS and k not in RUNTIME_ROWS
+    ]
     for row, (key, value) in enumerate(items, 3):
         key_cell = text_cell(ws, row, 1, key)
         key_cell.font = BOLD

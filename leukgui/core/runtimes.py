@@ -415,13 +415,20 @@ class Candidate:
     gpu: bool
 
     @property
+    def device_label(self) -> str:
+        """The device in words: "CPU", "DirectML", "CUDA", "GPU" ("" for TensorFlow, which
+        picks its own device)."""
+        if self.engine == TENSORFLOW:
+            return ""
+        if self.device == "CPUExecutionProvider":
+            return "CPU"
+        return dict(_ORT_GPU_PROVIDERS).get(self.device, self.device)
+
+    @property
     def label(self) -> str:
         if self.engine == TENSORFLOW:
             return "TensorFlow"
-        shown = dict(_ORT_GPU_PROVIDERS).get(
-            self.device, self.device.replace("CPUExecutionProvider", "CPU")
-        )
-        return f"{ENGINE_LABELS[self.engine]} · {shown}"
+        return f"{ENGINE_LABELS[self.engine]} · {self.device_label}"
 
 
 def _openvino_devices() -> list[str]:
@@ -576,7 +583,10 @@ def select(
     returns the Keras model, only when TensorFlow is tried.
     """
     choice = check_choice(choice)
-    notes: list[str] = []
+    installed = installed_engines()
+    notes = [
+        f"{ENGINE_LABELS[e]} not used: it is not installed" for e in ENGINES if e not in installed
+    ]
     state = _Graph(graph)
     for candidate in candidates(backbone, choice):
         if exclude_gpu and candidate.gpu:
@@ -597,10 +607,32 @@ class CheckResult:
     candidate: Candidate
     description: str  # the engine's description once started, else the candidate's label
     problem: str  # "" when it passed
+    device: str = ""  # the device in words, as the engine named it once started
+    precision: str = ""  # "" when it did not start
 
     @property
     def passed(self) -> bool:
         return not self.problem
+
+
+def gpu_paths_missing() -> list[str]:
+    """The GPU paths LeukGUI knows that this machine lacks, each with what it needs: what an
+    IT person checks when `auto` runs on the CPU."""
+    missing = []
+    providers = _ort_providers() if ONNX in installed_engines() else []
+    if "CUDAExecutionProvider" not in providers:
+        missing.append(
+            "ONNX Runtime · CUDA: not available (Linux with an NVIDIA GPU: install onnxruntime-gpu)"
+        )
+    if "DmlExecutionProvider" not in providers:
+        missing.append(
+            "ONNX Runtime · DirectML: not available (Windows with a DirectX 12 GPU: "
+            "onnxruntime-directml, which the Windows installer ships)"
+        )
+    devices = _openvino_devices() if OPENVINO in installed_engines() else []
+    if not any(d.upper().startswith("GPU") for d in devices):
+        missing.append("OpenVINO · GPU: no Intel GPU (or its driver) found")
+    return missing
 
 
 def check_all(
@@ -612,8 +644,12 @@ def check_all(
     results = []
     for candidate in candidates(backbone, AUTO):
         engine, problem = _attempt(candidate, state, model, precision)
-        shown = engine.description if engine is not None else candidate.label
-        results.append(CheckResult(candidate, shown, problem))
+        if engine is None:
+            results.append(CheckResult(candidate, candidate.label, problem, candidate.device_label))
+        else:
+            results.append(
+                CheckResult(candidate, engine.description, problem, engine.device, engine.precision)
+            )
     return results
 
 
