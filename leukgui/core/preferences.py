@@ -39,6 +39,7 @@ class Preferences:
     image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
     tta: bool = False  # test-time augmentation: mean P(ALL) over 8 flips and quarter turns
     runtime: str = "auto"  # inference runtime: "auto", "openvino", "onnx" or "tensorflow"
+    precision: str = "auto"  # "auto" (bf16 where the CPU supports it) or "fp32"
     detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
     training: dict = field(default_factory=dict)
 
@@ -64,6 +65,8 @@ def _valid(name: str, value: object, default: object) -> bool:
         from leukgui.core.runtimes import RUNTIME_CHOICES
 
         return value in RUNTIME_CHOICES
+    if name == "precision":
+        return value in ("auto", "fp32")
     if name == "thumb_size":
         return isinstance(value, int) and 48 <= value <= 320
     if name == "batch_size":

@@ -9,6 +9,7 @@ own modules. Dialogs go through small `_ask_*` / `_show_*` methods so tests can 
 from __future__ import annotations
 
 import contextlib
+from collections import Counter
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -80,6 +81,12 @@ if TYPE_CHECKING:
 __all__ = ["LAYOUT_VERSION", "MainWindow"]
 
 LAYOUT_VERSION = 2  # bump when the dock/splitter layout changes: stale layouts are dropped
+# Where a model file in the picker comes from (BundleInfo.source), for its tooltip.
+_SOURCE_TEXTS = {
+    "bundled": "bundled with LeukGUI",
+    "user": "your models folder (imported or trained here)",
+    "file": "a model file opened directly",
+}
 
 
 def default_split(width: int) -> list[int]:
@@ -488,15 +495,22 @@ class MainWindow(QMainWindow):
         self.bundles = found
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
+        # Two files with one name and version (a model imported twice under other file names,
+        # or a copy of a bundled one) would read the same: those entries name their file.
+        names = Counter((info.name, str(info.version)) for info in found)
         for info in found:
             warning = "" if info.demo else info.score_warning
             text = f"{info.name} v{info.version} · {info.backbone}" + (
                 " · DEMO" if info.demo else " · ⚠ weak scores" if warning else ""
             )
+            if names[(info.name, str(info.version))] > 1:
+                text += f" · {display_path(info.path.name)} ({info.source})"
             self.model_combo.addItem(text, str(info.path))
             self.model_combo.setItemData(
                 self.model_combo.count() - 1,
-                f"{info.path}\nModel SHA-256 (manifest and weights) {info.sha256}"
+                f"{display_path(info.path)}\n"
+                f"From: {_SOURCE_TEXTS.get(info.source, info.source)}\n"
+                f"Model SHA-256 (manifest and weights) {info.sha256}"
                 + (f"\nCaution: {warning}" if warning else ""),
                 Qt.ItemDataRole.ToolTipRole,
             )
@@ -543,23 +557,25 @@ class MainWindow(QMainWindow):
         from leukgui.gui.analysis import is_loaded, runtime_in_use, warm_up
 
         path = self.current_bundle_path()
-        runtime = self.prefs.runtime
+        runtime, precision = self.prefs.runtime, self.prefs.precision
         busy = self.worker is not None and self.worker.isRunning()
-        if path is None or busy or is_loaded(path, runtime) or self._warming is not None:
+        loaded = path is not None and is_loaded(path, runtime, precision)
+        if path is None or busy or loaded or self._warming is not None:
             return None
         if self._closing or not self.isVisible():  # a timer firing after close starts nothing
             return None
-        worker = Worker(lambda w: warm_up(w, path, runtime), self)
+        worker = Worker(lambda w: warm_up(w, path, runtime, precision), self)
         self._warming = worker
         self._workers.add(worker)
 
         def done(*_: Any) -> None:
             self._warming = None
-            in_use = runtime_in_use(path, runtime)
+            in_use = runtime_in_use(path, runtime, precision)
             if in_use is not None:
                 self.show_runtime(in_use)
             self.warmed_up.emit(path)
-            if (path, runtime) != (self.current_bundle_path(), self.prefs.runtime):
+            now = (self.current_bundle_path(), self.prefs.runtime, self.prefs.precision)
+            if (path, runtime, precision) != now:
                 QTimer.singleShot(200, self.warm_up)  # the choice changed while it loaded
 
         worker.finished.connect(lambda: self._workers.discard(worker))  # thread really ended
@@ -646,10 +662,10 @@ class MainWindow(QMainWindow):
         return dialog
 
     def _apply_preferences(self, dialog: PreferencesDialog) -> None:
-        runtime = dialog.chosen_runtime()
-        if runtime == self.prefs.runtime:
+        runtime, precision = dialog.chosen_runtime(), dialog.chosen_precision()
+        if (runtime, precision) == (self.prefs.runtime, self.prefs.precision):
             return
-        self.prefs.runtime = runtime
+        self.prefs.runtime, self.prefs.precision = runtime, precision
         self._runtime_chosen = True
         self.save_preferences()
         self._update_runtime_label()
@@ -663,14 +679,17 @@ class MainWindow(QMainWindow):
         self._runtime_shown = in_use
         self._update_runtime_label()
         if in_use.notes and (before is None or before.notes != in_use.notes):
-            self.statusBar().showMessage(f"Runtime fallback: {in_use.notes[-1]}", 15000)
+            from leukgui.gui.analysis import fallback_summary
+
+            self.statusBar().showMessage(fallback_summary(in_use), 20000)
 
     def runtime_status(self) -> RuntimeInUse | None:
         """The runtime the status bar names, when it is that of the current model and choice."""
         shown = self._runtime_shown
         if shown is None or shown.model != self.current_bundle_path():
             return None
-        return shown if shown.runtime == self.prefs.runtime else None
+        chosen = (shown.runtime, shown.precision) == (self.prefs.runtime, self.prefs.precision)
+        return shown if chosen else None
 
     def _update_runtime_label(self) -> None:
         import html
@@ -686,18 +705,24 @@ class MainWindow(QMainWindow):
             from leukgui.gui.preferences_dialog import runtime_choice_text
 
             label.setStyleSheet("")
-            label.setText(
-                html.escape(f"Runtime: {runtime_choice_text(self.prefs.runtime)} — loads with")
-                + " the next analysis"
-            )
+            choice = runtime_choice_text(self.prefs.runtime)
+            if self.prefs.precision != "auto":
+                choice += f" ({self.prefs.precision})"
+            label.setText(html.escape(f"Runtime: {choice} — loads with") + " the next analysis")
             label.setToolTip("Choose the inference runtime in File › Preferences…")
             label.setVisible(True)
             return
         text = html.escape(f"Runtime: {in_use.description}")
         if in_use.notes:
-            from leukgui.gui.theme import status_style
+            from leukgui.gui.theme import status_colour, status_style
 
-            text += " <a href='#runtime-notes'>⚠ fallback — see details</a>"
+            # The link in the theme's warning colour, not the palette's link blue: that one is
+            # dark blue on the dark theme's near-black status bar. A theme switch moves it to
+            # the other theme's shade (theme.restyle_status).
+            text += (
+                f" <a href='#runtime-notes' style='color: {status_colour('warning')};'>"
+                "⚠ fallback — see details</a>"
+            )
             label.setStyleSheet(status_style("warning"))
             tip = "<br>".join(f"• {html.escape(note)}" for note in in_use.notes)
             label.setToolTip(f"<p>Running on {html.escape(in_use.description)}.</p><p>{tip}</p>")
@@ -715,12 +740,9 @@ class MainWindow(QMainWindow):
         if in_use is None:
             return
         if in_use.notes:
-            text = (
-                f"The analysis runs on {in_use.description}: the runtimes before it were not "
-                "used. The report's provenance says the same."
-            )
-            details = "\n".join(in_use.notes)
-            self._show_message("warning", "Inference runtime", text, details)
+            from leukgui.gui.analysis import fallback_details
+
+            self._show_message("warning", "Inference runtime", fallback_details(in_use))
         else:
             self._show_message(
                 "information", "Inference runtime", f"The analysis runs on {in_use.description}."
@@ -743,23 +765,44 @@ class MainWindow(QMainWindow):
 
     def import_model(self, path: Path) -> Worker:
         """Install a model file in a worker (verified first), with the one conflict rule of
-        `leukgui.core.bundle.install_bundle` that the Training page uses too."""
+        `leukgui.core.bundle.install_bundle` that the Training page uses too. A model whose
+        inference graph cannot be used is installed (TensorFlow runs it) and said so."""
 
-        def install(worker: Worker) -> InstallOutcome:
-            from leukgui.core.bundle import install_bundle
+        def install(worker: Worker) -> tuple[InstallOutcome, str]:
+            from leukgui.core.bundle import install_bundle, load_bundle
 
-            return install_bundle(path)
+            outcome = install_bundle(path)
+            if outcome.status == CONFLICT:
+                return outcome, ""
+            # Reads the archive and checks the graph; no TensorFlow (keras=False).
+            return outcome, load_bundle(outcome.target, keras=False).graph_problem
 
-        def done(outcome: InstallOutcome) -> None:
+        def done(result: tuple[InstallOutcome, str]) -> None:
+            outcome, graph_problem = result
             if outcome.status == CONFLICT:
                 self._show_message("warning", "Model not imported", outcome.reason)
                 return
             self.refresh_models(select=outcome.target)
+            name = outcome.target.name
             if outcome.status == IDENTICAL:
-                text = f"Model {outcome.target.name} is already installed; selected it"
+                text = f"Model {name} is already installed; selected it"
             else:
-                text = f"Model {outcome.target.name} added"
-            self.statusBar().showMessage(text, 5000)
+                text = f"Model {name} added"
+            if not graph_problem:
+                self.statusBar().showMessage(text, 5000)
+                return
+            self.statusBar().showMessage(
+                f"{text} — it will run on TensorFlow only (its inference graph cannot be used)",
+                15000,
+            )
+            self._show_message(
+                "warning",
+                "Model runs on TensorFlow only",
+                f"{text}, but this model file's inference graph cannot be used: "
+                f"{display_text(graph_problem).rstrip('.')}.\n\nOpenVINO and ONNX Runtime cannot "
+                "run it, so it will run on TensorFlow only (slower). Its weights passed their "
+                "check; for the faster runtimes, import an undamaged copy of the model file.",
+            )
 
         return self._start_worker(install, done, "Model not imported")
 
@@ -895,7 +938,9 @@ class MainWindow(QMainWindow):
         self.progress.setRange(0, 0)
         self.progress.setVisible(True)
         self.progress_label.setText("Loading the model…")
-        request = AnalysisRequest(list(self.inputs), bundle, options, self.prefs.runtime)
+        request = AnalysisRequest(
+            list(self.inputs), bundle, options, self.prefs.runtime, self.prefs.precision
+        )
         worker = self._start_worker(
             lambda w: run_analysis(w, request), self._analysis_done, "Analysis failed"
         )

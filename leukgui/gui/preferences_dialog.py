@@ -1,9 +1,10 @@
 """The Preferences dialog: settings that have no menu item of their own.
 
-For now the inference runtime (`Preferences.runtime`): which engine classifies the cells.
-Runtimes whose package is not installed here are listed but cannot be chosen, with a
-tooltip that says so; the dialog only edits a copy of the choice, and the window stores it
-in the preferences when the dialog is accepted.
+For now the inference runtime (`Preferences.runtime`): which engine classifies the cells,
+and its precision (`Preferences.precision`, the CLI's `--precision`). Runtimes whose package
+is not installed here are listed but cannot be chosen, with a tooltip that says so; the
+dialog only edits a copy of the choices, and the window stores them in the preferences when
+the dialog is accepted.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ from leukgui.core.runtimes import (
 )
 from leukgui.gui.theme import status_style
 
-__all__ = ["RUNTIME_TEXTS", "PreferencesDialog", "runtime_choice_text"]
+__all__ = ["PRECISION_TEXTS", "RUNTIME_TEXTS", "PreferencesDialog", "runtime_choice_text"]
 
 RUNTIME_TEXTS = {
     AUTO: "Automatic (fastest checked: GPU, then OpenVINO)",
@@ -46,6 +47,17 @@ _RUNTIME_TIPS = {
     ONNX: "ONNX Runtime: the CPU, DirectML GPUs on Windows, CUDA on Linux",
     TENSORFLOW: "The engine the models were trained with: the reference, slower on a CPU",
 }
+PRECISION_TEXTS = {
+    AUTO: "Automatic (bf16 where the CPU supports it; cells near a decision boundary are "
+    "recomputed in fp32)",
+    "fp32": "Full precision (fp32)",
+}
+_PRECISION_TIPS = {
+    AUTO: "OpenVINO computes in bf16 on CPUs with native support (P(ALL) within 0.02 of "
+    "fp32 on the model's probe cells); cells within 0.05 of the threshold or a band edge are "
+    "computed again in fp32",
+    "fp32": "Every runtime computes in fp32: slower on CPUs with bf16 (the CLI's --precision fp32)",
+}
 RUNTIME_HELP = (
     "Used from the next analysis. A runtime is used only after it reproduces the model's "
     "probe cells; if it cannot, the next one runs and the status bar says why."
@@ -58,7 +70,7 @@ def runtime_choice_text(name: str) -> str:
 
 
 class PreferencesDialog(QDialog):
-    """Edit the settings below; `chosen_runtime()` is the runtime picked.
+    """Edit the settings below; `chosen_runtime()` and `chosen_precision()` are the choices.
 
     `installed` lists the engines installed here (default: `installed_engines()`, which
     looks for the packages without importing them).
@@ -87,6 +99,14 @@ class PreferencesDialog(QDialog):
             self.runtime_combo.setItemData(row, tip, Qt.ItemDataRole.ToolTipRole)
         self.runtime_combo.currentIndexChanged.connect(self._runtime_changed)
         form.addRow("Inference &runtime:", self.runtime_combo)
+        self.precision_combo = QComboBox()
+        for row, name in enumerate(PRECISION_TEXTS):
+            self.precision_combo.addItem(PRECISION_TEXTS[name], name)
+            self.precision_combo.setItemData(
+                row, _PRECISION_TIPS[name], Qt.ItemDataRole.ToolTipRole
+            )
+        self.precision_combo.setCurrentIndex(max(self.precision_combo.findData(prefs.precision), 0))
+        form.addRow("&Precision:", self.precision_combo)
         layout.addLayout(form)
         help_label = QLabel(RUNTIME_HELP)
         help_label.setWordWrap(True)
@@ -113,6 +133,9 @@ class PreferencesDialog(QDialog):
 
     def chosen_runtime(self) -> str:
         return str(self.runtime_combo.currentData())
+
+    def chosen_precision(self) -> str:
+        return str(self.precision_combo.currentData())
 
     def _runtime_changed(self, *_: object) -> None:
         name = self.chosen_runtime()

@@ -25,6 +25,8 @@ _LIGHT = {
     QPalette.ColorRole.ToolTipBase: "#ffffff",
     QPalette.ColorRole.ToolTipText: "#1f2328",
     QPalette.ColorRole.PlaceholderText: "#8b949e",
+    QPalette.ColorRole.Link: "#1a5fd0",
+    QPalette.ColorRole.LinkVisited: "#6f42c1",
 }
 _DARK = {
     QPalette.ColorRole.Window: "#1e2126",
@@ -46,6 +48,9 @@ _DARK = {
     QPalette.ColorRole.ToolTipBase: "#2a2e35",
     QPalette.ColorRole.ToolTipText: "#e6e8eb",
     QPalette.ColorRole.PlaceholderText: "#8b949e",
+    # Qt's default link blue is 1.9:1 on the dark window: links get a light blue instead.
+    QPalette.ColorRole.Link: "#8ab4ff",
+    QPalette.ColorRole.LinkVisited: "#b08cff",
 }
 
 
