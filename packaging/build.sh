@@ -52,3 +52,8 @@ dist/LeukGUI/leukgui-cli runtimes
 unset LEUKGUI_USER_DIR
 rm -rf "$tmp"
 echo "== size: $(du -sh dist/LeukGUI | cut -f1), files: $(find dist/LeukGUI -type f | wc -l)"
+# NSIS packs at most about 2 GB into one installer (the Windows release checks the same).
+bytes=$(find dist/LeukGUI -type f -printf '%s\n' | awk '{s += $1} END {print s}')
+if [ "$bytes" -gt 2000000000 ]; then
+    echo "WARNING: $bytes bytes: more than NSIS can pack into one installer (2,000,000,000)"
+fi
