@@ -41,7 +41,7 @@ def test_demo_model_separates_fresh_synthetic_cells(demo_bundle) -> None:
 
     cells = list(generate_cells(64, seed=90210))
     batch = np.stack([to_model_input(c.image, 224) for c in cells])
-    p_all, _, ok = Analyzer(demo_bundle).gradcam(batch)
+    p_all, _, ok = Analyzer(demo_bundle).runtime(batch)
     assert ok.all()
     truth = np.array([c.label == ALL for c in cells])
     called = p_all >= demo_bundle.threshold
@@ -56,7 +56,7 @@ def test_heatmap_mass_lies_on_the_cell(demo_bundle) -> None:
 
     cells = [c for c in generate_cells(40, seed=4242) if c.label == ALL]
     batch = np.stack([to_model_input(c.image, 224) for c in cells])
-    gradcam = Analyzer(demo_bundle).gradcam
+    gradcam = Analyzer(demo_bundle).runtime
     _, raw, ok = gradcam(batch)
     assert ok.all()
     cams = gradcam.align(raw)

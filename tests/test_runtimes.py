@@ -112,13 +112,8 @@ def test_heatmaps_without_a_gradient_equal_gradcam_through_a_max_pool_head() -> 
         parts.head[-1].set_weights([kernel * 50.0, parts.head[-1].get_weights()[1]])
         images = np.random.default_rng(1).uniform(0, 255, (6, size, size, 3)).astype(np.float32)
         p_ref, cams_ref, ok = BatchedGradCAM(model)(images)
-        x = tf.convert_to_tensor(images)
-        for layer in parts.preprocess:
-            x = layer(x, training=False)
-        features = parts.backbone(x, training=False)
-        h = features
-        for layer in parts.head:
-            h = layer(h, training=False)
+        features = parts.features(tf.convert_to_tensor(images))
+        h = parts.logits(features)
         weights = parts.head[-1].get_weights()[0]
         w_all, w_hem = (weights[:, CLASS_NAMES.index(name)] for name in (ALL, HEM))
         cams = runtimes.cams_from_features(features.numpy(), h.numpy(), w_all - w_hem)

@@ -354,6 +354,20 @@ class ModelParts:
     backbone: Any
     head: list[Any]  # ends with the logits layer; softmax is applied separately
 
+    def features(self, images: Any) -> Any:
+        """The CAM layer's feature maps of raw RGB images (inference mode)."""
+        x = images
+        for layer in self.preprocess:
+            x = layer(x, training=False)
+        return self.backbone(x, training=False)
+
+    def logits(self, features: Any) -> Any:
+        """The two logits from the feature maps (inference mode: dropout is identity)."""
+        h = features
+        for layer in self.head:
+            h = layer(h, training=False)
+        return h
+
 
 def split_classifier(model: Any) -> ModelParts:
     """Split a classifier built by `build_classifier` (or loaded from a bundle).

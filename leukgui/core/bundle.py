@@ -38,6 +38,7 @@ from leukgui.core.inference_graph import (
     GraphError,
     GraphFiles,
     check_graph_manifest,
+    sha256,
     verify_members,
 )
 from leukgui.core.paths import bundled_models_dir, user_models_dir
@@ -229,12 +230,6 @@ class LoadedBundle(BundleInfo):
         ig.write_cached_graph(self.sha256, onnx_bytes, probe_bytes)
         self.graph = GraphFiles(onnx_bytes, ig.Probe.from_bytes(probe_bytes), "exported now")
         return self.graph
-
-
-def _sha256_bytes(data: bytes) -> str:
-    import hashlib  # imported when needed: the window's start-up does not hash anything
-
-    return hashlib.sha256(data).hexdigest()
 
 
 def _describe(value: Any) -> str:
@@ -429,7 +424,7 @@ def bundle_identity(manifest: dict[str, Any]) -> str:
     no spaces, UTF-8). The manifest holds `weights_sha256`, so this names both."""
     body = {k: v for k, v in manifest.items() if k != IDENTITY_KEY}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return _sha256_bytes(b"leukgui-model-identity\n" + text.encode("utf-8"))
+    return sha256(b"leukgui-model-identity\n" + text.encode("utf-8"))
 
 
 def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -605,7 +600,7 @@ def load_bundle(
     path = Path(path)
     manifest, data, graph_bytes = _read_archive(path, model=True)
     assert data is not None
-    digest = _sha256_bytes(data)
+    digest = sha256(data)
     if digest != manifest["weights_sha256"]:
         raise BundleError(
             f"{path.name}: the model weights have been changed or damaged (SHA-256 {digest[:12]}… "
@@ -750,7 +745,7 @@ def save_bundle(
         model_path = Path(tmp) / MODEL_MEMBER
         model.save(model_path)
         data = model_path.read_bytes()
-    manifest = dict(manifest, format_version=FORMAT_VERSION, weights_sha256=_sha256_bytes(data))
+    manifest = dict(manifest, format_version=FORMAT_VERSION, weights_sha256=sha256(data))
     manifest.pop(IDENTITY_KEY, None)
     manifest.pop(INFERENCE_KEY, None)
     check_manifest_fields(manifest, identity=False)
@@ -834,7 +829,7 @@ def upgrade_bundle(
         raw = _read_member(archive, members[MANIFEST_MEMBER], MAX_MANIFEST_BYTES, path.name)
         data = _read_member(archive, members[MODEL_MEMBER], MAX_MODEL_BYTES, path.name)
     manifest = json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicate_keys)
-    if _sha256_bytes(data) != manifest.get("weights_sha256"):
+    if sha256(data) != manifest.get("weights_sha256"):
         raise BundleError(f"{path.name}: the weights do not match the manifest's hash")
     manifest["format_version"] = FORMAT_VERSION
     check_manifest_fields(manifest, identity=False)

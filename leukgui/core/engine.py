@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
-import os
 import queue
 import sys
 import threading
@@ -66,7 +65,14 @@ from leukgui.core.results import (
     RunInfo,
     RunResult,
 )
-from leukgui.core.runtimes import AUTO, ENGINE_LABELS, TENSORFLOW, Engine, select
+from leukgui.core.runtimes import (
+    AUTO,
+    ENGINE_LABELS,
+    TENSORFLOW,
+    Engine,
+    select,
+    tensorflow_device,
+)
 from leukgui.core.stain import ReinhardStats, apply_reinhard
 from leukgui.core.truth import truth_for
 from leukgui.core.tta import TTA_DESCRIPTION, VIEWS, dihedral_view
@@ -385,11 +391,6 @@ class Analyzer:
         self.stain: ReinhardStats | None = bundle.stain
         self.rechecked = 0  # cells recomputed in fp32 because they lay near a boundary
 
-    @property
-    def gradcam(self) -> Engine:
-        """The runtime (the name of the one TensorFlow call it replaced)."""
-        return self.runtime
-
     def _run_on(self, engine: Engine, call: str, images: np.ndarray) -> Any:
         """Call an engine; when the GPU in use fails mid-run, move to the CPU for good and
         retry (a CPU engine's failure is raised as before)."""
@@ -534,18 +535,8 @@ class Analyzer:
 
 
 def device_description() -> str:
-    """Which device TensorFlow computes on, for the report's provenance."""
-
-    import tensorflow as tf
-
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        names = []
-        for gpu in gpus:
-            details = tf.config.experimental.get_device_details(gpu)
-            names.append(details.get("device_name", gpu.name))
-        return "GPU: " + ", ".join(names)
-    return f"CPU ({os.cpu_count()} logical cores)"
+    """Which device TensorFlow computes on (training's report; analysis names its runtime)."""
+    return tensorflow_device()[0]
 
 
 _IMAGE_KIND_TEXT = {

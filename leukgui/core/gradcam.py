@@ -42,16 +42,10 @@ class BatchedGradCAM:
         all_index = CLASS_NAMES.index(ALL)
 
         def run(images: Any) -> tuple[Any, Any, Any]:
-            x = images
-            for layer in parts.preprocess:
-                x = layer(x, training=False)
-            features = parts.backbone(x, training=False)
+            features = parts.features(images)
             with tf.GradientTape() as tape:
                 tape.watch(features)
-                h = features
-                for layer in parts.head:
-                    h = layer(h, training=False)
-                logits = tf.cast(h, tf.float32)
+                logits = tf.cast(parts.logits(features), tf.float32)
                 predicted = tf.argmax(logits, axis=-1, output_type=tf.int32)
                 chosen = tf.gather(logits, predicted, axis=1, batch_dims=1)
                 other = tf.gather(logits, 1 - predicted, axis=1, batch_dims=1)
@@ -73,13 +67,8 @@ class BatchedGradCAM:
         self._fn = tf.function(run, input_signature=[spec], jit_compile=False, autograph=False)
 
         def forward(images: Any) -> Any:
-            x = images
-            for layer in parts.preprocess:
-                x = layer(x, training=False)
-            h = parts.backbone(x, training=False)
-            for layer in parts.head:
-                h = layer(h, training=False)
-            return tf.nn.softmax(tf.cast(h, tf.float32), axis=-1)[:, all_index]
+            logits = parts.logits(parts.features(images))
+            return tf.nn.softmax(tf.cast(logits, tf.float32), axis=-1)[:, all_index]
 
         # Forward only, for the extra views of test-time augmentation: the same layers as
         # `run`, compiled once, without the gradient.

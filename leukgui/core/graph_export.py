@@ -44,16 +44,10 @@ def _graph_function(model: Any) -> tuple[Any, Any, int]:
     size = int(model.inputs[0].shape[1])
 
     def graph(images: Any) -> dict[str, Any]:
-        x = images
-        for layer in parts.preprocess:
-            x = layer(x, training=False)
-        features = parts.backbone(x, training=False)
-        h = features
-        for layer in parts.head:
-            h = layer(h, training=False)
+        features = parts.features(images)
         return {
             "features": tf.identity(tf.cast(features, tf.float32), name="features"),
-            "logits": tf.identity(tf.cast(h, tf.float32), name="logits"),
+            "logits": tf.identity(tf.cast(parts.logits(features), tf.float32), name="logits"),
         }
 
     spec = (tf.TensorSpec([None, size, size, 3], tf.float32, name=INPUT_NAME),)

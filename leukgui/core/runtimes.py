@@ -224,7 +224,7 @@ class TensorFlowEngine(Engine):
         super().__init__(
             self.gradcam.input_size, self.gradcam.grid_stride, self.gradcam.grid_offset
         )
-        self.device, self.gpu = _tensorflow_device()
+        self.device, self.gpu = tensorflow_device()
         self.precision = _tensorflow_precision(model)
 
     def __call__(self, batch: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -234,7 +234,8 @@ class TensorFlowEngine(Engine):
         return self.gradcam.forward(batch)
 
 
-def _tensorflow_device() -> tuple[str, bool]:
+def tensorflow_device() -> tuple[str, bool]:
+    """TensorFlow's device in words, and whether it is a GPU."""
     import tensorflow as tf
 
     gpus = tf.config.list_physical_devices("GPU")
@@ -243,7 +244,7 @@ def _tensorflow_device() -> tuple[str, bool]:
         for gpu in gpus:
             details = tf.config.experimental.get_device_details(gpu)
             names.append(details.get("device_name", gpu.name))
-        return "GPU " + ", ".join(names), True
+        return "GPU: " + ", ".join(names), True
     return f"CPU ({os.cpu_count()} logical cores)", False
 
 
