@@ -304,7 +304,12 @@ def _runtime_checks(tmp_path: Path, mode: str) -> tuple[subprocess.CompletedProc
     cli.parent.mkdir(parents=True)
     cli.write_text(FAKE_CLI)
     cli.chmod(0o755)
-    checks.write_text("set -euo pipefail\n" + text[start:])
+    # The size check runs the real packaging/nsis_payload.py with this Python.
+    (tmp_path / mode / "packaging").mkdir()
+    shutil.copy(REPO / "packaging" / "nsis_payload.py", tmp_path / mode / "packaging")
+    (tmp_path / mode / "venv" / "bin").mkdir(parents=True)
+    (tmp_path / mode / "venv" / "bin" / "python").symlink_to(sys.executable)
+    checks.write_text("set -euo pipefail\nVENV=venv\n" + text[start:])
     log = tmp_path / mode / "calls.log"
     result = subprocess.run(
         ["bash", str(checks)],
@@ -330,6 +335,7 @@ def test_build_sh_checks_each_runtime_of_the_frozen_cli(tmp_path: Path) -> None:
         ), calls
         assert f"Runtime: {label} · CPU" in result.stdout
     assert re.search(r"^runtimes$", calls, re.M) and "== size:" in result.stdout
+    assert "== NSIS size limits" in result.stdout and "NSIS payload: 1 files" in result.stdout
     # Each way a runtime can be passed over or fail stops the build.
     for mode in ("fallback", "note", "crash", "silent", "noreport"):
         result, _ = _runtime_checks(tmp_path, mode)
@@ -413,7 +419,9 @@ def test_installer_script_compiles_with_makensis(tmp_path: Path) -> None:
     text = NSI.read_text()
     assert "RequestExecutionLevel user" in text
     assert "$LOCALAPPDATA\\Programs\\${APP}" in text
-    assert 'WriteRegStr HKCU "Software\\Classes\\.leukmodel"' in text
+    # HKCU per user, HKLM machine-wide (/ALLUSERS): SHCTX follows SetShellVarContext.
+    assert 'WriteRegStr SHCTX "Software\\Classes\\.leukmodel"' in text
+    assert "SetShellVarContext all" in text and "$PROGRAMFILES64\\${APP}" in text
     # The uninstaller removes program files only, never the user data folder.
     uninstall = text[text.index('Section "Uninstall"') :]
     assert "$LOCALAPPDATA\\LeukGUI" not in uninstall.replace("%LOCALAPPDATA%\\LeukGUI", "")
@@ -434,12 +442,13 @@ def test_release_workflow_runs_the_whole_round_trip() -> None:
     assert re.search(r'"/S", "/D=', runs) and "--self-test" in runs
     assert "Uninstall.exe" in runs and "user data was removed" in runs
     assert any(u.startswith("actions/upload-artifact") for u in uses)
-    # The frozen folder is checked against NSIS's 2 GB limit before makensis runs: the
-    # runtimes took the Linux folder to 2.2e9 bytes, past it (makensis: "error mmapping").
-    guard = runs.index("-gt 2000000000")
-    assert guard < runs.index("makensis.exe") and "throw" in runs[guard : guard + 200]
+    # The frozen folder is checked against NSIS's limits before makensis runs, and the
+    # installer after it.
+    guard = runs.index("packaging\\nsis_payload.py dist\\LeukGUI")
+    assert guard < runs.index("& $makensis") and "throw" in runs[guard : guard + 200]
+    assert "nsis_payload.py dist\\LeukGUI --installer $out" in runs
     signing = [s for s in steps if "sign" in s.get("name", "").lower()]
-    assert signing and all(s.get("if") == "env.SIGNING_CERT != ''" for s in signing)
+    assert signing and all(s.get("if") == "env.SIGNING_AVAILABLE == 'true'" for s in signing)
 
 
 def _find_actionlint() -> str | None:
@@ -471,7 +480,7 @@ def test_release_workflow_passes_actionlint(tmp_path: Path) -> None:
     broken.write_text(
         WORKFLOW.read_text()
         .replace("runs-on: windows-latest", "runs-on: windows-latst", 1)
-        .replace("env.SIGNING_CERT", "secret.SIGNING_CERT", 1)
+        .replace("env.SIGNING_AVAILABLE", "secret.SIGNING_AVAILABLE", 1)
     )
     result = _actionlint(str(broken))
     assert result.returncode == 1
@@ -479,7 +488,7 @@ def test_release_workflow_passes_actionlint(tmp_path: Path) -> None:
 
 
 WINE = shutil.which("wine")
-AMD64_STUB = Path("/usr/share/nsis/Stubs/lzma_solid-amd64-unicode")
+AMD64_STUB = Path("/usr/share/nsis/Stubs/lzma-amd64-unicode")
 
 
 def _wine(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

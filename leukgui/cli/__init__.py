@@ -30,6 +30,7 @@ from leukgui.cli.console import (
     CleanStream,
     clean,
 )
+from leukgui.core.running import announce_running
 
 # The exit codes are part of the command's documented interface (see `--help`).
 __all__ = [
@@ -70,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # 3: TensorFlow's C++ errors too, e.g. "failed call to cuInit" on every PC without an
     # NVIDIA GPU, which reads like a failure; real failures still raise Python exceptions.
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    # Held while this process runs: the Windows installer will not replace files under it.
+    announce_running()
     argv = list(sys.argv[1:] if argv is None else argv)
     if not argv or (argv[0] not in _COMMANDS and not argv[0].startswith("-")):
         if argv and not os.path.exists(argv[0]):
