@@ -233,12 +233,15 @@ def test_the_installer_checks_the_mutex_the_app_holds(monkeypatch: pytest.Monkey
     assert f'!define RUNNING_MUTEX "{running.MUTEX_NAME}"' in text
     for namespace in running.NAMESPACES:
         assert f'CHECK_MUTEX "{namespace}"' in text
+    # Per user: this session only (Local); machine-wide: everyone (Global).
+    local, machine = text.index('CHECK_MUTEX "Local'), text.index('CHECK_MUTEX "Global')
+    assert "${If} $AllUsers == 1" in text[local:machine]
     assert "AllowSkipFiles off" in text
     # Checked on start (installer and uninstaller) and again before files are replaced.
     assert text.count("Call WaitUntilClosed") == 2 and "Call un.WaitUntilClosed" in text
     # Every LeukGUI process announces itself: the command line's main() (which also opens
     # the window) holds the mutex; off Windows it is a no-op.
-    assert running.announce_running() is None
+    assert running.announce_running() == []
     calls = []
     import leukgui.cli as cli
 
@@ -367,28 +370,41 @@ def test_installer_and_uninstaller_refuse_while_leukgui_runs(tmp_path: Path) -> 
     new = _setup_exe(tmp_path, "0.0.2")
     assert _wine(env, str(old), "/S").returncode == 0
 
-    for namespace in running.NAMESPACES:
-        holder = _Holder(env, tmp_path / namespace.strip("\\"), namespace + running.MUTEX_NAME)
-        try:
-            # Silent upgrade: exit code 3, nothing replaced.
-            assert _wine_now(env, str(new), "/S").returncode == 3
-            assert (program / "_internal" / "only-in-0.0.1.txt").is_file()
-            assert _registry(env, key)["DisplayVersion"] == "0.0.1"
-            # Silent uninstall, run in place so its exit code comes back: 3, files stay.
-            done = _wine_now(env, str(program / "Uninstall.exe"), "/S", "_?=" + _windows(program))
-            assert done.returncode == 3
-            assert (program / "LeukGUI.exe").is_file() and _registry(env, key)
-        finally:
-            holder.stop()
+    # LeukGUI running in this session (it holds the Local and the Global mutex; the stand-in
+    # holds Local): the silent upgrade exits 3 and replaces nothing, and so does the silent
+    # uninstall by the registry's QuietUninstallString, which runs in place so its exit
+    # code comes back.
+    quiet = _registry(env, key)["QuietUninstallString"]
+    assert quiet == f'"{_windows(program)}\\Uninstall.exe" /S _?={_windows(program)}'
+    uninstall = [quiet.split('"')[1], *quiet.split('"')[2].split()]
+    holder = _Holder(env, tmp_path / "local", "Local\\" + running.MUTEX_NAME)
+    try:
+        assert _wine_now(env, str(new), "/S").returncode == 3
+        assert (program / "_internal" / "only-in-0.0.1.txt").is_file()
+        assert _registry(env, key)["DisplayVersion"] == "0.0.1"
+        assert _wine_now(env, *uninstall).returncode == 3
+        assert (program / "LeukGUI.exe").is_file() and _registry(env, key)
+    finally:
+        holder.stop()
 
-    # Closed: the upgrade goes through, and an _internal.old left by an upgrade that was cut
-    # off does not stop it.
+    # Another user's LeukGUI on a shared PC (only the Global mutex is visible from here) does
+    # not block this user's per-user upgrade; an _internal.old left by an upgrade that was cut
+    # off does not stop it either.
     (program / "_internal.old").mkdir()
     (program / "_internal.old" / "stale.txt").write_text("from a cut-off upgrade")
-    assert _wine(env, str(new), "/S").returncode == 0
+    holder = _Holder(env, tmp_path / "global", "Global\\" + running.MUTEX_NAME)
+    try:
+        assert _wine_now(env, str(new), "/S").returncode == 0
+    finally:
+        holder.stop()
     assert not (program / "_internal" / "only-in-0.0.1.txt").exists()
     assert not (program / "_internal.old").exists()
     assert _registry(env, key)["DisplayVersion"] == "0.0.2"
+
+    # Closed: the quiet uninstall exits 0 and, a moment later, nothing is left, not even the
+    # uninstaller that ran in place or its folder.
+    assert _wine(env, *uninstall).returncode == 0
+    assert not program.exists() and _registry(env, key) == {}
 
 
 def _wine_now(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -427,6 +443,12 @@ def test_machine_wide_install_under_wine(tmp_path: Path) -> None:
     home = next(p for p in (drive / "users").iterdir() if p.name != "Public")
     assert not (home / "AppData/Local/Programs/LeukGUI").exists()
 
+    # Any user's LeukGUI (the Global mutex) blocks a machine-wide upgrade.
+    holder = _Holder(env, tmp_path / "global", "Global\\" + running.MUTEX_NAME)
+    try:
+        assert _wine_now(env, str(setup), "/S", "/ALLUSERS").returncode == 3
+    finally:
+        holder.stop()
     assert _wine(env, str(program / "Uninstall.exe"), "/S").returncode == 0
     assert not program.exists() and not start_menu.exists()
     assert _registry(env, machine) == {}

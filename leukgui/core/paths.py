@@ -35,7 +35,7 @@ def resources_dir() -> Path:
 
 
 def user_dir() -> Path:
-    """Per-user data folder (models, settings, sessions, logs); never next to the program."""
+    """Per-user data folder (models, settings, sessions); never next to the program."""
     override = os.environ.get("LEUKGUI_USER_DIR")
     if override:
         return Path(override)

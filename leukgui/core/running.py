@@ -7,10 +7,12 @@ process (window or command line) holds this mutex for its lifetime; the installe
 uninstaller (packaging/windows/installer.nsi, which spells the same name) open it before they
 touch a file, ask to close LeukGUI when run interactively, and exit with code 3 when silent.
 
-The mutex lives in the Global namespace so an installer in another session (an IT tool
-running as SYSTEM, another user on a shared PC) sees it; where Global cannot be used (another
-user's process holds it with a DACL this user may not open) the Local one is created.
-Windows closes the handle when the process ends, however it ends.
+Each process holds it twice: in its session (Local), which a per-user installer checks, so
+another user's LeukGUI on a shared PC does not block this user's upgrade; and machine-wide
+(Global), which a machine-wide (/ALLUSERS) installer checks, since every user runs those
+files. Where Global cannot be created (another user's process holds it with a DACL this
+user may not open) it still exists while that process runs. Windows closes the handles when
+the process ends, however it ends.
 """
 
 from __future__ import annotations
@@ -25,14 +27,15 @@ NAMESPACES = ("Global\\", "Local\\")
 _held: list[int] = []  # handles stay open until the process exits
 
 
-def announce_running() -> str | None:
-    """Create (or open) the mutex; the full name held, or None off Windows or on failure.
+def announce_running() -> list[str]:
+    """Create (or open) the mutex in each namespace; the full names held (none off Windows).
 
     Never raises: a missing mutex only weakens the installer's check, it must not stop the
     app from starting.
     """
     if sys.platform != "win32" or _held:
-        return None
+        return []
+    held = []
     try:
         import ctypes
         from ctypes import wintypes
@@ -45,7 +48,7 @@ def announce_running() -> str | None:
             handle = create(None, False, namespace + MUTEX_NAME)
             if handle:
                 _held.append(handle)
-                return namespace + MUTEX_NAME
+                held.append(namespace + MUTEX_NAME)
     except (OSError, AttributeError):
-        return None
-    return None
+        pass
+    return held

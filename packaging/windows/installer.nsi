@@ -1,13 +1,14 @@
 ; LeukGUI installer (NSIS 3). Per user by default: no administrator rights, no network.
 ;
-;   makensis /DVERSION=0.1.0 /DSOURCE=dist\LeukGUI /DOUTFILE=LeukGUI-0.1.0-setup.exe ^
+;   makensis /NOCD /DVERSION=0.1.0 /DSOURCE=dist\LeukGUI /DOUTFILE=LeukGUI-0.1.0-setup.exe ^
 ;            packaging\windows\installer.nsi
+; (/NOCD: relative paths are taken from the current folder, not from this script's.)
 ;
 ; Per user (default): %LOCALAPPDATA%\Programs\LeukGUI, HKCU, this user's Start menu.
 ; Machine-wide (/ALLUSERS, run as administrator): %ProgramFiles%\LeukGUI, HKLM, everyone's
 ; Start menu; the folder AppLocker's and WDAC's default rules allow.
-; Silent: /S; another folder: /D=C:\path (last on the command line).
-; An upgrade replaces the program files only; each user's models, settings, sessions and logs
+; Silent: /S; another folder: /D=C:\path (last on the command line, never quoted).
+; An upgrade replaces the program files only; each user's models, settings and sessions
 ; live in %LOCALAPPDATA%\LeukGUI and are never touched, not even by the uninstaller.
 ;
 ; Exit codes (installer and uninstaller), for IT tools:
@@ -89,8 +90,11 @@ VIAddVersionKey "FileDescription" "${APP} installer"
 VIAddVersionKey "LegalCopyright" "${PUBLISHER}"
 
 ; --- is LeukGUI running? ------------------------------------------------------------------------
-; Sets $R9 to 1 when a LeukGUI process holds the mutex in either namespace. OpenMutex failing
-; with "access denied" (5) also means it exists: another user's process holds it.
+; Sets $R9 to 1 when a LeukGUI process holds the mutex. Every LeukGUI process holds it in its
+; session (Local\) and machine-wide (Global\). A per-user install or uninstall looks in this
+; session only, so another user's LeukGUI on a shared PC (fast user switching, Remote Desktop)
+; does not block it; a machine-wide one looks everywhere, since every user runs those files.
+; OpenMutex failing with "access denied" (5) also means it exists: another user holds it.
 !macro CHECK_MUTEX namespace
   System::Call 'kernel32::OpenMutexW(i 0x00100000, i 0, w "${namespace}${RUNNING_MUTEX}") p .R7 ?e'
   Pop $R6
@@ -104,8 +108,10 @@ VIAddVersionKey "LegalCopyright" "${PUBLISHER}"
 !macro IS_RUNNING_FUNCTION prefix
 Function ${prefix}IsRunning
   StrCpy $R9 0
-  !insertmacro CHECK_MUTEX "Global\"
   !insertmacro CHECK_MUTEX "Local\"
+  ${If} $AllUsers == 1
+    !insertmacro CHECK_MUTEX "Global\"
+  ${EndIf}
 FunctionEnd
 
 ; Waits for LeukGUI to be closed (interactive: Retry / Cancel); silent: exit code 3.
@@ -217,7 +223,9 @@ Section "!${APP}" SecMain
   WriteRegStr SHCTX "${UNINST_KEY}" "DisplayIcon" "$INSTDIR\LeukGUI.exe,0"
   WriteRegStr SHCTX "${UNINST_KEY}" "InstallLocation" "$INSTDIR"
   WriteRegStr SHCTX "${UNINST_KEY}" "UninstallString" '"$INSTDIR\Uninstall.exe"'
-  WriteRegStr SHCTX "${UNINST_KEY}" "QuietUninstallString" '"$INSTDIR\Uninstall.exe" /S'
+  ; In place (_?=), so the caller waits for the uninstall and gets its exit code; the
+  ; uninstaller then removes itself and the folder a moment after it ends.
+  WriteRegStr SHCTX "${UNINST_KEY}" "QuietUninstallString" '"$INSTDIR\Uninstall.exe" /S _?=$INSTDIR'
   WriteRegDWORD SHCTX "${UNINST_KEY}" "NoModify" 1
   WriteRegDWORD SHCTX "${UNINST_KEY}" "NoRepair" 1
   ${GetSize} "$INSTDIR" "/S=0K" $1 $2 $3
@@ -243,6 +251,7 @@ Function un.onInit
   ; Machine-wide when HKLM's entry points at this folder.
   ReadRegStr $R1 HKLM "${UNINST_KEY}" "InstallLocation"
   ${If} $R1 == $INSTDIR
+    StrCpy $AllUsers 1
     UserInfo::GetAccountType
     Pop $R2
     ${If} $R2 != "Admin"
@@ -274,7 +283,16 @@ Section "Uninstall"
     Quit
   ${EndIf}
   Delete "$INSTDIR\Uninstall.exe"
-  RMDir "$INSTDIR"
+  ${If} ${FileExists} "$INSTDIR\Uninstall.exe"
+    ; Still there: this is the running uninstaller, run in place (_?=, the
+    ; QuietUninstallString). A hidden command removes it and the then empty folder a moment
+    ; after this process ends.
+    SetOutPath "$TEMP"  ; leave the folder, so that it can go
+    ExecShell "open" "$SYSDIR\cmd.exe" \
+      '/d /c ping -n 3 127.0.0.1 >nul & del /f /q "$INSTDIR\Uninstall.exe" & rmdir "$INSTDIR"' SW_HIDE
+  ${Else}
+    RMDir "$INSTDIR"
+  ${EndIf}
   DeleteRegKey SHCTX "${UNINST_KEY}"
   ReadRegStr $0 SHCTX "Software\Classes\.leukmodel" ""
   ${If} $0 == "${PROGID}"
