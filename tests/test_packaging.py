@@ -566,7 +566,10 @@ def test_installer_round_trip_under_wine(tmp_path: Path) -> None:
     assert entry["Publisher"] == "LeukGUI team"
     assert entry["DisplayIcon"].endswith(r"Programs\LeukGUI\LeukGUI.exe,0")
     assert int(entry["EstimatedSize"], 16) > 0
-    assert entry["QuietUninstallString"].endswith(r'Uninstall.exe" /S')
+    # In place (_?=), so IT tools wait for it and get its exit code.
+    assert entry["QuietUninstallString"].endswith(
+        r'Uninstall.exe" /S _?=' + entry["InstallLocation"]
+    )
     assert _registry(env, r"HKCU\Software\Classes\.leukmodel")["(Default)"] == "LeukGUI.ModelBundle"
     command = _registry(env, r"HKCU\Software\Classes\LeukGUI.ModelBundle\shell\open\command")
     assert command["(Default)"].endswith(r'Programs\LeukGUI\LeukGUI.exe" "%1"')
