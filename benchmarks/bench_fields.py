@@ -1,7 +1,8 @@
 """Score white-cell detection in whole smear fields against the BCCD boxes, and time it.
 
 Not a test: run `python benchmarks/bench_fields.py [--limit N] [--pictures OUT.png]` and read
-the printed table. It compares `leukgui.core.fields.detect_cells` (+ `crop_cell` on every
+the printed tables (BCCD; BCCD resized; Jiangxi masks; a table whose data is absent is
+skipped with a message). It compares `leukgui.core.fields.detect_cells` (+ `crop_cell` on every
 cell) with a BASELINE in the same process: a hue/saturation threshold for nuclei and a box
 grown around each nucleus, the ~15-line recipe such tools usually start from.
 
@@ -13,8 +14,18 @@ Metrics, per method, over all WBC boxes of the fields:
 * fields per second for detection + cropping (best of --passes; decoding excluded and
   reported separately).
 
-The BCCD data (../shared/data/bccd from the repository root, or --data) is read in place and
-never copied.
+Resized BCCD: every field resized by 0.5, 0.75, 1.5 and 2 (boxes scaled alike): recall and
+precision at IoU >= 0.5 and the ratio (estimated um_per_px x factor) / (estimate at 1x),
+median and 10-90 % range (1.0 = the scale followed the resize exactly).
+
+Jiangxi (300 images of one white cell with surroundings, expert masks): "found mask" = a
+reported cell has MASK IoU >= 0.5 with the true cell (mask 128 or 255; the target's rule),
+"found box" = box IoU >= 0.5; extra = reported cells that are neither, per image; mean mask
+IoU over all images (0 when missed) and over found ones. The baseline has no mask: its
+filled box stands for it.
+
+The data (../shared/data/{bccd,wbc-masks-jiangxi} from the repository root, or --data /
+--jiangxi) is read in place and never copied.
 """
 
 from __future__ import annotations
@@ -42,6 +53,8 @@ from leukgui.core.fields import (  # noqa: E402
 from leukgui.core.imaging import decode_image, thumbnail  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "data" / "bccd"
+DEFAULT_JIANGXI = REPO.parent / "shared" / "data" / "wbc-masks-jiangxi"
+RESIZE_FACTORS = (0.5, 0.75, 1.5, 2.0)
 MONTAGE_FIELDS = ("BloodImage_00000", "BloodImage_00176", "BloodImage_00344")
 
 Box = tuple[int, int, int, int]
@@ -265,6 +278,109 @@ def montage(fields: Sequence[Field], names: Sequence[str], out: Path) -> Path:
     return out
 
 
+# --------------------------------------------------------------------------------------------
+# Resized BCCD and Jiangxi masks
+# --------------------------------------------------------------------------------------------
+
+
+def resized(rgb: np.ndarray, factor: float) -> np.ndarray:
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
+    return cv2.resize(rgb, None, fx=factor, fy=factor, interpolation=interp)
+
+
+def resize_table(fields: Sequence[Field]) -> None:
+    """Item 3 of issue 17: the same fields at other resolutions give the same cells."""
+    base = {f.name: detect_cells(f.rgb).um_per_px for f in fields}
+    print(
+        f"\nResized BCCD ({len(fields)} fields; scale ratio = estimate x factor / estimate at 1x)"
+    )
+    print(
+        f"{'factor':>7s} {'method':>9s} {'recall':>7s} {'prec':>7s}"
+        f" {'ratio med':>10s} {'p10-p90':>12s}"
+    )
+    for factor in (1.0, *RESIZE_FACTORS):
+        n_truth = tp = n_found = tp_bl = n_bl = 0
+        ratios = []
+        for f in fields:
+            rgb = resized(f.rgb, factor) if factor != 1.0 else f.rgb
+            truth = [tuple(int(round(v * factor)) for v in b) for b in f.truth]
+            found = detect_cells(rgb)
+            boxes = [c.box for c in found.cells]
+            bl = baseline_detect(rgb)
+            n_truth += len(truth)
+            tp += len(match_iou(truth, boxes))
+            n_found += len(boxes)
+            tp_bl += len(match_iou(truth, bl))
+            n_bl += len(bl)
+            ratios.append(found.um_per_px * factor / base[f.name])
+        lo, hi = np.percentile(ratios, [10, 90])
+        print(
+            f"{factor:7.2f} {'detector':>9s}"
+            f" {tp / max(n_truth, 1):7.3f} {tp / max(n_found, 1):7.3f}"
+            f" {np.median(ratios):10.3f} {lo:6.3f}-{hi:5.3f}"
+        )
+        print(
+            f"{'':7s} {'baseline':>9s} {tp_bl / max(n_truth, 1):7.3f} {tp_bl / max(n_bl, 1):7.3f}"
+        )
+
+
+def mask_iou(a: np.ndarray, b: np.ndarray) -> float:
+    union = np.count_nonzero(a | b)
+    return np.count_nonzero(a & b) / union if union else 0.0
+
+
+def jiangxi_table(folder: Path) -> None:
+    """Issue 17's Jiangxi targets: true cell found, extra cells, mask IoU."""
+    paths = sorted(folder.glob("*.bmp"))
+    # per method: found by mask IoU, found by box IoU, extra cells, mask IoUs, IoUs if found
+    rows: dict[str, list] = {"detector": [0, 0, 0, [], []], "baseline": [0, 0, 0, [], []]}
+    sources: dict[str, int] = {}
+    det_s = 0.0
+    for path in paths:
+        rgb = decode_image(path)
+        truth = cv2.imread(str(path.with_suffix(".png")), cv2.IMREAD_GRAYSCALE) > 0
+        ys, xs = np.nonzero(truth)
+        tbox = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
+        t0 = time.perf_counter()
+        found = detect_cells(rgb)
+        det_s += time.perf_counter() - t0
+        key = found.scale.source if found.scale else "?"
+        sources[key] = sources.get(key, 0) + 1
+        candidates = {
+            "detector": [(c.box, c.full_mask(rgb.shape)) for c in found.cells],
+            "baseline": [],
+        }
+        for x0, y0, x1, y1 in baseline_detect(rgb):
+            m = np.zeros(truth.shape, bool)
+            m[y0:y1, x0:x1] = True  # no mask: the box stands for it
+            candidates["baseline"].append(((x0, y0, x1, y1), m))
+        for name, cells in candidates.items():
+            row = rows[name]
+            best_mask = max((mask_iou(m, truth) for _, m in cells), default=0.0)
+            best_box = max((box_iou(b, tbox) for b, _ in cells), default=0.0)
+            row[0] += best_mask >= 0.5
+            row[1] += best_box >= 0.5
+            row[2] += len(cells) - (1 if max(best_mask, best_box) >= 0.5 else 0)
+            row[3].append(best_mask)
+            if best_mask >= 0.5:
+                row[4].append(best_mask)
+    n = len(paths)
+    print(f"\nJiangxi masks ({n} images of one white cell; true cell = mask 128 + 255)")
+    print("found mask: a reported cell has mask IoU >= 0.5 with the true cell (the target's")
+    print("rule); found box: box IoU >= 0.5; extra: reported cells that are not it, per image;")
+    print("mIoU: best mask IoU per image (0 if none; the baseline's box is its mask)")
+    print(
+        f"{'':10s}{'found mask':>11s}{'found box':>10s}{'extra/img':>10s}"
+        f"{'mIoU all':>10s}{'mIoU found':>11s}"
+    )
+    for name, (hits, box_hits, extra, all_iou, hit_iou) in rows.items():
+        print(
+            f"{name:10s}{hits / n:11.3f}{box_hits / n:10.3f}{extra / n:10.3f}"
+            f"{np.mean(all_iou):10.3f}{(np.mean(hit_iou) if hit_iou else 0.0):11.3f}"
+        )
+    print(f"scale sources: {sources}; detector {n / det_s:.0f} images/s")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA, help="BCCD folder")
@@ -272,9 +388,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--passes", type=int, default=3, help="timing passes (best is kept)")
     parser.add_argument("--pictures", type=Path, metavar="OUT", help="write a PNG montage")
     parser.add_argument("--verbose", action="store_true", help="list fields with errors")
+    parser.add_argument("--jiangxi", type=Path, default=DEFAULT_JIANGXI, help="Jiangxi folder")
+    parser.add_argument("--no-resize", action="store_true", help="skip the resized-BCCD table")
     args = parser.parse_args(argv)
+    if not any(args.jiangxi.glob("*.bmp")) if args.jiangxi.is_dir() else True:
+        print(f"Jiangxi table skipped: no images at {args.jiangxi}")
+    else:
+        jiangxi_table(args.jiangxi)
     if not (args.data / "JPEGImages").is_dir():
-        parser.error(f"no BCCD data at {args.data} (expected JPEGImages/ and Annotations/)")
+        print(f"BCCD tables skipped: no BCCD data at {args.data} (JPEGImages/, Annotations/)")
+        return 0
 
     fields, decode_s = load_fields(args.data, args.limit)
     n_truth = sum(len(f.truth) for f in fields)
@@ -311,6 +434,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 print("  " + line)
     if args.pictures:
         print(f"montage: {montage(fields, MONTAGE_FIELDS, args.pictures)}")
+    if not args.no_resize:
+        resize_table(fields)
     return 0
 
 

@@ -11,6 +11,7 @@ import pytest
 import report_samples as samples
 
 from leukgui.core.exports import (
+    FIELD_CSV_COLUMNS,
     DisplayNames,
     csv_safe,
     full_path,
@@ -108,6 +109,7 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         "path_exact",
         "sha256",
         "note",
+        *FIELD_CSV_COLUMNS,
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -135,6 +137,7 @@ def test_csv_content(run: RunResult, tmp_path: Path) -> None:
         str(run.cells[0].path),  # path_exact: an ordinary path reads the same
         "",  # sha256: this hand-made result has no stamp
         "",  # note: read as it is
+        *[""] * len(FIELD_CSV_COLUMNS),  # a single-cell image: no box, size or scale
     ]
     assert body[5][6] == ""  # unknown truth is blank
     assert body[-1][3:9] == ["error", "", "", "", "unreadable", "truncated PNG"]

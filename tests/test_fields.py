@@ -202,9 +202,17 @@ def test_detection_is_scale_aware() -> None:
     found = detect_cells(big)
     scaled = [tuple(2 * v for v in b) for b in truth]
     assert _matched(scaled, [c.box for c in found.cells], 0.75) == len(truth)
-    # The same cells at the same size, told that the magnification is twice the reference.
-    found = detect_cells(big[:480, :640], DetectorSettings(pixel_scale=2.0))
-    assert found.cells and all(c.area > 4 * 3000 for c in found.cells)
+    # The scale comes from the cells, not the image size: half of the enlarged field shows
+    # cells as large as the whole enlarged field does.
+    half = np.ascontiguousarray(big[:480, :640])
+    found_half = detect_cells(half)
+    assert found_half.um_per_px == pytest.approx(found.um_per_px, rel=0.15)
+    assert found_half.cells and all(c.area > 4 * 1500 for c in found_half.cells)
+    # A set scale (or the legacy pixel_scale: 2x a BCCD field) is used as given.
+    for settings in (DetectorSettings(um_per_px=0.0385), DetectorSettings(pixel_scale=2.0)):
+        told = detect_cells(half, settings)
+        assert told.scale_source == "set" and told.um_per_px == pytest.approx(0.0385)
+        assert told.cells and all(c.area > 4 * 1500 for c in told.cells)
 
 
 def test_bad_arrays_and_settings_raise() -> None:
@@ -219,14 +227,17 @@ def test_bad_arrays_and_settings_raise() -> None:
         {"max_candidates": 2.5},
         {"min_score": 2},
         {"work_scale": math.nan},
+        {"work_um_per_px": 0},
         {"pixel_scale": 0},
+        {"um_per_px": 0},
         {"min_nucleus_area": 1e6},
+        {"min_nucleus_um2": 1e6},
     ):
         with pytest.raises(ValueError):
             DetectorSettings(**bad)
-    settings = DetectorSettings(lobe_gap=20.0)
+    settings = DetectorSettings(lobe_gap_um=1.5)
     assert DetectorSettings(**settings.to_dict()) == settings
-    assert detect_cells(np.zeros((64, 64, 3), np.uint8), settings).settings["lobe_gap"] == 20.0
+    assert detect_cells(np.zeros((64, 64, 3), np.uint8), settings).settings["lobe_gap_um"] == 1.5
 
 
 def test_single_cell_crops_and_fields_are_told_apart(fields) -> None:

@@ -344,7 +344,16 @@ def test_provenance(run: RunResult, tmp_path: Path) -> None:
 
 # ------------------------------------------------------------------------------ printing
 
-PRINT_SHEETS = ["Summary", "Cells", "Fields", "Errors", "Metrics", "Audit trail", "Provenance"]
+PRINT_SHEETS = [
+    "Summary",
+    "Cells",
+    "Fields",
+    "Field cells",
+    "Errors",
+    "Metrics",
+    "Audit trail",
+    "Provenance",
+]
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from typing import TextIO
 
 from leukgui import __version__
-from leukgui.cli import analyze, train
+from leukgui.cli import analyze, dataset, train
 from leukgui.cli.console import (
     EXIT_INTERRUPTED,
     EXIT_MODEL,
@@ -46,7 +46,7 @@ __all__ = [
     "main",
 ]
 
-_COMMANDS = ("analyze", "models", "runtimes", "train", "evaluate")
+_COMMANDS = ("analyze", "models", "runtimes", "train", "evaluate", "dataset")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     analyze.add_parsers(parser, sub)
     train.add_parsers(sub)
+    dataset.add_parsers(sub)
     return parser
 
 

@@ -34,7 +34,7 @@ from leukgui.cli.console import (
     start_runtime,
 )
 from leukgui.core.atomic import try_lock, unlock
-from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths
+from leukgui.core.engine import IMAGE_KINDS, AnalysisOptions, analyze_paths, parse_um_per_px
 from leukgui.core.formatting import percent
 from leukgui.core.imaging import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, IMAGE_SUFFIXES
 from leukgui.core.results import DEMO_NOTICE, CancelToken
@@ -70,6 +70,15 @@ examples:
   leukgui analyze D:\\cells\\patient7 E:\\more --model efficientnetb0-demo --out p7.xlsx \\
       --csv --heatmaps p7-heatmaps
 """
+
+
+def _um_per_px_arg(text: str) -> float | None:
+    """--um-per-px: "auto" (measured on every field) or µm per image pixel; an absurd value
+    is a usage error with the reason (`field_scale.check_um_per_px`)."""
+    try:
+        return parse_um_per_px(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
 def _default_report_name() -> Path:
@@ -270,6 +279,7 @@ def cmd_analyze(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         max_pixels=args.max_pixels,
         max_bytes=args.max_file_mib * 2**20,
         tta=bool(getattr(args, "tta", False)),
+        detector={"um_per_px": getattr(args, "um_per_px", None)},
     )
 
     items, walk_errors = discover(args.inputs)
@@ -661,6 +671,17 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         help="auto: decide per image whether it is a single-cell crop on black or a whole "
         "smear field whose white cells are found and cropped; cells / fields: treat every "
         "image as one (default auto)",
+    )
+    analyze.add_argument(
+        "--um-per-px",
+        dest="um_per_px",
+        type=_um_per_px_arg,
+        default=None,
+        metavar="X|auto",
+        help="smear fields: micrometres per image pixel of your microscope and camera (camera "
+        "pixel size / (objective x coupler), e.g. 0.069 for 3.45 um pixels, 100x, 0.5x); "
+        "auto measures it on every field from its red cells (default auto). The report "
+        "gives each field's scale and where it came from",
     )
     # The option's first name, kept (out of --help) so existing scripts still run.
     analyze.add_argument("--fields", dest="image_kind", choices=IMAGE_KINDS, help=argparse.SUPPRESS)

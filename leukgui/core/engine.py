@@ -37,6 +37,7 @@ import numpy as np
 from leukgui import __version__
 from leukgui.core import fields
 from leukgui.core.bundle import CALIBRATION_KEY, LoadedBundle
+from leukgui.core.field_scale import DEFAULT_UM_PER_PX, check_um_per_px
 from leukgui.core.fields import DetectorSettings
 from leukgui.core.imaging import (
     DEFAULT_MAX_BYTES,
@@ -80,6 +81,7 @@ from leukgui.core.tta import TTA_DESCRIPTION, VIEWS, dihedral_view
 __all__ = [
     "CALIBRATION_ROW",
     "DEFAULT_BATCH_SIZE",
+    "UM_PER_PX_ROW",
     "IMAGE_KINDS",
     "AnalysisOptions",
     "Analyzer",
@@ -94,6 +96,8 @@ __all__ = [
     "iter_run",
     "model_input",
     "model_provenance",
+    "parse_um_per_px",
+    "um_per_px_text",
 ]
 
 DEFAULT_BATCH_SIZE = 32
@@ -106,6 +110,40 @@ ERRORS_PER_FLUSH = 64  # unreadable files after which a partial batch is passed 
 CALIBRATION_ROW = "Calibration"
 STAIN_ROW = "Stain normalisation"
 TTA_ROW = "Test-time augmentation"
+UM_PER_PX_ROW = "µm per pixel"  # the scale setting of smear fields, as the report names it
+AUTOMATIC = "auto"  # --um-per-px auto: measured on every field
+
+
+def parse_um_per_px(text: str | float | None) -> float | None:
+    """The "µm per pixel" setting from what a person typed: "auto", "automatic" or empty
+    for None (measured on every field), else a number in the range a light microscope can
+    give (`field_scale.check_um_per_px`); ValueError with that check's message otherwise.
+    The CLI and the window both read the setting through here, so they accept the same."""
+    if text is None:
+        return None
+    if isinstance(text, str):
+        word = text.strip().lower()
+        if word in ("", AUTOMATIC, "automatic"):
+            return None
+        try:
+            value: object = float(word.replace(",", "."))
+        except ValueError:
+            value = text
+        return check_um_per_px(value)
+    return check_um_per_px(text)
+
+
+def um_per_px_text(settings: DetectorSettings) -> str:
+    """The scale setting in the words of the report's provenance: the fixed value, or how
+    each field's scale is measured when none was set."""
+    fixed = settings.fixed_um_per_px
+    if fixed is None:
+        return (
+            "automatic: measured on every field (red cells, else white-cell nucleus size, "
+            f"else {DEFAULT_UM_PER_PX} µm per pixel assumed); see each field's scale source"
+        )
+    how = "set" if settings.um_per_px is not None else "set (from the old pixel_scale setting)"
+    return f"{fixed:.4g} µm per pixel, {how}"
 
 
 @dataclass(frozen=True)
@@ -144,6 +182,10 @@ class AnalysisOptions:
 
 
 def _detector_settings(value: DetectorSettings | Mapping[str, Any] | None) -> DetectorSettings:
+    """DetectorSettings from what callers hold. A mapping is what the preferences store:
+    new keys (`um_per_px`, the µm sizes) and the deprecated px keys of older versions
+    (`pixel_scale`, `smooth`, ...) are DetectorSettings fields alike, so old preferences
+    still load; an unknown key or a bad value (e.g. um_per_px = 0) raises ValueError."""
     if value is None:
         return DetectorSettings()
     if isinstance(value, DetectorSettings):
@@ -153,7 +195,10 @@ def _detector_settings(value: DetectorSettings | Mapping[str, Any] | None) -> De
         unknown = sorted(str(k) for k in value if k not in known)
         if unknown:
             raise ValueError(f"unknown white-cell detector setting(s): {', '.join(unknown)}")
-        return DetectorSettings(**value)
+        try:
+            return DetectorSettings(**value)
+        except TypeError as exc:  # e.g. a value of a type no setting takes
+            raise ValueError(f"white-cell detector settings: {exc}") from exc
     raise TypeError(f"detector must be DetectorSettings, a mapping or None, not {value!r}")
 
 
@@ -200,6 +245,7 @@ class _Decoded:
     mask_bits: bytes | None = None
     note: str = ""
     stamp: FileStamp | None = None
+    measures: dict[str, Any] = dataclasses.field(default_factory=dict)
 
 
 @dataclass
@@ -224,6 +270,20 @@ class _Cell:
     cell_index: int | None = None
     mask_bits: bytes | None = None
     note: str = ""
+    measures: dict[str, Any] = dataclasses.field(default_factory=dict)
+
+
+def _field_measures(cell: fields.DetectedCell, found: fields.FieldDetection) -> dict[str, Any]:
+    """The `CellResult` fields that describe a field cell's size and its field's scale, so
+    reports can give them as numbers (CellResult.area_px, touches_border, um_per_px, ...)."""
+    scale = found.scale
+    return {
+        "area_px": int(cell.area),
+        "touches_border": bool(cell.touches_border),
+        "um_per_px": None if scale is None else float(scale.um_per_px),
+        "scale_source": "" if scale is None else scale.description,
+        "scale_plausible": None if scale is None else bool(scale.plausible),
+    }
 
 
 def _decode_stamped(
@@ -278,6 +338,7 @@ def _decode_one(
                 "; ".join(
                     n for n in (note, "cut by the image border" if cell.touches_border else "") if n
                 ),
+                _field_measures(cell, found),
             )
         )
     return cells, width, height, stamp
@@ -329,6 +390,7 @@ def _producer(
                             cell.mask_bits,
                             cell.note,
                             stamp,
+                            cell.measures,
                         )
                     )
                     rows.append(cell.pixels)
@@ -529,6 +591,7 @@ class Analyzer:
                     mask_bits=entry.mask_bits,
                     note=entry.note,
                     stamp=entry.stamp,
+                    **entry.measures,
                 )
             )
         return outcomes
@@ -609,6 +672,7 @@ def _run_info(
         extra={
             "Model file": str(bundle.path),
             "Image kind": _IMAGE_KIND_TEXT[options.image_kind],
+            UM_PER_PX_ROW: um_per_px_text(options.detector),
             "White-cell detector settings": json.dumps(options.detector.to_dict(), sort_keys=True),
             **model_provenance(bundle, options),
             **runtime_rows(analyzer),

@@ -16,6 +16,7 @@ import csv
 import math
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path, PurePath
 from typing import TYPE_CHECKING
 
@@ -23,6 +24,7 @@ import cv2
 import numpy as np
 
 from leukgui.core.atomic import ReportWriteError, atomic_write
+from leukgui.core.field_scale import scale_outliers
 from leukgui.core.imaging import ImageError, read_image
 from leukgui.core.overlay import overlay
 from leukgui.core.results import IMAGE_CHANGED, CellResult, RunResult
@@ -33,10 +35,13 @@ if TYPE_CHECKING:
 
 __all__ = [
     "IMAGE_CHANGED",
+    "FIELD_CSV_COLUMNS",
     "DisplayNames",
+    "FieldScale",
     "HeatmapPaths",
     "csv_safe",
     "exact_full_path",
+    "field_scales",
     "full_path",
     "png_bytes",
     "reread_cell",
@@ -122,6 +127,62 @@ def png_bytes(rgb: np.ndarray) -> bytes:
     return buf.tobytes()
 
 
+# --------------------------------------------------------------------------- field scales
+
+SCALE_IMPLAUSIBLE = "implausible measurement, replaced"
+SCALE_OUTLIER = "differs from the other fields of this sample"
+SCALE_DEFAULT = "not measured: default assumed"
+
+
+@dataclass(frozen=True)
+class FieldScale:
+    """The scale one smear field was analysed at (µm per pixel, where it came from) and
+    whether it deserves a look: an implausible measurement, a default because nothing
+    could be measured, or a value that disagrees with the rest of its sample
+    (`field_scale.scale_outliers`: the fields of one sample share the microscope)."""
+
+    um_per_px: float | None
+    source: str
+    plausible: bool | None
+    outlier: bool
+
+    @property
+    def flag(self) -> str:
+        """'' for a scale that needs no look, else why it does (the report's and CSV's text)."""
+        reasons = []
+        if self.plausible is False:
+            reasons.append(SCALE_IMPLAUSIBLE)
+        if self.source.startswith("default"):
+            reasons.append(SCALE_DEFAULT)
+        if self.outlier:
+            reasons.append(SCALE_OUTLIER)
+        return "; ".join(reasons)
+
+
+def field_scales(run: RunResult) -> dict[str, FieldScale]:
+    """Each smear field's scale, keyed by `str(path)`, with outliers found per sample.
+
+    Computed from the cells (every cell of a field carries its field's scale), so a run
+    restored from a session gets the same flags as the live one. Fields without a known
+    scale (sessions saved before scales existed) are left out of the comparison."""
+    first: dict[str, CellResult] = {}
+    for c in run.cells:
+        if c.in_field:
+            first.setdefault(str(c.path), c)
+    by_sample: dict[str, list[str]] = {}
+    for key, c in first.items():
+        if c.um_per_px is not None and c.um_per_px > 0:
+            by_sample.setdefault(c.sample, []).append(key)
+    outlier: dict[str, bool] = {}
+    for keys in by_sample.values():
+        flags = scale_outliers([float(first[k].um_per_px or 0.0) for k in keys])
+        outlier.update(zip(keys, flags, strict=True))
+    return {
+        key: FieldScale(c.um_per_px, c.scale_source, c.scale_plausible, outlier.get(key, False))
+        for key, c in first.items()
+    }
+
+
 # --------------------------------------------------------------------------- CSV
 
 _CSV_COLUMNS = (
@@ -139,6 +200,52 @@ _CSV_COLUMNS = (
     "sha256",
     "note",
 )
+# A smear-field cell's number, box (x0, y0, x1, y1: image px, exclusive ends), size and its
+# field's scale; empty for single-cell images and errors (unknown, not zero).
+FIELD_CSV_COLUMNS = (
+    "cell_number",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "area_px",
+    "diameter_px",
+    "area_um2",
+    "diameter_um",
+    "um_per_px",
+    "scale_source",
+    "scale_flag",
+    "cut_by_border",
+)
+
+
+def _number(value: float | None, fmt: str) -> str:
+    """A number in the CSV's fixed format; '' for unknown (never a made-up zero)."""
+    if value is None or not math.isfinite(float(value)):
+        return ""
+    return format(float(value), fmt)
+
+
+def _field_csv_values(o: CellResult, scales: dict[str, FieldScale]) -> list[str]:
+    """The FIELD_CSV_COLUMNS of one cell ('' everywhere for a single-cell image)."""
+    if not o.in_field or o.box is None:
+        return [""] * len(FIELD_CSV_COLUMNS)
+    scale = scales.get(str(o.path))
+    border = "" if o.touches_border is None else ("yes" if o.touches_border else "no")
+    return [
+        str(o.cell_index) if o.cell_index is not None else "",
+        *(str(int(v)) for v in o.box),
+        "" if o.area_px is None else str(int(o.area_px)),
+        _number(o.diameter_px, ".2f"),
+        _number(o.area_um2, ".2f"),
+        _number(o.diameter_um, ".3f"),
+        _number(o.um_per_px, ".6g"),
+        o.scale_source,
+        scale.flag if scale is not None else "",
+        border,
+    ]
+
+
 _CSV_REVIEW_COLUMNS = ("reviewed_label", "reviewer", "reviewed_at")
 
 
@@ -157,10 +264,17 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
     With a `review`, columns reviewed_label, reviewer and reviewed_at (ISO 8601 UTC) follow
     the model's `label` (empty for unreviewed cells and errors); without one the columns are
     exactly the plain export's.
+
+    The FIELD_CSV_COLUMNS follow: for a cell found in a smear field, its number in the
+    field, its box as four numbers, its area and equivalent-circle diameter in px and, with
+    the field's scale, in µm² and µm, the scale (µm per pixel), how it was obtained, a flag
+    when it deserves a look (`FieldScale.flag`) and whether the cell is cut by the image
+    border ("yes"/"no"). They are empty for single-cell images and errors.
     """
     path = Path(path)
     names = DisplayNames(run.info.inputs)
-    columns = list(_CSV_COLUMNS)
+    scales = field_scales(run)
+    columns = list(_CSV_COLUMNS) + list(FIELD_CSV_COLUMNS)
     at = _CSV_COLUMNS.index("label") + 1
     if review is not None:
         columns[at:at] = _CSV_REVIEW_COLUMNS
@@ -192,10 +306,12 @@ def write_csv(run: RunResult, path: Path, review: ReviewState | None = None) -> 
                         exact_full_path(o.path),
                         o.sha256 or "",
                         display_text(o.note),
+                        *_field_csv_values(o, scales),
                     ]
                 else:
                     row = [names(o.path), o.sample, "", "error", "", "", "", o.kind_text, o.reason]
                     row += [full_path(o.path), exact_full_path(o.path), "", ""]
+                    row += [""] * len(FIELD_CSV_COLUMNS)
                 if review is not None:
                     row[at:at] = reviewed(o)
                 out.writerow([csv_safe(v) for v in row])

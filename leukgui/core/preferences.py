@@ -40,7 +40,9 @@ class Preferences:
     tta: bool = False  # test-time augmentation: mean P(ALL) over 8 flips and quarter turns
     runtime: str = "auto"  # inference runtime: "auto", "openvino", "onnx" or "tensorflow"
     precision: str = "auto"  # "auto" (bf16 where the CPU supports it) or "fp32"
-    detector: dict = field(default_factory=dict)  # DetectorSettings overrides for fields
+    # DetectorSettings overrides for fields, e.g. {"um_per_px": 0.077} (the "µm per pixel"
+    # setting; absent: measured on every field). Old px-era keys still load.
+    detector: dict = field(default_factory=dict)
     training: dict = field(default_factory=dict)
 
     def add_recent(self, folder: str | os.PathLike[str]) -> None:
@@ -103,7 +105,24 @@ def load_preferences(path: Path | None = None) -> tuple[Preferences, list[str]]:
         else:
             notes.append(f"{path.name}: ignored {f.name}={value!r}")
     prefs.recent_folders = prefs.recent_folders[:MAX_RECENT]
+    _check_um_per_px(prefs, path.name, notes)
     return prefs, notes
+
+
+def _check_um_per_px(prefs: Preferences, name: str, notes: list[str]) -> None:
+    """Drop a hand-damaged "µm per pixel" (detector's um_per_px) with a note, so one bad
+    value falls back to automatic instead of stopping every analysis. Old px-era detector
+    keys (pixel_scale, smooth, ...) are left alone: DetectorSettings still reads them."""
+    value = prefs.detector.get("um_per_px")
+    if value is None:
+        return
+    from leukgui.core.field_scale import check_um_per_px  # only when set: it loads OpenCV
+
+    try:
+        check_um_per_px(value)
+    except ValueError as exc:
+        prefs.detector = {k: v for k, v in prefs.detector.items() if k != "um_per_px"}
+        notes.append(f"{name}: ignored detector um_per_px={value!r} ({exc})")
 
 
 def save_preferences(prefs: Preferences, path: Path | None = None) -> Path:

@@ -38,6 +38,7 @@ from leukgui.core.exports import (
     IMAGE_CHANGED,
     DisplayNames,
     exact_full_path,
+    field_scales,
     full_path,
     png_bytes,
     reread_cell,
@@ -78,6 +79,7 @@ from leukgui.core.xlsx import (
     BORDER,
     CENTER,
     INDENT,
+    INT,
     ITALIC,
     PCT,
     PROB,
@@ -108,6 +110,7 @@ IMAGE_LIMIT = 2000  # above this many cells, images=None leaves thumbnails out (
 _ALL_SAMPLES_FILL = PatternFill("solid", fgColor="F2F2F2")
 _IMG_PAD_PX = 3
 _CENTER_TOP = Alignment(horizontal="center", vertical="top")
+_INDENTED = Alignment(horizontal="left", indent=1, wrap_text=True)
 PROVENANCE_VALUE_WIDTH = 80  # characters; longer values wrap
 MODEL_ROWS = (CALIBRATION_ROW, STAIN_ROW, TTA_ROW)  # provenance rows shown with the model
 
@@ -321,7 +324,9 @@ def _summary_sheet(
         notes.append(
             f"Smear fields: {len(field_cells)} white cells were found in {n_fields} field "
             "image(s); each was cut out onto black like a C-NMC cell and classified. The Fields "
-            "sheet counts the cells of every field and gives their boxes."
+            "sheet counts the cells of every field and gives its scale (µm per pixel) and "
+            "where that came from; the Field cells sheet gives each cell's box, size in px "
+            "and µm, and whether the image border cuts it."
         )
     if review is not None:
         notes.append(
@@ -598,13 +603,29 @@ _FIELD_HEADERS = (
     "ALL",
     "HEM",
     "UNCERTAIN",
+    "µm per pixel",
+    "Scale source",
+    "Scale check",
     "Cells and boxes",
     "Note",
 )
+UM_PER_PX_FORMAT = "0.0000"  # µm per pixel: 0.0770 (BCCD) to a few µm
+UM_FORMAT = "0.00"  # diameters (µm, px)
+AREA_FORMAT = "0.0"  # µm²
+
+
+def _optional_number(ws: Worksheet, row: int, col: int, value: float | None, fmt: str) -> None:
+    """A number, or an empty cell when it is unknown (a single-cell image has no box, a
+    field without a scale no µm): never a zero or an "n/a" that reads like a measurement."""
+    if value is not None:
+        number_cell(ws, row, col, value, fmt)
 
 
 def _fields_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
-    """One row per smear field: how many white cells were found, their calls and boxes."""
+    """One row per smear field: how many white cells were found, their calls and boxes, and
+    the field's scale (µm per pixel), where it came from and whether it needs a look (an
+    implausible or default scale, or one that disagrees with the sample's other fields)."""
+    scales = field_scales(run)
     fields: dict[str, dict] = {}
     for o in run.outcomes:
         if isinstance(o, CellResult) and o.in_field:
@@ -623,16 +644,109 @@ def _fields_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
         number_cell(ws, row, 3, len(cells))
         for col, label in ((4, ALL), (5, HEM), (6, UNCERTAIN)):
             number_cell(ws, row, col, sum(c.label == label for c in cells))
+        scale = scales.get(str(f["o"].path))
+        if scale is not None:
+            _optional_number(ws, row, 7, scale.um_per_px, UM_PER_PX_FORMAT)
+            text_cell(ws, row, 8, scale.source or None)
+            if scale.flag:
+                check = text_cell(ws, row, 9, scale.flag)
+                check.font = BOLD
         boxes = "; ".join(
             f"#{c.cell_index} {c.label} ({c.box[0]},{c.box[1]})-({c.box[2]},{c.box[3]})"
             + (" [cut by the image border]" if "image border" in c.note else "")
             for c in cells
         )
-        text_cell(ws, row, 7, boxes)
-        text_cell(ws, row, 8, f["note"])
+        text_cell(ws, row, 10, boxes)
+        text_cell(ws, row, 11, f["note"])
     ws.freeze_panes = "B3"
-    set_widths(ws, [30, 16, 11, 7, 7, 13, 60, 40])
-    wrap_columns(ws, [1, 2, 7, 8], 3, len(fields) + 2)
+    set_widths(ws, [26, 14, 8, 6, 6, 13, 9, 16, 18, 40, 34])
+    for row in range(3, len(fields) + 3):
+        ws.cell(row=row, column=7).alignment = _CENTER_TOP
+    wrap_columns(ws, [1, 2, 8, 9, 10, 11], 3, len(fields) + 2)
+    print_setup(ws, "2:2")
+
+
+_FIELD_CELL_HEADERS = (
+    "#",
+    "Field",
+    "Sample",
+    "Cell no.",
+    "x0",
+    "y0",
+    "x1",
+    "y1",
+    "Area (px)",
+    "Diameter (px)",
+    "Area (µm²)",
+    "Diameter (µm)",
+    "µm per pixel",
+    "Scale source",
+    "Cut by border",
+    "Label",
+)
+
+
+def _field_cells_sheet(ws: Worksheet, run: RunResult, names: DisplayNames) -> None:
+    """One row per white cell found in a smear field, as numbers a spreadsheet can use: its
+    row on the Cells sheet ("#"), its number in the field, its box (x0, y0, x1, y1: image
+    px, exclusive ends), its area and equivalent-circle diameter in px and in µm² / µm at
+    the field's scale, the scale and its source, and whether the image border cuts it.
+    µm values stay empty when the scale is unknown (sessions saved before scales)."""
+    _sheet_title(ws, run, "Field cells")
+    header_row(ws, 2, _FIELD_CELL_HEADERS)
+    ws.row_dimensions[2].height = 30
+    file_names: list[str] = []
+    sources: list[str] = []
+    row = 2
+    for i, c in enumerate(run.cells, 1):  # i: the cell's "#" on the Cells sheet
+        if not c.in_field or c.box is None:
+            continue
+        row += 1
+        name = names(c.path)
+        file_names.append(name)
+        sources.append(c.scale_source)
+        number_cell(ws, row, 1, i)
+        text_cell(ws, row, 2, name)
+        text_cell(ws, row, 3, c.sample)
+        _optional_number(ws, row, 4, c.cell_index, INT)
+        for col, value in enumerate(c.box, 5):
+            number_cell(ws, row, col, int(value), INT)
+        _optional_number(ws, row, 9, c.area_px, INT)
+        _optional_number(ws, row, 10, c.diameter_px, UM_FORMAT)
+        _optional_number(ws, row, 11, c.area_um2, AREA_FORMAT)
+        _optional_number(ws, row, 12, c.diameter_um, UM_FORMAT)
+        _optional_number(ws, row, 13, c.um_per_px, UM_PER_PX_FORMAT)
+        ws.cell(row=row, column=13).alignment = CENTER  # apart from the source beside it
+        text_cell(ws, row, 14, c.scale_source or None).alignment = _INDENTED
+        if c.touches_border is not None:
+            text_cell(ws, row, 15, "yes" if c.touches_border else "no").alignment = CENTER
+        label = text_cell(ws, row, 16, c.label)
+        label.fill = label_fill(c.label)
+        label.alignment = CENTER
+    ws.auto_filter.ref = f"A2:{get_column_letter(len(_FIELD_CELL_HEADERS))}{row}"
+    ws.freeze_panes = "C3"
+    set_widths(
+        ws,
+        [
+            5,
+            fit_width(file_names + ["Field"], 12, 30),
+            fit_width([c.sample for c in run.cells if c.in_field] + ["Sample"], 9, 16),
+            6,
+            6,
+            6,
+            6,
+            6,
+            9,
+            9,
+            9,
+            9,
+            9,
+            fit_width(sources + ["Scale source"], 12, 20),
+            8,
+            12,
+        ],
+    )
+    wrap_columns(ws, [2, 3, 14], 3, row)
     print_setup(ws, "2:2")
 
 
@@ -896,7 +1010,8 @@ def write_excel(
     thumb_px: int = 96,
     review: ReviewState | None = None,
 ) -> None:
-    """Write the signed-off report: Summary, Cells, Errors, Metrics (with truth), Provenance.
+    """Write the signed-off report: Summary, Cells, Fields and Field cells (with smear
+    fields), Errors, Metrics (with truth), Provenance.
 
     `images=None` embeds a thumbnail and heatmap per cell only up to `IMAGE_LIMIT` cells, to
     keep big exports fast and small; the Summary says when they were left out. Raises
@@ -921,6 +1036,8 @@ def write_excel(
     _cells_sheet(cells, run, names, include_images, image_note, thumb_px, review)
     if any(c.in_field for c in run.cells) or any(e.kind == NO_WHITE_CELL for e in run.errors):
         _fields_sheet(wb.create_sheet("Fields"), run, names)
+    if any(c.in_field for c in run.cells):
+        _field_cells_sheet(wb.create_sheet("Field cells"), run, names)
     _errors_sheet(wb.create_sheet("Errors"), run, names)
     if any(normalize_truth(c.truth) is not None for c in run.cells):
         _metrics_sheet(wb.create_sheet("Metrics"), run, review)

@@ -7,6 +7,7 @@ order, so one bad file never stops a run and nothing is silently dropped.
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 import threading
 from collections.abc import Callable
@@ -93,6 +94,35 @@ class CellResult:
     # The file as it was analyzed (size, time, SHA-256); None for results made without one
     # (sessions saved by an older LeukGUI, hand-made results in tests).
     stamp: FileStamp | None = None
+    # Measures of a smear-field cell (None / "" for single-cell images, so reports leave
+    # them empty rather than claim a zero): its mask area in image px, whether the mask
+    # reaches the image border (the cell may be cut off), and the field's scale in µm per
+    # image pixel with where it came from ("red cells (n=23)", "set", "nucleus size (n=2)",
+    # "default") and whether the measurement was plausible. The scale is per field (every
+    # cell of a field carries the same), so a report can compare the fields of a sample.
+    area_px: int | None = None
+    touches_border: bool | None = None
+    um_per_px: float | None = None
+    scale_source: str = ""
+    scale_plausible: bool | None = None
+
+    @property
+    def diameter_px(self) -> float | None:
+        """Equivalent-circle diameter of the cell's mask in px, 2 sqrt(area / pi)."""
+        return None if self.area_px is None else 2.0 * math.sqrt(self.area_px / math.pi)
+
+    @property
+    def diameter_um(self) -> float | None:
+        """Equivalent-circle diameter in µm (None without an area or a scale)."""
+        d = self.diameter_px
+        return None if d is None or self.um_per_px is None else d * self.um_per_px
+
+    @property
+    def area_um2(self) -> float | None:
+        """Mask area in µm² (None without an area or a scale)."""
+        if self.area_px is None or self.um_per_px is None:
+            return None
+        return self.area_px * self.um_per_px**2
 
     @property
     def sha256(self) -> str | None:

@@ -192,6 +192,7 @@ def _outcome_from_json(data: dict[str, Any], heatmaps: dict[str, np.ndarray]) ->
         mask_bits=base64.b64decode(data["mask"]) if data.get("mask") else None,
         note=str(data.get("note") or ""),
         stamp=_stamp_from_json(data.get("stamp")),
+        **_measures_from_json(data),
     )
 
 
@@ -231,7 +232,36 @@ def _field_json(o: CellResult) -> dict[str, Any]:
     out: dict[str, Any] = {"box": [int(v) for v in o.box], "cell_index": o.cell_index}
     if o.mask_bits is not None:
         out["mask"] = base64.b64encode(o.mask_bits).decode("ascii")
+    # Size and scale (absent from sessions saved before they existed; see _measures_from_json)
+    if o.area_px is not None:
+        out["area_px"] = int(o.area_px)
+    if o.touches_border is not None:
+        out["touches_border"] = bool(o.touches_border)
+    if o.um_per_px is not None:
+        out["um_per_px"] = float(o.um_per_px)
+    if o.scale_source:
+        out["scale_source"] = o.scale_source
+    if o.scale_plausible is not None:
+        out["scale_plausible"] = bool(o.scale_plausible)
     return out
+
+
+def _measures_from_json(data: dict[str, Any]) -> dict[str, Any]:
+    """A field cell's size and scale back from a session. Sessions saved before these
+    existed have none: the values stay unknown (None / ""), never zero, so a report of an
+    old session leaves the columns empty instead of inventing a size."""
+
+    def optional(key: str, kind: type) -> Any:
+        value = data.get(key)
+        return None if value is None else kind(value)
+
+    return {
+        "area_px": optional("area_px", int),
+        "touches_border": optional("touches_border", bool),
+        "um_per_px": optional("um_per_px", float),
+        "scale_source": str(data.get("scale_source") or ""),
+        "scale_plausible": optional("scale_plausible", bool),
+    }
 
 
 def _fsync_dir(folder: Path) -> None:

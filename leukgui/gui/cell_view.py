@@ -82,6 +82,23 @@ def heatmap_class(cell: CellResult) -> str:
     return ALL if float(cell.p_all) > 0.5 else HEM
 
 
+def field_cell_rows(cell: CellResult) -> list[tuple[str, str]]:
+    """Size, scale and border rows of a smear-field cell for the details panel (none of
+    them for what is unknown, e.g. a session saved before sizes were recorded)."""
+    rows: list[tuple[str, str]] = []
+    if cell.area_px is not None and cell.diameter_px is not None:
+        size = f"{cell.diameter_px:.1f} px across, {cell.area_px} px²"
+        if cell.diameter_um is not None and cell.area_um2 is not None:
+            size = f"{cell.diameter_um:.1f} µm across, {cell.area_um2:.0f} µm² ({size})"
+        rows.append(("Cell size", size))
+    if cell.um_per_px is not None:
+        source = f" ({cell.scale_source})" if cell.scale_source else ""
+        rows.append(("µm per pixel", f"{cell.um_per_px:.4g}{source}"))
+    if cell.touches_border:
+        rows.append(("Border", "cut by the image border: size is a lower bound"))
+    return rows
+
+
 class _ZoomView(QGraphicsView):
     """A graphics view that reports wheel turns instead of scrolling, for synced zooming."""
 
@@ -571,6 +588,7 @@ class CellInspector(QWidget):
                     f"#{cell.cell_index}: x {x0}–{x1}, y {y0}–{y1} ({x1 - x0} × {y1 - y0} px)",
                 ),
                 ("Crop", crop_size if crop_size else unreadable),
+                *field_cell_rows(cell),
             ]
         else:
             rows.append(("Image", crop_size if crop_size else unreadable))

@@ -1419,6 +1419,53 @@ class MainWindow(QMainWindow):
         self.prefs.image_kind = mode
         self.image_kind_actions[mode].setChecked(True)
 
+    def um_per_px(self) -> float | None:
+        """The smear fields' scale setting (µm per pixel; None: automatic), as the next
+        analysis will use it: preferences of older versions may hold the px-era
+        `pixel_scale` instead, which the detector still honours, so it is shown too."""
+        detector = self.prefs.detector
+        value = detector.get("um_per_px")
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if detector.get("pixel_scale") is not None:  # rare: only then load the detector
+            from leukgui.core.fields import DetectorSettings
+
+            with contextlib.suppress(ValueError, TypeError):
+                return DetectorSettings(pixel_scale=detector["pixel_scale"]).fixed_um_per_px
+        return None
+
+    def choose_um_per_px(self) -> None:
+        """Ask for µm per pixel (Automatic, a preset or a number); a valid choice is used
+        for the next analysis and saved with the preferences."""
+        from leukgui.gui.scale_setting import UmPerPxDialog
+
+        dialog = UmPerPxDialog(self.um_per_px(), self)
+        dialog.accepted.connect(lambda: self.set_um_per_px(dialog.value()))
+        self.um_per_px_dialog = dialog
+        dialog.open()
+
+    def set_um_per_px(self, value: float | str | None) -> bool:
+        """Set µm per pixel (None or "auto": measured on every field). A refused value shows
+        the reason and changes nothing; returns whether it was taken."""
+        from leukgui.core.engine import parse_um_per_px
+        from leukgui.gui.scale_setting import um_per_px_label
+
+        try:
+            um = parse_um_per_px(value)
+        except ValueError as exc:
+            self._show_message("warning", "µm per pixel", str(exc))
+            return False
+        detector = dict(self.prefs.detector)
+        detector.pop("pixel_scale", None)  # the old px-era scale gives way to the new one
+        if um is None:
+            detector.pop("um_per_px", None)
+        else:
+            detector["um_per_px"] = um
+        self.prefs.detector = detector
+        self.act_um_per_px.setText(f"µm per &pixel: {um_per_px_label(um)}…")
+        self.save_preferences()
+        return True
+
     def _toggle_tta(self) -> None:
         """Test-time augmentation for the next analysis (kept in the preferences)."""
         self.prefs.tta = self.act_tta.isChecked()

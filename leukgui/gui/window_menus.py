@@ -18,6 +18,7 @@ from PySide6.QtWidgets import QMainWindow, QStyle
 
 from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE
 from leukgui.gui.icons import shape_icon
+from leukgui.gui.scale_setting import um_per_px_label
 
 __all__ = ["build_actions", "build_menus"]
 
@@ -76,6 +77,13 @@ def build_actions(w: QMainWindow) -> None:
     )
     w.act_tta.setCheckable(True)
     w.act_tta.setChecked(w.prefs.tta)
+    w.act_um_per_px = w._action(
+        f"µm per &pixel: {um_per_px_label(w.um_per_px())}…",
+        w.choose_um_per_px,
+        None,
+        "Smear fields: micrometres per image pixel (Automatic: measured from the red cells "
+        "of each field). Said in the report with each field's scale.",
+    )
     w.act_preferences = w._action(
         "&Preferences…",
         w.show_preferences,
@@ -235,6 +243,8 @@ def build_menus(w: QMainWindow) -> None:
         action.triggered.connect(lambda _=False, m=mode: w.set_image_kind(m))
         group.addAction(action)
         w.image_kind_actions[mode] = action
+    kinds.addSeparator()
+    kinds.addAction(w.act_um_per_px)  # the fields' scale, next to the choice of fields
     analysis_menu.addAction(w.act_tta)
     analysis_menu.addSeparator()
     analysis_menu.addAction(w.act_preferences)  # the inference runtime is chosen there
