@@ -66,7 +66,7 @@ def test_presets_follow_the_optics_formula() -> None:
 
 @pytest.mark.parametrize("bad", [0, -0.1, float("nan"), float("inf"), True, "0.1"])
 def test_absurd_scale_settings_are_refused_with_the_reason(bad) -> None:
-    with pytest.raises(ValueError, match="um_per_px .*must be a positive number"):
+    with pytest.raises(ValueError, match="µm per pixel .*must be a positive number"):
         DetectorSettings(um_per_px=bad)
 
 
@@ -163,7 +163,7 @@ def test_a_field_with_nothing_to_measure_uses_the_default_and_says_so() -> None:
     blank = np.full((480, 640, 3), 235, np.uint8)
     found = detect_cells(blank)
     assert found.scale.source == "default" and found.um_per_px == DEFAULT_UM_PER_PX
-    assert any("scale unknown" in note and "um_per_px" in note for note in found.notes)
+    assert any("scale unknown" in note and "µm per pixel" in note for note in found.notes)
     assert NOTE_NO_CELL in found.notes
 
 

@@ -22,6 +22,7 @@ from leukgui import cli  # noqa: E402
 from leukgui.core.exports import (  # noqa: E402
     FIELD_CSV_COLUMNS,
     SCALE_OUTLIER,
+    SCALE_SIZES,
     field_scales,
     write_csv,
 )
@@ -195,13 +196,31 @@ def test_a_set_scale_is_used_for_every_field_and_said_in_the_report(
     assert '"um_per_px": 0.1' in provenance["White-cell detector settings"]
 
 
+def test_a_wrong_set_scale_is_caught_by_the_cell_sizes(folder, tiny_bundle_path, tmp_path) -> None:
+    """A set value is not measured; white cells 3x too large say it does not fit."""
+    out = tmp_path / "wrong.xlsx"
+    code = _analyze(folder / "A", out, tiny_bundle_path, "--um-per-px", "0.3")
+    assert code in (cli.EXIT_OK, cli.EXIT_SOME_ERRORS)  # a field may lose its cells
+    rows = [r for r in _csv_rows(out) if r["cell_number"]]
+    assert rows and all(float(r["diameter_um"]) > 18 for r in rows)
+    assert {r["scale_flag"] for r in rows} == {SCALE_SIZES}
+    fields = _sheet(out, "Fields")
+    with_cells = [r for r in fields if r["White cells"]]
+    assert with_cells and all(SCALE_SIZES in str(r["Scale check"]) for r in with_cells)
+    # A field whose cells all vanish at the wrong scale says why it might be.
+    for r in fields:
+        if not r["White cells"]:
+            assert "at the set 0.3 µm per pixel" in str(r["Note"]), r
+
+
 @pytest.mark.parametrize(("value", "words"), [("0", "positive number"), ("500", "absurd")])
 def test_an_absurd_scale_is_refused_with_the_reason(value, words, tmp_path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["analyze", str(tmp_path), "--um-per-px", value])
     assert exit_info.value.code == cli.EXIT_USAGE
     err = capsys.readouterr().err
-    assert "--um-per-px" in err and words in err and "um_per_px" in err
+    assert "--um-per-px" in err and words in err and "µm per pixel" in err
+    assert "um_per_px" not in err and "None" not in err  # the user's words, not the code's
 
 
 # ------------------------------------------------------------------------ engine, sessions
@@ -326,6 +345,9 @@ def test_the_dialog_validates_as_the_user_types(qtbot) -> None:
     assert dialog.value() == PRESETS[name]
     dialog.combo.setEditText("")
     assert ok.isEnabled() and dialog.value() is None  # empty: automatic
+    # No completion: with Qt's default one, typing "0.05" then Return took the 0.055 preset
+    # under a real window (seen in a new-user trial; offscreen typing does not show it).
+    assert dialog.combo.completer() is None
     again = UmPerPxDialog(0.0123)
     qtbot.addWidget(again)
     assert again.value() == 0.0123 and again.combo.currentText() == "0.0123"
@@ -391,7 +413,8 @@ def test_implausible_and_default_scales_are_flagged_in_csv_and_report(tmp_path) 
 
     def field_cell(name: str, um: float, source: str, plausible: bool) -> CellResult:
         c = samples.cell(samples.image(tmp_path / "S" / name), "S", 0.7, "ALL")
-        c.box, c.cell_index, c.area_px, c.touches_border = (1, 2, 21, 32), 1, 400, False
+        # 12,000 px at 0.08 µm/px: a white cell 9.9 µm across (sizes raise no flag here)
+        c.box, c.cell_index, c.area_px, c.touches_border = (1, 2, 125, 126), 1, 12000, False
         c.um_per_px, c.scale_source, c.scale_plausible = um, source, plausible
         return c
 
@@ -421,4 +444,4 @@ def test_implausible_and_default_scales_are_flagged_in_csv_and_report(tmp_path) 
     sheet = _sheet(tmp_path / "r.xlsx", "Field cells")
     assert [r["Field"] for r in sheet] == ["S/odd.png", "S/none.png", "S/good.png"]
     assert [r["#"] for r in sheet] == [1, 2, 3]  # rows of the Cells sheet; the crop is #4
-    assert sheet[0]["Diameter (µm)"] == pytest.approx(2 * math.sqrt(400 / math.pi) * 0.08)
+    assert sheet[0]["Diameter (µm)"] == pytest.approx(2 * math.sqrt(12000 / math.pi) * 0.08)

@@ -131,6 +131,14 @@ def png_bytes(rgb: np.ndarray) -> bytes:
 
 SCALE_IMPLAUSIBLE = "implausible measurement, replaced"
 SCALE_OUTLIER = "differs from the other fields of this sample"
+# White cells on a smear are 5-30 µm across (a small lymphocyte ~7 µm, a neutrophil 12-15, a
+# large monocyte or blast ~20), and the median of a sample's white cells lies within 7-18 µm.
+# Sizes outside that at the field's scale say the scale is wrong, most often a µm-per-pixel
+# setting that does not fit this microscope (a set value is not measured, so only this
+# cross-check can catch it).
+CELL_DIAMETER_UM = (5.0, 30.0)
+SAMPLE_MEDIAN_UM = (7.0, 18.0)
+SCALE_SIZES = "cell sizes implausible at this scale: check µm per pixel"
 SCALE_DEFAULT = "not measured: default assumed"
 
 
@@ -145,6 +153,7 @@ class FieldScale:
     source: str
     plausible: bool | None
     outlier: bool
+    odd_sizes: bool = False  # a cell's diameter outside CELL_DIAMETER_UM at this scale
 
     @property
     def flag(self) -> str:
@@ -156,6 +165,8 @@ class FieldScale:
             reasons.append(SCALE_DEFAULT)
         if self.outlier:
             reasons.append(SCALE_OUTLIER)
+        if self.odd_sizes:
+            reasons.append(SCALE_SIZES)
         return "; ".join(reasons)
 
 
@@ -177,8 +188,19 @@ def field_scales(run: RunResult) -> dict[str, FieldScale]:
     for keys in by_sample.values():
         flags = scale_outliers([float(first[k].um_per_px or 0.0) for k in keys])
         outlier.update(zip(keys, flags, strict=True))
+    low, high = CELL_DIAMETER_UM
+    sized = [c for c in run.cells if c.in_field and c.diameter_um is not None]
+    odd = {str(c.path) for c in sized if not low <= c.diameter_um <= high}
+    per_sample: dict[str, list[float]] = {}
+    for c in sized:
+        per_sample.setdefault(c.sample, []).append(float(c.diameter_um))
+    low, high = SAMPLE_MEDIAN_UM
+    odd_samples = {k for k, v in per_sample.items() if not low <= float(np.median(v)) <= high}
+    odd |= {str(c.path) for c in sized if c.sample in odd_samples}
     return {
-        key: FieldScale(c.um_per_px, c.scale_source, c.scale_plausible, outlier.get(key, False))
+        key: FieldScale(
+            c.um_per_px, c.scale_source, c.scale_plausible, outlier.get(key, False), key in odd
+        )
         for key, c in first.items()
     }
 

@@ -105,12 +105,12 @@ def check_um_per_px(value: object) -> float | None:
         return None
     if not _is_number(value) or value <= 0:
         raise ValueError(
-            f"um_per_px (micrometres per image pixel) must be a positive number or None "
-            f"for automatic, not {value!r}"
+            f"µm per pixel (micrometres of specimen per image pixel) must be a positive number "
+            f"(or auto: measured on every field), not {value!r}"
         )
     if not MIN_UM_PER_PX / 10 <= value <= MAX_UM_PER_PX * 10:
         raise ValueError(
-            f"um_per_px = {value} µm per pixel is absurd (a red cell would be "
+            f"{value} µm per pixel is absurd (a red cell would be "
             f"{RBC_DIAMETER_UM / value:.3g} px across); it must lie within "
             f"{MIN_UM_PER_PX / 10:g}-{MAX_UM_PER_PX * 10:g} (light microscopes: about "
             f"{MIN_UM_PER_PX:g}-{MAX_UM_PER_PX:g})"

@@ -431,7 +431,7 @@ def estimate_scale(rgb: np.ndarray, settings: DetectorSettings | None = None) ->
             notes.append(f"nuclei gave an implausible scale ({value:.3g} µm/px)")
     notes.append(
         f"scale unknown: assumed {DEFAULT_UM_PER_PX} µm/px (100x oil objective); "
-        "set um_per_px for this microscope"
+        "set µm per pixel for this microscope"
     )
     return ScaleEstimate(DEFAULT_UM_PER_PX, "default", 0, len(notes) == 1, "; ".join(notes))
 
@@ -495,6 +495,12 @@ def detect_cells(rgb: np.ndarray, settings: DetectorSettings | None = None) -> F
         notes.append(NOTE_ONE_CELL)
     if not cells:
         notes.append(NOTE_NO_CELL)
+        if scale.source == "set":
+            # A set scale is not measured: a wrong one hides every cell (sizes in µm).
+            notes.append(
+                f"at the set {um:.4g} µm per pixel: if white cells are visible, that setting "
+                "may not fit this microscope"
+            )
     return FieldDetection(cells, notes, (height, width), s.to_dict(), scale, one)
 
 

@@ -1464,6 +1464,12 @@ class MainWindow(QMainWindow):
         self.prefs.detector = detector
         self.act_um_per_px.setText(f"µm per &pixel: {um_per_px_label(um)}…")
         self.save_preferences()
+        # Results already shown keep the scale they were analysed at: say when this applies.
+        self.statusBar().showMessage(
+            f"µm per pixel: {um_per_px_label(um)}. Applies to the next analysis; the cells "
+            "shown keep the scale they were analysed at.",
+            15000,
+        )
         return True
 
     def _toggle_tta(self) -> None:

@@ -43,6 +43,8 @@ class UmPerPxDialog(QDialog):
         self.combo = QComboBox()
         self.combo.setEditable(True)
         self.combo.setInsertPolicy(QComboBox.InsertPolicy.NoInsert)
+        # No completion: typing "0.05" must mean 0.05, not the first preset starting so.
+        self.combo.setCompleter(None)
         self.combo.setMinimumContentsLength(40)
         self.combo.addItem(AUTOMATIC_TEXT, None)
         for name, um in PRESETS.items():
@@ -71,6 +73,8 @@ class UmPerPxDialog(QDialog):
         layout.addWidget(self.combo)
         layout.addWidget(self.error)
         layout.addWidget(self.buttons)
+        # Wide enough for the longest preset and a refusal message without clipping.
+        self.setMinimumWidth(max(560, self.combo.sizeHint().width() + 40))
         self._value: float | None = value
         self.combo.editTextChanged.connect(self._check)
         if value is None:
@@ -103,6 +107,7 @@ class UmPerPxDialog(QDialog):
             self.error.setText(str(exc))
             self.error.setVisible(True)
             ok_button.setEnabled(False)
+            self.adjustSize()  # the wrapped message gets its lines
             return False
         self._value = None if value is None else float(value)
         self.error.setText("")
