@@ -54,6 +54,7 @@ from PySide6.QtWidgets import (
 )
 
 from leukgui.core.cells import cell_image
+from leukgui.core.fields import NOTE_ONE_CELL
 from leukgui.core.overlay import colorize, overlay
 from leukgui.core.results import ALL, HEM, CellResult
 from leukgui.core.text import display_path
@@ -582,7 +583,11 @@ class CellInspector(QWidget):
         if cell.in_field and cell.box is not None:
             x0, y0, x1, y1 = cell.box
             rows += [
-                ("Field", f"{cell.width} × {cell.height} px (whole smear image)"),
+                (
+                    "Field",
+                    f"{cell.width} × {cell.height} px "
+                    + ("(close-up of one cell)" if NOTE_ONE_CELL in cell.note else "(smear field)"),
+                ),
                 (
                     "Cell box",
                     f"#{cell.cell_index}: x {x0}–{x1}, y {y0}–{y1} ({x1 - x0} × {y1 - y0} px)",
