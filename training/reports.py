@@ -621,6 +621,10 @@ def _data_sheet(ws: Worksheet, run: TrainingRun) -> None:
             ws, row, 1, f"Test part: a separate data set, {split['test_source']}"
         ).font = NOTE_FONT
         row += 1
+    parent = (run.settings or {}).get("parent")
+    if parent:  # `leukgui train --init-from`: the model this one started from
+        text_cell(ws, row, 1, f"Fine-tuned from {parent}").font = NOTE_FONT
+        row += 1
     for warning in run.warnings:
         text_cell(ws, row, 1, f"Warning: {warning}").font = BANNER_FONT
         row += 1

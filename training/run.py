@@ -7,15 +7,17 @@ of the draw.
 
 from __future__ import annotations
 
+import csv
 import os
+from collections import Counter, defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 from typing import Any
 
-from leukgui.core.results import CancelToken
-from training.datasets import DatasetScan, read_dataset
+from leukgui.core.results import ALL, HEM, CancelToken
+from training.datasets import DatasetScan, Record, read_dataset
 from training.history import TrainingCallback, TrainingRun
 from training.splits import (
     Split,
@@ -31,16 +33,25 @@ from training.splits import (
 from training.trainer import TrainConfig, TrainingCancelled, train_backbone
 
 __all__ = [
+    "GUARD_MIN_CLASS_SHARE",
+    "GUARD_MIN_SUBJECTS",
     "SPLIT_BY",
     "SplitOptions",
     "SubjectsUnknownError",
     "TrainingSession",
+    "data_warnings",
     "make_split",
+    "reviewers_of",
     "subjects_unknown_message",
     "train_session",
 ]
 
 SPLIT_BY = ("subject", "image")
+# Guard rails on the whole data set, checked before it is split (warnings, not refusals).
+# 5, not 3: a split by subject already refuses fewer than 3 subjects of a class (one each for
+# train, validation and test), so a warning below 3 could never be seen.
+GUARD_MIN_SUBJECTS = 5  # subjects per class
+GUARD_MIN_CLASS_SHARE = 0.10  # share of the cells for each class
 
 
 class SubjectsUnknownError(SplitError):
@@ -135,6 +146,75 @@ def make_split(
     return split
 
 
+def reviewers_of(data: str | os.PathLike[str], records: Sequence[Record]) -> Counter[str] | None:
+    """Cells per reviewer when `data` is a CSV list (or a folder holding exactly one) with a
+    `reviewer` column, as the lab data set's dataset.csv has; None when there is no such
+    column. Only rows of `records` (the cells actually read) count; a blank name is "".
+    """
+    path = Path(data)
+    if path.is_dir():
+        lists = sorted(path.glob("*.csv"))
+        if len(lists) != 1:
+            return None
+        path = lists[0]
+    if not path.is_file() or path.suffix.lower() != ".csv":
+        return None
+    try:
+        with open(path, newline="", encoding="utf-8-sig") as fh:
+            reader = csv.reader(fh)
+            header = [h.strip().lower() for h in next(reader, [])]
+            if "reviewer" not in header or "path" not in header:
+                return None
+            at_path, at_reviewer = header.index("path"), header.index("reviewer")
+            by_path: dict[Path, str] = {}
+            for row in reader:
+                if len(row) <= max(at_path, at_reviewer) or not row[at_path].strip():
+                    continue
+                given = Path(row[at_path].strip())
+                full = given if given.is_absolute() else path.parent / given
+                by_path[full.resolve()] = row[at_reviewer].strip()
+    except (OSError, UnicodeDecodeError, csv.Error):
+        return None
+    return Counter(by_path.get(Path(r.path).resolve(), "") for r in records)
+
+
+def data_warnings(records: Sequence[Record], reviewers: Counter[str] | None = None) -> list[str]:
+    """Guard rails on a data set before training, each sentence stating its rule: too few
+    subjects of a class, an extreme class balance, cells labelled by one reviewer only."""
+    out = []
+    cells = Counter(r.label for r in records)
+    subjects: dict[str, set[str]] = defaultdict(set)
+    for r in records:
+        subjects[r.label].add(r.subject)
+    total = sum(cells.values())
+    for label in (ALL, HEM):
+        n = len(subjects.get(label, ()))
+        if n < GUARD_MIN_SUBJECTS:
+            out.append(
+                f"{label} has {n} subject(s) in the data set (rule: warn below "
+                f"{GUARD_MIN_SUBJECTS} subjects per class): the model and its scores rest on "
+                "very few patients and may not carry over to new ones"
+            )
+    for label in (ALL, HEM):
+        share = cells.get(label, 0) / total if total else 0.0
+        if share < GUARD_MIN_CLASS_SHARE:
+            out.append(
+                f"{label} is {100 * share:.1f}% of the cells ({cells.get(label, 0)} of {total}; "
+                f"rule: warn below {100 * GUARD_MIN_CLASS_SHARE:.0f}% per class): an extreme "
+                "class balance; class weights correct the loss, but the rare class is learned "
+                "from few examples"
+            )
+    if reviewers is not None:
+        named = sorted(name for name in reviewers if name)
+        if len(named) == 1:
+            out.append(
+                f"every reviewed cell was labelled by one reviewer ({named[0]}; rule: warn when "
+                "the data set's reviewer column names fewer than 2 people): one person's label "
+                "errors are learned as truth and the scores cannot show them"
+            )
+    return out
+
+
 def _free_name(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
     """`stem` (or `stem-2`, `-3`...) such that no file with any of `suffixes` exists."""
     k = 1
@@ -177,6 +257,10 @@ def train_session(
     )
     if not scan.records:
         raise ValueError("no labelled cells found")
+    where = data if not isinstance(data, DatasetScan) else source
+    guard = data_warnings(scan.records, reviewers_of(where, scan.records) if where else None)
+    for warning in guard:  # said before the split, which may still refuse the data
+        say(f"warning: {warning}")
     test_scan = (
         read_dataset(test_data, class_map=class_map, subjects=subjects) if test_data else None
     )
@@ -189,7 +273,7 @@ def train_session(
             "split rebuilt from the recorded one: "
             + ", ".join(f"{p} {len(split.part(p))} cells" for p in ("train", "validation", "test"))
         )
-    warnings = split_warnings(split)
+    warnings = guard + split_warnings(split)
     if options.duplicates:
         say("checking for the same image in two parts…")
         duplicates = check_duplicates(split)
@@ -206,7 +290,7 @@ def train_session(
         )
     if scan.unreadable:
         say(f"{len(scan.unreadable)} file(s) skipped while reading the data set")
-    for warning in warnings:
+    for warning in warnings[len(guard) :]:
         say(f"warning: {warning}")
     out = Path(out)
     variants = [(b, stain) for b in backbones for stain in (stains or [config.stain])]

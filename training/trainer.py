@@ -36,7 +36,14 @@ from typing import Any
 import numpy as np
 
 from leukgui.core.backbones import BACKBONE_LAYER, get_spec
-from leukgui.core.bundle import BUNDLE_SUFFIX, make_manifest, save_bundle
+from leukgui.core.bundle import (
+    BUNDLE_SUFFIX,
+    DATASET_KEY,
+    IDENTITY_KEY,
+    PARENT_KEY,
+    make_manifest,
+    save_bundle,
+)
 from leukgui.core.metrics import binary_metrics, roc_auc
 from leukgui.core.results import ALL, HEM, CancelToken
 from training.datasets import Record
@@ -68,12 +75,14 @@ from training.scoring import (
     evaluate_predictions,
     metrics_dict,
 )
-from training.splits import Split, check_no_leakage
+from training.splits import PARTS, LeakageError, Split, check_no_leakage
 
 __all__ = [
+    "INIT_FROM_DEFAULTS",
     "STRATEGIES",
     "TrainConfig",
     "TrainingCancelled",
+    "dataset_fingerprint",
     "make_strategy",
     "next_bundle_path",
     "train_backbone",
@@ -82,6 +91,11 @@ __all__ = [
 STRATEGIES = ("default", "mirrored", "multiworker")
 STAIN_METHODS = ("none", "reinhard")
 STAIN_FIT_CELLS = 400  # training cells the stain statistics are fitted on (seeded sample)
+INIT_FROM_WEIGHTS = "parent model"  # TrainConfig.weights of a run started from a bundle
+# The short schedule of a fine-tune from a current model (`--init-from`), meant for a few
+# hundred cells: a tenth of the usual learning rates (the parent's features are already
+# fitted to cells, large steps would wreck them), head first, then the top layers, few epochs.
+INIT_FROM_DEFAULTS = {"epochs": 8, "head_epochs": 2, "head_lr": 1e-4, "fine_tune_lr": 1e-5}
 
 
 class TrainingCancelled(RuntimeError):
@@ -120,9 +134,24 @@ class TrainConfig:
     stain: str = "none"  # "none" or "reinhard": stain normalisation fitted on training cells
     bootstrap_resamples: int = 2000  # subject bootstrap for every score's 95% interval
     inference_graph: bool = True  # write model.onnx (OpenVINO / ONNX Runtime) into the bundle
+    # A bundle file to start from (its weights, backbone, input size, preprocessing and stain
+    # normalisation) instead of ImageNet; `weights` then reads INIT_FROM_WEIGHTS.
+    init_from: str | None = None
 
     def __post_init__(self) -> None:
         self.backbone = get_spec(self.backbone).name
+        if self.init_from is not None:
+            self.init_from = str(self.init_from)
+            if str(self.weights).lower() not in ("imagenet", INIT_FROM_WEIGHTS):
+                raise ValueError("init_from starts from the parent's weights; leave weights alone")
+            self.weights = INIT_FROM_WEIGHTS
+            if self.mixed_precision:
+                raise ValueError("mixed precision cannot be combined with init_from")
+            if self.stain != "none":
+                raise ValueError(
+                    "init_from keeps the parent model's own stain normalisation; leave stain "
+                    "at 'none'"
+                )
         if self.strategy not in STRATEGIES:
             raise ValueError(f"strategy must be one of {', '.join(STRATEGIES)}")
         if self.class_balance not in ("weights", "none"):
@@ -136,7 +165,7 @@ class TrainConfig:
 
     @property
     def transfer(self) -> bool:
-        return str(self.weights).lower() != "none"
+        return self.init_from is not None or str(self.weights).lower() != "none"
 
     @property
     def lr_full(self) -> float:
@@ -212,6 +241,12 @@ def _build(config: TrainConfig, policy: str) -> Any:
 
     from leukgui.core.backbones import build_classifier
 
+    if config.init_from is not None:
+        # The parent's own network, loaded and hash-checked like any model file: the same
+        # architecture, preprocessing layers and weights (mixed precision is refused here).
+        from leukgui.core.bundle import load_bundle
+
+        return load_bundle(config.init_from).keras_model()
     previous = keras.mixed_precision.dtype_policy()
     keras.mixed_precision.set_dtype_policy(policy)
     try:
@@ -781,6 +816,73 @@ def manifest_metrics(validation: Evaluation, test: Evaluation | None) -> dict[st
     return out
 
 
+def dataset_fingerprint(split: Split) -> dict[str, Any]:
+    """The data set a model was trained on, for its manifest (`training_data.dataset`).
+
+    `sha256` is a SHA-256 over the sorted rows "<file content SHA-256> TAB <label> TAB
+    <subject>" (one per cell of the train, validation and test parts, joined by newlines):
+    content hashes, not paths, so the same cells give the same hash wherever the folder
+    lies. File hashes come from `split.file_hashes` where the duplicate check computed them.
+    """
+    import hashlib
+    from collections import Counter, defaultdict
+
+    known = split.file_hashes or {}
+    rows = []
+    cells: Counter[str] = Counter()
+    subjects: dict[str, set[str]] = defaultdict(set)
+    for part in PARTS:
+        for r in split.part(part):
+            digest = known.get(r.path)
+            if digest is None:
+                digest = hashlib.sha256(Path(r.path).read_bytes()).hexdigest()
+            rows.append(f"{digest}\t{r.label}\t{r.subject}")
+            cells[r.label] += 1
+            subjects[r.label].add(r.subject)
+    body = "\n".join(sorted(rows)).encode("utf-8")
+    return {
+        "sha256": hashlib.sha256(body).hexdigest(),
+        "hash_of": "sorted rows (file content SHA-256, label, subject), one per cell of the "
+        "train, validation and test parts",
+        "cells": len(rows),
+        "cells_per_class": {c: cells.get(c, 0) for c in (ALL, HEM)},
+        "subjects": len(set().union(*subjects.values())) if subjects else 0,
+        "subjects_per_class": {c: len(subjects.get(c, ())) for c in (ALL, HEM)},
+    }
+
+
+def _parent_manifest(config: TrainConfig, split: Split) -> dict[str, Any]:
+    """The checked manifest of `config.init_from`; ValueError when it does not fit the run,
+    LeakageError when the new test part holds subjects the parent trained or validated on
+    (the parent's knowledge of them would flow into the new model's held-out scores)."""
+    from leukgui.core.bundle import read_manifest
+
+    manifest = read_manifest(config.init_from)
+    label = f"{manifest['name']} v{manifest['version']}"
+    if get_spec(manifest["backbone"]).name != config.backbone:
+        raise ValueError(
+            f"the parent model {label} is a {manifest['backbone']}, not a {config.backbone}"
+        )
+    if int(manifest["input_size"]) != config.size:
+        raise ValueError(
+            f"the parent model {label} takes {manifest['input_size']} px cells, not {config.size}"
+        )
+    if manifest.get("demo"):
+        raise ValueError(f"{label} is the demo model; fine-tune from a real model")
+    recorded = ((manifest.get("training_data") or {}).get("split") or {}).get("subjects") or {}
+    seen = {str(s) for part in ("train", "validation") for s in recorded.get(part) or ()}
+    leaked = sorted(split.subjects("test") & seen)
+    if leaked:
+        shown = ", ".join(repr(s) for s in leaked[:5]) + (" ..." if len(leaked) > 5 else "")
+        raise LeakageError(
+            f"{len(leaked)} test subject(s) were in the training or validation part of the "
+            f"parent model {label}: {shown}; its test scores would not be held-out. Give "
+            "another test set or split (--seed, --test-data) without those subjects",
+            {s: ["test", f"parent {label}"] for s in leaked},
+        )
+    return manifest
+
+
 def train_backbone(
     split: Split,
     config: TrainConfig,
@@ -812,6 +914,7 @@ def train_backbone(
         labels = {r.label for r in split.part(part)}
         if labels != {ALL, HEM}:
             raise ValueError(f"the {part} part holds only {', '.join(sorted(labels))} cells")
+    parent = _parent_manifest(config, split) if config.init_from is not None else None
     say = log or (lambda _msg: None)
     chief = config.strategy != "multiworker" or is_chief()
     out_dir = Path(out) if chief else Path(tempfile.mkdtemp(prefix="leukgui-worker-"))
@@ -824,7 +927,11 @@ def train_backbone(
     failed = FailedFiles()
     started = time.time()
     stain = None
-    if config.stain != "none":  # fitted on training cells only: no score sees its own data
+    if parent is not None and parent.get("stain_normalisation") is not None:
+        from leukgui.core.bundle import check_stain_normalisation
+
+        stain = check_stain_normalisation(parent["stain_normalisation"])  # the parent's pixels
+    elif config.stain != "none":  # fitted on training cells only: no score sees its own data
         stain = fit_stain(
             split.train, config.size, max_cells=STAIN_FIT_CELLS, seed=config.seed, failed=failed
         )
@@ -879,8 +986,22 @@ def train_backbone(
             "temperature": temperature,
         }
     )
+    if parent is not None:
+        settings["stain_from"] = "parent model" if stain is not None else "none"
+        settings["parent"] = (
+            f"{parent['name']} v{parent['version']} (SHA-256 {parent[IDENTITY_KEY]})"
+        )
     metrics = manifest_metrics(val_eval, test_eval)
     extra: dict[str, Any] = {"cancelled": loop.cancelled}
+    if parent is not None:
+        extra[PARENT_KEY] = {
+            "name": parent["name"],
+            "version": parent["version"],
+            IDENTITY_KEY: parent[IDENTITY_KEY],
+            "weights_sha256": parent["weights_sha256"],
+            "backbone": parent["backbone"],
+            "file": Path(config.init_from or "").name,
+        }
     if config.calibrate:
         extra["calibration"] = {
             "method": "temperature",
@@ -901,6 +1022,11 @@ def train_backbone(
         demo=False,
         description=(
             f"{config.backbone} fine-tuned by `leukgui train` on {source or 'a labelled set'}"
+            + (
+                f" from {parent['name']} v{parent['version']} ({str(parent[IDENTITY_KEY])[:8]})"
+                if parent is not None
+                else ""
+            )
             + (" (CANCELLED early: best epoch so far)" if loop.cancelled else "")
         ),
         training_data={
@@ -916,6 +1042,7 @@ def train_backbone(
             "training_seconds": round(training_seconds, 1),
             "unreadable_files": len(failed),
             "warnings": list(warnings),
+            DATASET_KEY: dataset_fingerprint(split),
         },
         metrics=metrics,
         extra=extra,

@@ -33,6 +33,8 @@ examples:
   leukgui train my_cells/ --backbones vgg16,resnet50,efficientnetb0 --epochs 30 --out models/
   leukgui train C-NMC_Leukemia/training_data --train-folds 0,1 --validation-folds 2 \\
       --test-data C-NMC_Leukemia/validation_data --out models/
+  leukgui train lab-dataset/dataset.csv --init-from efficientnetb0-2026-11-25 --out models/
+      (fine-tune the current model on your own reviewed cells; the new model records its parent)
 
 data layouts: C-NMC training_data (fold_N/all|hem), the C-NMC preliminary test folder with its
 labels CSV, class folders all/ and hem/ (or --class-map), ALL-IDB2 (ImNNN_L.tif), or a CSV
@@ -98,6 +100,47 @@ def _recorded_split(bundle: str) -> dict:
     if not isinstance(split, dict):
         raise ValueError(f"--split-from {bundle}: the model file records no split")
     return split
+
+
+def _parent(args: argparse.Namespace) -> Any:
+    """`--init-from MODEL` resolved as `--model` is (a name, `name-vVERSION` or a file) and
+    checked against the options it fixes; ValueError (a usage error) saying which clash."""
+    from leukgui.core.backbones import get_spec
+    from leukgui.core.bundle import BundleError, choose_bundle, load_bundle
+
+    clashes = [
+        flag
+        for flag, given in (
+            ("--backbones", bool(args.backbones)),
+            ("--weights", args.weights is not None),
+            ("--stain", args.stain != "none"),
+            ("--mixed-precision", args.mixed_precision),
+            ("--cv", bool(args.cv)),
+        )
+        if given
+    ]
+    try:
+        # verified as any model is (weights hash, manifest identity); Keras loads it later
+        info = load_bundle(choose_bundle(args.init_from).path, keras=False)
+    except (BundleError, OSError) as exc:
+        raise ValueError(f"--init-from {args.init_from}: {exc}") from None
+    if args.backbone is not None and get_spec(args.backbone).name != info.backbone:
+        clashes.append(f"--backbone {args.backbone} (the parent is a {info.backbone})")
+    size = int(info.manifest["input_size"])
+    if args.input_size is not None and args.input_size != size:
+        clashes.append(f"--input-size {args.input_size} (the parent takes {size} px)")
+    if clashes:
+        raise ValueError(
+            f"--init-from {args.init_from} starts from that model's weights, backbone, input "
+            "size, preprocessing and stain normalisation; it cannot be combined with "
+            + ", ".join(clashes)
+        )
+    if info.demo:
+        raise ValueError(
+            f"--init-from {args.init_from}: {info.name} is the demo model; fine-tune from a "
+            "real model"
+        )
+    return info
 
 
 def _interval(ev: Any, key: str) -> str:
@@ -233,27 +276,38 @@ class TrainingPrinter:
 
 def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     from leukgui.core.atomic import ReportWriteError
-    from leukgui.core.backbones import WeightsMissingError, get_spec
+    from leukgui.core.backbones import DEFAULT_BACKBONE, WeightsMissingError, get_spec
+    from leukgui.core.bundle import BundleError
     from leukgui.core.paths import user_models_dir
     from training.datasets import parse_subject_rule, read_dataset
     from training.pipeline import Augmentation
     from training.run import SplitOptions, train_session
     from training.splits import DuplicateError, LeakageError, SplitError
-    from training.trainer import TrainConfig
+    from training.trainer import INIT_FROM_DEFAULTS, TrainConfig
 
-    names = args.backbones.split(",") if args.backbones else [args.backbone]
+    names = args.backbones.split(",") if args.backbones else [args.backbone or DEFAULT_BACKBONE]
     try:
+        parent = _parent(args) if args.init_from else None
+        if parent is not None:
+            names = [parent.backbone]
         backbones = [get_spec(n).name for n in names if n.strip()]
         class_map = _class_map(args.class_map)
+        schedule = {"epochs": 30, "head_epochs": 5, "head_lr": 1e-3, "fine_tune_lr": 1e-4}
+        if parent is not None:
+            schedule.update(INIT_FROM_DEFAULTS)  # short and gentle: see TrainConfig
+
+        def given(value: Any, key: str) -> Any:
+            return schedule[key] if value is None else value
+
         config = TrainConfig(
             backbone=backbones[0],
-            weights=args.weights,
-            input_size=args.input_size,
+            weights=args.weights or "imagenet",
+            input_size=int(parent.manifest["input_size"]) if parent else args.input_size,
             batch_size=args.batch_size,
-            epochs=args.epochs,
-            head_epochs=args.head_epochs,
-            head_lr=args.lr or 1e-3,
-            fine_tune_lr=args.fine_tune_lr,
+            epochs=given(args.epochs, "epochs"),
+            head_epochs=given(args.head_epochs, "head_epochs"),
+            head_lr=args.lr or schedule["head_lr"],
+            fine_tune_lr=given(args.fine_tune_lr, "fine_tune_lr"),
             full_lr=args.lr,
             patience=args.patience,
             seed=args.seed,
@@ -267,6 +321,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             stain="none" if args.stain == "both" else args.stain,
             bootstrap_resamples=args.bootstrap,
             inference_graph=not args.no_inference_graph,
+            init_from=str(parent.path) if parent is not None else None,
         )
         subjects = parse_subject_rule(args.subject_folder, args.subject_pattern)
         split_from = _recorded_split(args.split_from) if args.split_from else None
@@ -324,7 +379,7 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except KeyboardInterrupt:
         err.write("leukgui train: aborted; nothing saved\n")
         return EXIT_INTERRUPTED
-    except WeightsMissingError as exc:
+    except (WeightsMissingError, BundleError) as exc:
         err.write(f"leukgui train: {exc}\n")
         return EXIT_MODEL
     except ReportWriteError as exc:
@@ -349,6 +404,10 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     for run in session.runs:
         state = "CANCELLED, best epoch so far: " if run.cancelled else ""
         out.write(f"{state}{run.bundle_path}; report {run.report_xlsx}\n")
+        if parent is not None and run.bundle_path is not None:
+            from leukgui.core.bundle import lineage_text, read_manifest
+
+            out.write(f"  {lineage_text(read_manifest(run.bundle_path))}\n")
         for ev, words in (
             (run.test, "test (held-out subjects)"),
             (run.validation, "validation (chose the epoch, threshold and band: not held-out)"),
@@ -492,7 +551,6 @@ def add_parsers(sub: Any) -> None:
     which = train.add_mutually_exclusive_group()
     which.add_argument(
         "--backbone",
-        default=DEFAULT_BACKBONE,
         help=f"one of {', '.join(BACKBONES)} (default {DEFAULT_BACKBONE})",
     )
     which.add_argument(
@@ -500,16 +558,30 @@ def add_parsers(sub: Any) -> None:
     )
     train.add_argument(
         "--weights",
-        default="imagenet",
         metavar="imagenet|none|PATH",
         help="start from ImageNet weights (Keras cache or the bundled folder; never "
         "downloaded), from scratch (none), or from a no-top weights file (default imagenet)",
     )
+    train.add_argument(
+        "--init-from",
+        metavar="MODEL",
+        help="fine-tune a current model (a name, name-vVERSION or .leukmodel file, as --model "
+        "elsewhere) instead of starting from ImageNet: its weights, backbone, input size, "
+        "preprocessing and stain normalisation, with a short schedule for a few hundred "
+        "cells (defaults: 8 epochs, the first 2 training the head, then the top layers; "
+        "learning rates 1e-4 then 1e-5, a tenth of the usual); the new model file records "
+        "its parent. Not with --backbone(s), --weights, --input-size, --stain, "
+        "--mixed-precision or --cv",
+    )
     train.add_argument("--out", metavar="DIR", help="where to write (default: your models folder)")
     train.add_argument("--name", help="name of the new model (default: the backbone)")
-    train.add_argument("--epochs", type=int, default=30, help="most epochs in all (default 30)")
     train.add_argument(
-        "--head-epochs", type=int, default=5, help="most epochs of the head phase (default 5)"
+        "--epochs", type=int, help="most epochs in all (default 30; 8 with --init-from)"
+    )
+    train.add_argument(
+        "--head-epochs",
+        type=int,
+        help="most epochs of the head phase (default 5; 2 with --init-from)",
     )
     train.add_argument("--batch-size", type=int, default=32, help="cells per step (default 32)")
     train.add_argument(
@@ -518,11 +590,13 @@ def add_parsers(sub: Any) -> None:
     train.add_argument(
         "--lr",
         type=float,
-        help="learning rate of the head phase (default 1e-3), or of from-scratch training "
-        "with --weights none (default 1e-3; 1e-4 for vgg16)",
+        help="learning rate of the head phase (default 1e-3; 1e-4 with --init-from), or of "
+        "from-scratch training with --weights none (default 1e-3; 1e-4 for vgg16)",
     )
     train.add_argument(
-        "--fine-tune-lr", type=float, default=1e-4, help="fine-tuning learning rate (1e-4)"
+        "--fine-tune-lr",
+        type=float,
+        help="fine-tuning learning rate (default 1e-4; 1e-5 with --init-from)",
     )
     train.add_argument(
         "--patience", type=int, default=4, help="early stopping patience in epochs (default 4)"

@@ -54,6 +54,11 @@ MODEL_MEMBER = "model.keras"
 MANIFEST_MEMBER = "manifest.json"
 CALIBRATION_KEY = "calibration"  # optional: {"method": "temperature", "temperature": T, ...}
 STAIN_KEY = "stain_normalisation"  # optional: {"method": "reinhard", "lab_mean": [...], ...}
+# optional: the bundle a fine-tuned model started from (`leukgui train --init-from`):
+# {"name", "version", "bundle_sha256" (the parent's identity), "weights_sha256", "backbone"}
+PARENT_KEY = "parent"
+# optional, inside `training_data`: the data set a model was trained on (see training.trainer)
+DATASET_KEY = "dataset"
 REQUIRED_KEYS = (
     "format",
     "format_version",
@@ -176,6 +181,11 @@ class BundleInfo:
         """The manifest's stain normalisation (`ReinhardStats`), or None when it has none."""
         value = self.manifest.get(STAIN_KEY)
         return None if value is None else check_stain_normalisation(value)
+
+    @property
+    def lineage(self) -> str:
+        """ "fine-tuned from <name> <version> (<sha8>) on <n> cells, <k> subjects", or ""."""
+        return lineage_text(self.manifest)
 
     def calibrate(self, p_all: Any) -> Any:
         """Network P(ALL) (a number or an array) with this bundle's temperature applied:
@@ -357,6 +367,8 @@ def check_manifest_fields(manifest: Any, *, identity: bool = True) -> None:
         check_calibration(manifest[CALIBRATION_KEY])
     if STAIN_KEY in manifest:
         check_stain_normalisation(manifest[STAIN_KEY])
+    if PARENT_KEY in manifest:
+        check_parent(manifest[PARENT_KEY])
     if INFERENCE_KEY in manifest:
         try:
             check_graph_manifest(manifest[INFERENCE_KEY])
@@ -389,6 +401,47 @@ def check_calibration(value: Any) -> float:
             isinstance(value["fitted_on"], str), "calibration fitted_on", "text", value["fitted_on"]
         )
     return float(temperature)
+
+
+def check_parent(value: Any) -> dict[str, Any]:
+    """A manifest's `parent` object (the bundle it was fine-tuned from); BundleError if bad."""
+    if not isinstance(value, dict):
+        raise BundleError(f"parent must be an object, not {_describe(value)}")
+    for key in ("name", "version"):
+        _need(
+            isinstance(value.get(key), str) and value[key].strip() != "",
+            f"parent {key}",
+            "non-empty text",
+            value.get(key),
+        )
+    _need(
+        _is_sha256(value.get(IDENTITY_KEY)),
+        f"parent {IDENTITY_KEY}",
+        "64 lowercase hex digits",
+        value.get(IDENTITY_KEY),
+    )
+    return value
+
+
+def lineage_text(manifest: dict[str, Any]) -> str:
+    """ "fine-tuned from <name> <version> (<sha8>) on <n> cells, <k> subjects", or "" for a
+    model without a parent. The counts are the training data set's (`training_data.dataset`);
+    when a manifest lacks them the text stops after the parent."""
+    parent = manifest.get(PARENT_KEY)
+    if not isinstance(parent, dict):
+        return ""
+    text = (
+        f"fine-tuned from {parent.get('name', '?')} {parent.get('version', '?')} "
+        f"({str(parent.get(IDENTITY_KEY, ''))[:8]})"
+    )
+    data = manifest.get("training_data")
+    dataset = data.get(DATASET_KEY) if isinstance(data, dict) else None
+    if isinstance(dataset, dict) and _is_int(dataset.get("cells")):
+        subjects = dataset.get("subjects")
+        text += f" on {dataset['cells']:,} cells"
+        if _is_int(subjects):
+            text += f", {subjects:,} subjects"
+    return text
 
 
 def check_stain_normalisation(value: Any) -> Any:

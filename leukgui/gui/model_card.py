@@ -168,6 +168,8 @@ def model_card_html(info: BundleInfo) -> str:
         ("model.keras SHA-256", info.weights_sha256),
         ("Description", m.get("description", "")),
     ]
+    if info.lineage:  # a model fine-tuned from another (`leukgui train --init-from`)
+        rows.insert(2, ("Lineage", info.lineage))
     calibration = m.get("calibration") or {}
     if isinstance(calibration, dict) and calibration.get("temperature") is not None:
         rows.insert(
