@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from openpyxl import Workbook
 
 from leukgui.core.atomic import atomic_write
 from leukgui.core.formatting import percent_range
+from leukgui.core.metrics import thresholded_call
 from leukgui.core.xlsx import (
     BANNER_FONT,
     BEST_FILL,
@@ -39,8 +41,20 @@ from leukgui.core.xlsx import (
     title_cell,
 )
 from training.history import TrainingRun
+from training.scoring import Evaluation
+from training.stats import PairedComparison
 
-__all__ = ["choose_run", "paired_rows", "run_label", "write_comparison"]
+__all__ = [
+    "DISAGREEMENT_CAP",
+    "PARENT_SHEET",
+    "Disagreement",
+    "ParentComparison",
+    "choose_run",
+    "compare_with_parent",
+    "paired_rows",
+    "run_label",
+    "write_comparison",
+]
 
 # (header, kind); kinds: text, pct, prob, int, sec, rate
 _COMPARISON_COLUMNS: tuple[tuple[str, str], ...] = (
@@ -463,3 +477,174 @@ def write_comparison(
     _write_comparison_xlsx(rows, paired, notes, chosen, xlsx_path, with_test, chosen_has_test)
     _write_comparison_md(rows, paired, notes, chosen, md_path, with_test, chosen_has_test)
     return xlsx_path, md_path
+
+
+# ------------------------------------------------------------------------------ parent vs new
+
+PARENT_SHEET = "Parent vs new"
+DISAGREEMENT_CAP = 200  # rows of the disagreement table (with thumbnails) in the report
+
+
+@dataclass(frozen=True)
+class Disagreement:
+    """One test cell the parent and the new model label differently (each at its threshold)."""
+
+    path: str
+    subject: str
+    truth: str
+    parent_p_all: float
+    parent_label: str
+    new_p_all: float
+    new_label: str
+
+
+@dataclass
+class ParentComparison:
+    """A fine-tuned model against the model it started from, on the new split's test cells.
+
+    `paired` is new (a) minus parent (b): balanced accuracy with a paired bootstrap over the
+    test SUBJECTS and McNemar's exact test (`mcnemar_b`: only the new model right,
+    `mcnemar_c`: only the parent right). `parent_split_known` says whether the parent's model
+    file records its training and validation subjects (those are refused from the new test
+    part before training, so then no test subject was seen by the parent).
+    """
+
+    parent_name: str
+    parent_version: str
+    parent_sha256: str
+    parent: Evaluation
+    new: Evaluation
+    paired: PairedComparison
+    disagreements: list[Disagreement]
+    parent_split_known: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def parent_label(self) -> str:
+        return f"{self.parent_name} v{self.parent_version}"
+
+    @property
+    def verdict(self) -> str:
+        return parent_verdict(self)
+
+    def manifest_record(self) -> dict[str, Any]:
+        """The short `comparison` record of the new bundle's manifest (JSON-ready: an
+        undefined number is null, never NaN)."""
+        c = self.paired
+        low, high = c.interval
+        return {
+            "against": "parent",
+            "parent_bundle_sha256": self.parent_sha256,
+            "parent": self.parent_label,
+            "part": "test",
+            "cells": c.cells,
+            "subjects": c.subjects,
+            "balanced_accuracy_parent": _finite(c.value_b),
+            "balanced_accuracy_new": _finite(c.value_a),
+            "difference": _finite(c.difference),
+            "interval": [_finite(low), _finite(high)],
+            "confidence": c.confidence,
+            "bootstrap": {"unit": c.unit, "resamples": c.resamples, "seed": c.seed},
+            "mcnemar_p": _finite(c.mcnemar_p),
+            "only_new_right": c.mcnemar_b,
+            "only_parent_right": c.mcnemar_c,
+            "disagreements": len(self.disagreements),
+            "parent_split_known": self.parent_split_known,
+            "verdict": self.verdict,
+        }
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def compare_with_parent(
+    new: Evaluation,
+    parent: Evaluation,
+    parent_manifest: dict[str, Any],
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+    confidence: float = 0.95,
+) -> ParentComparison:
+    """Compare the new model's test evaluation with the parent's on the very same cells.
+
+    Each model is scored at its own threshold (the parent's from its manifest, the new one's
+    chosen on the new validation part). ValueError when the two evaluations hold different
+    cells.
+    """
+    from training.stats import paired_comparison
+
+    paired = paired_comparison(
+        new.predictions,
+        parent.predictions,
+        new.threshold,
+        parent.threshold,
+        name_a="new model",
+        name_b="parent",
+        resamples=resamples,
+        seed=seed,
+        confidence=confidence,
+    )
+    where = {p: i for i, p in enumerate(parent.predictions.paths)}
+    rows = []
+    n = new.predictions
+    for i, path in enumerate(n.paths):
+        j = where[path]
+        p_new, p_parent = n.p_all[i], parent.predictions.p_all[j]
+        label_new = thresholded_call(p_new, new.threshold)
+        label_parent = thresholded_call(p_parent, parent.threshold)
+        if label_new != label_parent:
+            rows.append(
+                Disagreement(
+                    path, n.subjects[i], n.truth[i], p_parent, label_parent, p_new, label_new
+                )
+            )
+    recorded = ((parent_manifest.get("training_data") or {}).get("split") or {}).get("subjects")
+    known = isinstance(recorded, dict) and any(recorded.get(p) for p in ("train", "validation"))
+    from leukgui.core.bundle import IDENTITY_KEY
+
+    return ParentComparison(
+        parent_name=str(parent_manifest.get("name", "")),
+        parent_version=str(parent_manifest.get("version", "")),
+        parent_sha256=str(parent_manifest.get(IDENTITY_KEY, "")),
+        parent=parent,
+        new=new,
+        paired=paired,
+        disagreements=rows,
+        parent_split_known=known,
+    )
+
+
+def parent_verdict(c: ParentComparison) -> str:
+    """The comparison in one plain sentence (the report's and the command line's)."""
+    p = c.paired
+    points = 100 * p.difference
+    if not math.isfinite(points):
+        size = "could not be compared (balanced accuracy undefined)"
+    elif round(points, 1) == 0:
+        size = "is the same as the parent's (0.0 points)"
+    else:
+        size = f"is {abs(points):.1f} points {'higher' if points > 0 else 'lower'}"
+    low, high = p.interval
+    ci = (
+        f"{100 * p.confidence:.0f}% CI {100 * low:+.1f} to {100 * high:+.1f}"
+        if math.isfinite(low) and math.isfinite(high)
+        else f"{100 * p.confidence:.0f}% CI n/a: fewer than 2 test subjects of a class"
+    )
+    where = f"on {p.cells:,} cells from {p.subjects} subject{'s' if p.subjects != 1 else ''}"
+    if c.parent_split_known:
+        where += (
+            " the parent never saw (its recorded training and validation subjects are refused "
+            "from this test part)"
+        )
+    else:
+        where += (
+            "; the parent's model file records no training subjects, so it may have seen some "
+            "of them"
+        )
+    return (
+        f"The new model's balanced accuracy {size} ({ci}; McNemar p = "
+        f"{p_value_text(p.mcnemar_p)}) {where}."
+    )

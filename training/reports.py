@@ -55,17 +55,20 @@ from leukgui.core.xlsx import (
     PCT,
     PROB,
     SECTION_FONT,
+    WRAP_TOP,
     KeyValues,
     border_row,
     header_row,
     label_fill,
     number_cell,
     page_header,
+    picture_in_cell,
     print_setup,
     set_widths,
     text_cell,
     title_cell,
 )
+from training.comparison import DISAGREEMENT_CAP, PARENT_SHEET, ParentComparison, p_value_text
 from training.curves import curves_sheet
 from training.history import LOG_COLUMNS, EpochLog, TrainingRun
 from training.scoring import Evaluation
@@ -837,9 +840,12 @@ def _finish(wb: Workbook, title: str) -> None:
         page_header(ws, f"LeukGUI — {title}", generated)
 
 
-def write_training_report(run: TrainingRun, path: Path) -> Path:
+def write_training_report(
+    run: TrainingRun, path: Path, *, parent_comparison: ParentComparison | None = None
+) -> Path:
     """Write the Excel report of one training run: Summary, Data, Curves, Metrics,
-    Subjects and Predictions sheets.
+    Subjects and Predictions sheets, and for a fine-tune with its comparison the
+    "Parent vs new" sheet.
 
     This is what a lab files with a trained model file: what it was trained on, how training
     went, and how it scores on held-out subjects. Raises `ReportWriteError` (previous file
@@ -867,9 +873,151 @@ def write_training_report(run: TrainingRun, path: Path) -> Path:
     primary, part = _primary(run.test, run.validation)
     _subjects_sheet(wb.create_sheet("Subjects"), primary, f"Per subject — {part}")
     _predictions_sheet(wb.create_sheet("Predictions"), primary, f"Every cell — {part}")
+    if parent_comparison is not None:
+        parent_sheet(wb.create_sheet(PARENT_SHEET), parent_comparison)
     _finish(wb, f"Training report {run.name} {run.version}")
     atomic_write(path, wb.save)
     return path
+
+
+# --------------------------------------------------------------------------- parent vs new
+
+PARENT_METRIC_ROWS = (
+    ("Balanced accuracy", "balanced_accuracy"),
+    ("Sensitivity (recall, ALL)", "recall"),
+    ("Specificity (HEM)", "specificity"),
+    ("ROC AUC", "roc_auc"),
+)
+PARENT_DISAGREEMENT_HEADERS = (
+    "Thumbnail",
+    "Path",
+    "Subject",
+    "Truth",
+    "Parent P(ALL)",
+    "Parent label",
+    "New P(ALL)",
+    "New label",
+)
+_PARENT_THUMB_PX = 64
+
+
+def _cell_png(path: str, px: int) -> bytes | None:
+    """A px-square thumbnail of a cell image as the model saw it, or None if unreadable."""
+    from leukgui.core.exports import png_bytes
+    from leukgui.core.imaging import ImageError, decode_image, thumbnail
+
+    try:
+        return png_bytes(thumbnail(decode_image(path), px))
+    except (ImageError, OSError, ValueError):
+        return None
+
+
+def parent_sheet(ws: Worksheet, c: ParentComparison, *, thumbnails: bool = True) -> None:
+    """The "Parent vs new" sheet: the verdict (A2), both models' metrics side by side (a
+    table headed "Metric" in column A), the paired difference and McNemar's test (keys in
+    column A, values in B), then every cell the two label differently (capped)."""
+    p = c.paired
+    title_cell(ws, 1, "Parent vs new model on the same held-out test cells")
+    verdict = text_cell(ws, 2, 1, c.verdict)
+    verdict.font = BOLD
+    verdict.alignment = WRAP_TOP
+    ws.merge_cells(start_row=2, start_column=1, end_row=2, end_column=8)
+    ws.row_dimensions[2].height = 48
+    row = 4
+    header_row(ws, row, ["Metric", f"Parent ({c.parent_label})", "New model", "New − parent"])
+    rows: list[tuple[str, Any, Any, str | None]] = [
+        ("Test cells", c.parent.metrics.n, c.new.metrics.n, INT),
+        ("Test subjects", len(c.parent.subjects), len(c.new.subjects), INT),
+        ("Threshold (each model's own)", c.parent.threshold, c.new.threshold, PROB),
+    ]
+    for label, key in PARENT_METRIC_ROWS:
+        fmt = PROB if key == "roc_auc" else PCT
+        rows.append((label, getattr(c.parent.metrics, key), getattr(c.new.metrics, key), fmt))
+    for label, old, new, fmt in rows:
+        row += 1
+        text_cell(ws, row, 1, label)
+        number_cell(ws, row, 2, old, fmt)
+        number_cell(ws, row, 3, new, fmt)
+        if fmt in (PCT, PROB) and label.startswith(("Balanced", "Sens", "Spec", "ROC")):
+            diff = float(new) - float(old)
+            if fmt == PCT:
+                number_cell(ws, row, 4, 100 * diff, "+0.0;-0.0;0.0")
+            else:
+                number_cell(ws, row, 4, diff, "+0.000;-0.000;0.000")
+    row += 1
+    text_cell(
+        ws, row, 1, "Difference: percentage points for rates, plain for ROC AUC."
+    ).font = NOTE_FONT
+    row += 2
+    kv = KeyValues(ws, row, 60)
+    kv.section("Paired difference in balanced accuracy (new − parent)")
+    kv.add("Difference (percentage points)", 100 * p.difference, "+0.0;-0.0;0.0", bold=True)
+    low, high = p.interval
+    kv.add(
+        f"{100 * p.confidence:.0f}% CI (percentage points)",
+        f"{100 * low:+.1f} to {100 * high:+.1f}"
+        if math.isfinite(low) and math.isfinite(high)
+        else "n/a (fewer than 2 test subjects of a class)",
+    )
+    kv.add(
+        "Bootstrap",
+        f"paired, resampling {p.subjects} {p.unit}s (not cells) within their class, "
+        f"{p.resamples:,} resamples, seed {p.seed}",
+    )
+    kv.add("McNemar p (exact)", p_value_text(p.mcnemar_p))
+    kv.add("Only the new model right (cells)", p.mcnemar_b, INT)
+    kv.add("Only the parent right (cells)", p.mcnemar_c, INT)
+    kv.add("Cells labelled differently", len(c.disagreements), INT)
+    kv.add("Parent model", c.parent_label)
+    kv.add("Parent SHA-256", c.parent_sha256)
+    kv.note(
+        "Both models scored the same test cells through the same preprocessing, each at its "
+        "own threshold on its own calibrated P(ALL). McNemar: exact binomial test on the cells "
+        "where exactly one model is right. "
+        + (
+            "The parent's recorded training and validation subjects were refused from this test "
+            "part before training (matched by subject name), so the parent never saw them."
+            if c.parent_split_known
+            else "The parent's model file records no training subjects: it may have seen some "
+            "of these subjects, which would favour it."
+        )
+    )
+    for note in c.notes:
+        kv.note(note)
+    row = kv.row + 1
+    shown = c.disagreements[:DISAGREEMENT_CAP]
+    text_cell(ws, row, 1, f"Cells the two models label differently ({len(c.disagreements)})")
+    ws.cell(row=row, column=1).font = SECTION_FONT
+    if len(c.disagreements) > len(shown):
+        row += 1
+        text_cell(
+            ws,
+            row,
+            1,
+            f"Only the first {len(shown)} of {len(c.disagreements)} are listed "
+            f"(cap {DISAGREEMENT_CAP}).",
+        ).font = NOTE_FONT
+    row += 1
+    header_row(ws, row, list(PARENT_DISAGREEMENT_HEADERS))
+    for d in shown:
+        row += 1
+        text_cell(ws, row, 2, d.path)
+        text_cell(ws, row, 3, d.subject)
+        text_cell(ws, row, 4, d.truth).fill = label_fill(d.truth)
+        number_cell(ws, row, 5, d.parent_p_all, PROB)
+        text_cell(ws, row, 6, d.parent_label).fill = label_fill(d.parent_label)
+        number_cell(ws, row, 7, d.new_p_all, PROB)
+        text_cell(ws, row, 8, d.new_label).fill = label_fill(d.new_label)
+        png = _cell_png(d.path, _PARENT_THUMB_PX) if thumbnails else None
+        if png is not None:
+            ws.row_dimensions[row].height = (_PARENT_THUMB_PX + 8) * 0.75
+            picture_in_cell(ws, png, row, 1, _PARENT_THUMB_PX, 4, 4)
+        elif thumbnails:
+            text_cell(ws, row, 1, "unreadable").font = NOTE_FONT
+    if not shown:
+        text_cell(ws, row + 1, 1, "(none: the two models give every cell the same label)")
+    set_widths(ws, [max(34, _PARENT_THUMB_PX / 7 + 2), 60, 14, 8, 13, 12, 13, 12])
+    print_setup(ws)
 
 
 # --------------------------------------------------------------------------- evaluation

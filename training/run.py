@@ -16,7 +16,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+from leukgui.core.atomic import ReportWriteError
+from leukgui.core.bundle import BundleError
 from leukgui.core.results import ALL, HEM, CancelToken
+from training.comparison import ParentComparison
 from training.datasets import DatasetScan, Record, read_dataset
 from training.history import TrainingCallback, TrainingRun
 from training.splits import (
@@ -41,7 +44,9 @@ __all__ = [
     "TrainingSession",
     "data_warnings",
     "make_split",
+    "record_comparison",
     "reviewers_of",
+    "score_parent",
     "subjects_unknown_message",
     "train_session",
 ]
@@ -100,6 +105,8 @@ class TrainingSession:
     cancelled: bool = False
     failures: list[tuple[str, str]] = field(default_factory=list)  # (backbone, reason)
     warnings: list[str] = field(default_factory=list)  # about the data and the split
+    # a fine-tune (--init-from): the new model against its parent on the same test cells
+    parent_comparison: ParentComparison | None = None
 
 
 def make_split(
@@ -225,6 +232,87 @@ def _free_name(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
         k += 1
 
 
+def score_parent(
+    parent: str | os.PathLike[str], records: Sequence[Record], config: TrainConfig
+) -> Any:
+    """The parent bundle's `Evaluation` on `records` (the new split's test cells), through
+    the path the new model's test scores take: the same decoding and resizing
+    (`predict_records`), the parent's own stain normalisation, calibration temperature,
+    threshold and band. The bundle is verified and loaded as evaluation loads bundles."""
+    from dataclasses import replace as dc_replace
+
+    from leukgui.core.bundle import load_bundle
+    from leukgui.core.calibration import apply_temperature
+    from training.pipeline import FailedFiles
+    from training.scoring import evaluate_predictions
+    from training.trainer import compiled_predict, predict_records
+
+    bundle = load_bundle(parent)
+    raw, _ = predict_records(
+        compiled_predict(bundle.keras_model()),
+        list(records),
+        input_size=int(bundle.manifest["input_size"]),
+        batch_size=config.batch_size,
+        failed=FailedFiles(),
+        stain=bundle.stain,
+    )
+    calibrated = dc_replace(raw, p_all=apply_temperature(raw.p_all, bundle.temperature).tolist())
+    return evaluate_predictions(
+        calibrated,
+        bundle.threshold,
+        bundle.uncertainty_band,
+        "test (parent)",
+        temperature=bundle.temperature,
+        uncalibrated_p_all=raw.p_all,
+        resamples=config.bootstrap_resamples,
+        seed=config.seed,
+    )
+
+
+def record_comparison(bundle_path: Path, record: Mapping[str, Any]) -> None:
+    """Add `record` as the `comparison` field of a bundle's manifest and sign it again; the
+    model bytes and inference graph are kept as they are (their hashes are re-checked)."""
+    import hashlib
+
+    from leukgui.core.bundle import _read_archive, _write_bundle
+
+    manifest, data, graph = _read_archive(Path(bundle_path), model=True)
+    assert data is not None
+    if hashlib.sha256(data).hexdigest() != manifest["weights_sha256"]:
+        raise ValueError(f"{Path(bundle_path).name}: the weights do not match the manifest")
+    manifest = dict(manifest, comparison=dict(record))
+    _write_bundle(Path(bundle_path), manifest, data, graph)
+
+
+def compare_run_with_parent(
+    run: TrainingRun, split: Split, config: TrainConfig, say: Callable[[str], None]
+) -> ParentComparison | None:
+    """Score the parent on the run's test cells, compare, and record the comparison in the
+    training report (the "Parent vs new" sheet) and the bundle's manifest. None when the run
+    has no test part."""
+    from leukgui.core.bundle import read_manifest
+    from training.comparison import compare_with_parent
+    from training.reports import write_training_report
+
+    if config.init_from is None or run.test is None or not split.test:
+        return None
+    say("scoring the parent model on the same test cells…")
+    parent_eval = score_parent(config.init_from, split.test, config)
+    comparison = compare_with_parent(
+        run.test,
+        parent_eval,
+        read_manifest(config.init_from),
+        resamples=config.bootstrap_resamples,
+        seed=config.seed,
+    )
+    if run.bundle_path is not None:
+        record_comparison(run.bundle_path, comparison.manifest_record())
+    if run.report_xlsx is not None:
+        write_training_report(run, run.report_xlsx, parent_comparison=comparison)
+    say(f"parent vs new: {comparison.verdict}")
+    return comparison
+
+
 def train_session(
     data: str | os.PathLike[str] | DatasetScan,
     backbones: Sequence[str],
@@ -321,6 +409,14 @@ def train_session(
         run.unreadable = [(str(p), r) for p, r in scan.unreadable] + run.unreadable
         session.runs.append(run)
         say(f"{backbone}: wrote {run.bundle_path}")
+        if run_config.init_from is not None and session.parent_comparison is None:
+            try:
+                session.parent_comparison = compare_run_with_parent(run, split, run_config, say)
+            except (BundleError, ReportWriteError, OSError, ValueError, RuntimeError) as exc:
+                # the new model is saved and sound; say loudly that its comparison is missing
+                problem = f"the comparison with the parent model could not be made: {exc}"
+                session.warnings.append(problem)
+                say(f"warning: {problem}")
         if run.cancelled:
             session.cancelled = True
             break

@@ -27,10 +27,12 @@ __all__ = [
     "MIN_BOOTSTRAP_SUBJECTS",
     "SUBJECT_INTERVAL_METHOD",
     "BootstrapIntervals",
+    "PairedBootstrap",
     "PairedComparison",
     "SubjectLevel",
     "clopper_pearson",
     "mcnemar_exact",
+    "paired_bootstrap",
     "paired_comparison",
     "subject_bootstrap",
     "subject_level",
@@ -123,6 +125,21 @@ class PairedComparison:
     mcnemar_c: int  # cells a gets wrong and b gets right
     mcnemar_p: float
     verdict: str
+    unit: str = "subject"  # what the bootstrap resampled
+
+
+@dataclass(frozen=True)
+class PairedBootstrap:
+    """The paired bootstrap of a difference in balanced accuracy (a - b), draw by draw.
+
+    `units` are what each resample draws with replacement (the subjects, never the cells);
+    `differences` holds one a - b per resample, empty when too few subjects (`note` says why).
+    """
+
+    unit: str
+    units: tuple[str, ...]
+    differences: np.ndarray
+    note: str | None = None
 
 
 # ------------------------------------------------------------------------------ helpers
@@ -511,20 +528,17 @@ def paired_comparison(
     _check_settings(resamples, confidence)
     order = _aligned(a, b)
     group = _group(a.subjects, a.truth, a.p_all)
-    p_a = group.scores
     p_b = np.asarray(b.p_all, dtype=np.float64)[order]
-    call_a, call_b = p_a >= threshold_a, p_b >= threshold_b
+    call_a, call_b = group.scores >= threshold_a, p_b >= threshold_b
     counts_a, counts_b = _confusion(group, call_a), _confusion(group, call_b)
     value_a = float(_balanced(counts_a.sum(0)[None])[0])
     value_b = float(_balanced(counts_b.sum(0)[None])[0])
     right_a, right_b = call_a == group.is_all, call_b == group.is_all
     mb, mc = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
-    if _too_few(group) is not None:
-        interval = (math.nan, math.nan)
-    else:
-        weights = _resample_weights(group.majority_all, resamples, np.random.default_rng(seed))
-        diff = _balanced(weights @ counts_a) - _balanced(weights @ counts_b)
-        interval = _percentile(diff, confidence)
+    boot = _paired_draws(group, counts_a, counts_b, resamples, seed)
+    interval = (
+        (math.nan, math.nan) if boot.note is not None else _percentile(boot.differences, confidence)
+    )
     low, high = interval
     if math.isnan(low) or low <= 0.0 <= high:
         verdict = "no detectable difference"
@@ -549,4 +563,38 @@ def paired_comparison(
         mcnemar_c=mc,
         mcnemar_p=mcnemar_exact(mb, mc),
         verdict=verdict,
+        unit=boot.unit,
     )
+
+
+def _paired_draws(
+    group: _Subjects, counts_a: np.ndarray, counts_b: np.ndarray, resamples: int, seed: int
+) -> PairedBootstrap:
+    """Draw subjects (stratified by majority class) and score both models on each draw."""
+    problem = _too_few(group)
+    if problem is not None:
+        return PairedBootstrap("subject", tuple(group.names), np.empty(0), problem)
+    weights = _resample_weights(group.majority_all, resamples, np.random.default_rng(seed))
+    diff = _balanced(weights @ counts_a) - _balanced(weights @ counts_b)
+    return PairedBootstrap("subject", tuple(group.names), diff)
+
+
+def paired_bootstrap(
+    a: Predictions,
+    b: Predictions,
+    threshold_a: float,
+    threshold_b: float,
+    *,
+    resamples: int = 2000,
+    seed: int = 0,
+) -> PairedBootstrap:
+    """The draws behind `paired_comparison`'s interval (same seed, same draws): each resample
+    takes the SUBJECTS with replacement within their majority class and scores both models on
+    the pooled cells of the drawn subjects, so the returned `units` are the test subjects."""
+    _check_settings(resamples, 0.95)
+    order = _aligned(a, b)
+    group = _group(a.subjects, a.truth, a.p_all)
+    p_b = np.asarray(b.p_all, dtype=np.float64)[order]
+    counts_a = _confusion(group, group.scores >= threshold_a)
+    counts_b = _confusion(group, p_b >= threshold_b)
+    return _paired_draws(group, counts_a, counts_b, resamples, seed)

@@ -408,6 +408,8 @@ def cmd_train(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             from leukgui.core.bundle import lineage_text, read_manifest
 
             out.write(f"  {lineage_text(read_manifest(run.bundle_path))}\n")
+        if parent is not None and session.parent_comparison is not None:
+            out.write(f"  parent vs new: {session.parent_comparison.verdict}\n")
         for ev, words in (
             (run.test, "test (held-out subjects)"),
             (run.validation, "validation (chose the epoch, threshold and band: not held-out)"),
