@@ -317,8 +317,14 @@ def _analyze_and_report(
     out: TextIO,
     err: TextIO,
 ) -> int:
+    model = args.model
+    if model is None:  # the adopted model, when there is one and its file is there
+        from leukgui.core.model_registry import current_bundle_path
+
+        adopted = current_bundle_path()
+        model = str(adopted) if adopted is not None else None
     bundle = load_model(
-        args.model, err, "leukgui", announce=not args.quiet, keras=args.runtime == TENSORFLOW
+        model, err, "leukgui", announce=not args.quiet, keras=args.runtime == TENSORFLOW
     )
     if bundle is None:
         return EXIT_MODEL
@@ -434,11 +440,21 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """List the installed models (a table, or JSON with --json)."""
     from leukgui.core.bundle import find_bundles
     from leukgui.core.inference_graph import INFERENCE_KEY
+    from leukgui.core.model_registry import RegistryError, history
     from leukgui.core.paths import bundled_models_dir, user_models_dir
 
     if args.upgrade is not None:
         return _upgrade_model(args.upgrade, args.out, out, err)
+    if getattr(args, "adopt", None) is not None:
+        return _adopt_model(args, out, err)
     found, broken = find_bundles()
+    try:
+        adoptions = history()
+    except RegistryError as exc:
+        err.write(clean(f"leukgui models: {exc}\n"))
+        adoptions = []
+    in_use = adoptions[-1] if adoptions else None
+    adopted = {a.sha256 for a in adoptions}
     if args.json:
         rows = [
             {
@@ -451,6 +467,9 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
                 "sha256": b.sha256,
                 "inference_graph": INFERENCE_KEY in b.manifest,
                 "path": str(b.path),
+                "adopted": b.sha256 in adopted,
+                "in_use": in_use is not None and b.sha256 == in_use.sha256,
+                "lineage": b.lineage,
             }
             for b in found
         ]
@@ -476,9 +495,76 @@ def cmd_models(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             out.write("  ".join(cells).rstrip() + "\n")
         if any(b.demo for b in found):
             out.write(f"\n[DEMO] {DEMO_NOTICE}\n")
+        lineage = [(b, b.lineage) for b in found if b.lineage]
+        for b, text in lineage:
+            out.write(clean(f"{b.name} v{b.version}: {text}\n"))
+        new = [b for b in found if b.source == "user" and b.sha256 not in adopted]
+        for b in new:
+            out.write(clean(f"{b.name} v{b.version}: new — not adopted (see --adopt)\n"))
+        out.write(clean(_in_use_text(in_use) + "\n"))
     for path, reason in broken:
         reason = reason.removeprefix(f"{path.name}: ")  # the path is said once
         err.write(clean(f"unusable model file {display_path(path)}: {reason}\n"))
+    return EXIT_OK
+
+
+def _in_use_text(adoption: Any) -> str:
+    if adoption is None:
+        return (
+            "In use: no model adopted yet (the default model is used: the newest non-demo "
+            "model, else the demo model)"
+        )
+    text = (
+        f"In use: {adoption.name} v{adoption.version} ({adoption.sha256}), adopted by "
+        f"{adoption.who} on {adoption.when_text}"
+    )
+    if not Path(adoption.path).is_file():
+        text += f" — its file {adoption.path} is gone; the default model is used"
+    return text
+
+
+def _adopt_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    """`models --adopt NAME|FILE --reviewer NAME [--yes]`: show the comparison, confirm,
+    record the adoption in the lab's model registry."""
+    from leukgui.core.bundle import BundleError, choose_bundle
+    from leukgui.core.model_registry import RegistryError, adopt, comparison_lines
+
+    reviewer = " ".join(str(args.reviewer or "").split())
+    if not reviewer:
+        err.write("leukgui models: --adopt needs --reviewer NAME (who decides)\n")
+        return EXIT_USAGE
+    try:
+        info = choose_bundle(args.adopt)
+    except BundleError as exc:
+        err.write(clean(f"leukgui models: {exc}\n"))
+        return EXIT_MODEL
+    out.write(clean(f"{info.name} v{info.version} ({info.backbone}), SHA-256 {info.sha256}\n"))
+    out.write(clean(f"Lineage: {info.lineage or 'not fine-tuned from another model'}\n"))
+    lines = comparison_lines(info.manifest)
+    if lines:
+        out.write("Parent vs new model:\n")
+        for line in lines:
+            out.write(clean(f"  {line}\n"))
+    else:
+        out.write("No comparison with a parent model is recorded in this model file.\n")
+    if not args.yes:
+        out.write(f"Use {info.name} {info.version} for the next analyses? [y/N] ")
+        out.flush()
+        answer = sys.stdin.readline().strip().lower()
+        if answer not in ("y", "yes"):
+            out.write("Nothing was changed.\n")
+            return EXIT_OK
+    try:
+        adoption = adopt(info, reviewer)
+    except RegistryError as exc:
+        err.write(clean(f"leukgui models: {exc}\n"))
+        return EXIT_MODEL
+    out.write(
+        clean(
+            f"Adopted {adoption.name} v{adoption.version} by {adoption.who} on "
+            f"{adoption.when_text}; it is the model in use for the next analyses.\n"
+        )
+    )
     return EXIT_OK
 
 
@@ -620,7 +706,8 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         "--model",
         metavar="NAME|FILE",
         help="model name (see 'leukgui models') or a .leukmodel file; "
-        "default: the newest non-demo model, else the demo model",
+        "default: the adopted model (see 'leukgui models --adopt'), else the newest "
+        "non-demo model, else the demo model",
     )
     analyze.add_argument(
         "--out",
@@ -714,6 +801,16 @@ def add_parsers(parser: argparse.ArgumentParser, sub: Any) -> None:
         "needs --out. Check the model card of the result before using it.",
     )
     models.add_argument("--out", type=Path, help="where --upgrade writes the new model file")
+    models.add_argument(
+        "--adopt",
+        metavar="NAME|FILE",
+        help="make this model the one in use for the next analyses: shows its lineage and "
+        "parent-vs-new comparison, asks for confirmation and records who adopted it and when",
+    )
+    models.add_argument("--reviewer", metavar="NAME", help="who adopts the model (with --adopt)")
+    models.add_argument(
+        "--yes", action="store_true", help="with --adopt: do not ask for confirmation"
+    )
     models.set_defaults(func=cmd_models)
 
     runtimes = sub.add_parser(

@@ -64,7 +64,7 @@ from leukgui.core.results import (
 )
 from leukgui.core.text import display_path, display_text
 from leukgui.gui import review_dialogs
-from leukgui.gui.model_card import about_html, model_card_dialog
+from leukgui.gui.model_card import AdoptionDialog, about_html, model_card_dialog
 from leukgui.gui.window_menus import build_actions, build_menus
 from leukgui.gui.workers import Worker
 
@@ -224,6 +224,14 @@ class MainWindow(QMainWindow):
         card = QPushButton("Model card")
         card.clicked.connect(self.show_model_card)
         toolbar.addWidget(card)
+        self.use_model_button = QPushButton("Use this model…")
+        self.use_model_button.setToolTip(self.act_use_model.toolTip())
+        self.use_model_button.clicked.connect(self.show_adopt_dialog)
+        toolbar.addWidget(self.use_model_button)
+        # Names the model in use and whether (and by whom) it was adopted.
+        self.model_use_label = QLabel()
+        self.model_use_label.setObjectName("modelUseLabel")
+        toolbar.addWidget(self.model_use_label)
         toolbar.addSeparator()
         toolbar.addAction(self.act_analyze)
         toolbar.addAction(self.act_cancel)
@@ -490,9 +498,17 @@ class MainWindow(QMainWindow):
 
     def refresh_models(self, select: str | Path | None = None) -> None:
         """Fill the picker with every installed model; keep or set the selection."""
+        from leukgui.core.model_registry import RegistryError, current_bundle_path, history
+
         found, broken = find_bundles()
         current = select or (self.current_bundle_path() if self.bundles else None)
         self.bundles = found
+        try:
+            self._adoptions = history()
+        except RegistryError as exc:
+            self._adoptions = []
+            self.statusBar().showMessage(display_text(str(exc)), 8000)
+        adopted = {a.sha256 for a in self._adoptions}
         self.model_combo.blockSignals(True)
         self.model_combo.clear()
         # Two files with one name and version (a model imported twice under other file names,
@@ -503,6 +519,8 @@ class MainWindow(QMainWindow):
             text = f"{info.name} v{info.version} · {info.backbone}" + (
                 " · DEMO" if info.demo else " · ⚠ weak scores" if warning else ""
             )
+            if info.source == "user" and info.sha256 not in adopted:
+                text += " · new — not adopted"
             if names[(info.name, str(info.version))] > 1:
                 text += f" · {display_path(info.path.name)} ({info.source})"
             self.model_combo.addItem(text, str(info.path))
@@ -522,6 +540,11 @@ class MainWindow(QMainWindow):
         index = -1
         if current is not None:
             index = self.model_combo.findData(str(current))
+        # The lab's adopted model comes before the last one picked and the newest one: a
+        # model is in use by an adoption, never by being newer (see model_registry).
+        adopted_path = current_bundle_path() if index < 0 else None
+        if adopted_path is not None:
+            index = self.model_combo.findData(str(adopted_path))
         if index < 0 and self.prefs.model:
             index = self.model_combo.findData(self.prefs.model)
         if index < 0 and found:
@@ -638,9 +661,67 @@ class MainWindow(QMainWindow):
             ):
                 self.start_analysis()
 
+    def _update_model_use_label(self) -> None:
+        """Name the model in use and its adoption: by whom and when, or not adopted."""
+        info = self.current_bundle()
+        adoptions = getattr(self, "_adoptions", [])
+        if info is None:
+            self.model_use_label.setText(" No model ")
+            self.model_use_label.setToolTip("")
+            return
+        mine = [a for a in adoptions if a.sha256 == info.sha256]
+        lab = adoptions[-1] if adoptions else None
+        # Short beside the picker (which already names the model), so the toolbar keeps its
+        # Analyze button in view; the whole statement is in the tooltip.
+        full = f"In use: {info.name} v{info.version}"
+        if mine:
+            short = f"adopted by {mine[-1].who}, {mine[-1].when_text}"
+            full += f" — {short}"
+            if lab is not None and lab.sha256 != info.sha256:
+                full += f" (the lab's latest adoption is {lab.label})"
+                short += " (not the lab's latest)"
+        else:
+            short = "not adopted"
+            full += " — not adopted (Model > Use this model…)"
+        self.model_use_label.setText(display_text(f" {short} "))
+        self.model_use_label.setToolTip(f"{display_text(full)}\nModel SHA-256 {info.sha256}")
+
+    def show_adopt_dialog(self) -> AdoptionDialog | None:
+        """ "Use this model…": the chosen model's lineage and parent comparison, and the
+        question; OK records the adoption (who, when) and makes it the model in use."""
+        info = self.current_bundle()
+        if info is None:
+            self._show_message("warning", "No model", "No model is installed.")
+            return None
+        dialog = AdoptionDialog(info, self.prefs.reviewer, self)
+        dialog.accepted.connect(lambda: self._adopt(dialog))
+        self.adopt_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _adopt(self, dialog: AdoptionDialog) -> None:
+        from leukgui.core.model_registry import RegistryError, adopt
+
+        info = dialog.info
+        try:
+            adoption = adopt(info, dialog.reviewer())
+        except RegistryError as exc:
+            self._show_message("warning", "Model not adopted", display_text(str(exc)))
+            self.refresh_models()
+            return
+        self.refresh_models(select=info.path)
+        self.select_model(info.path)
+        self.save_preferences()
+        self.statusBar().showMessage(
+            f"{adoption.label} adopted by {adoption.who}; it is the model in use for the next "
+            "analyses",
+            10000,
+        )
+
     def _model_chosen(self, *_: Any) -> None:
         info = self.current_bundle()
         self._update_banner()
+        self._update_model_use_label()
         if info is not None:
             self.prefs.model = str(info.path)
         self._update_actions()
@@ -810,7 +891,8 @@ class MainWindow(QMainWindow):
         """A model trained here joins the picker; it is never chosen for the person."""
         self.refresh_models()
         self.statusBar().showMessage(
-            f"Model {Path(path).name} added to the model list; choose it in the picker to use it",
+            f"Model {Path(path).name} added to the model list (new — not adopted); to use it, "
+            "choose it and Model > Use this model…",
             10000,
         )
 

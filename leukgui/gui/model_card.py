@@ -10,7 +10,16 @@ import json
 import platform
 import sys
 
-from PySide6.QtWidgets import QDialog, QDialogButtonBox, QTextBrowser, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QDialog,
+    QDialogButtonBox,
+    QFormLayout,
+    QLabel,
+    QLineEdit,
+    QTextBrowser,
+    QVBoxLayout,
+    QWidget,
+)
 
 from leukgui import APP_NAME, __version__
 from leukgui.core.bundle import BundleInfo
@@ -19,7 +28,14 @@ from leukgui.core.results import DEMO_NOTICE
 from leukgui.gui.theme import status_colour
 from training.stats import FEW_SUBJECTS_PER_CLASS
 
-__all__ = ["about_html", "model_card_dialog", "model_card_html", "score_parts"]
+__all__ = [
+    "AdoptionDialog",
+    "about_html",
+    "adoption_html",
+    "model_card_dialog",
+    "model_card_html",
+    "score_parts",
+]
 
 
 def _warning_html(text: str) -> str:
@@ -266,3 +282,70 @@ def about_html(info: BundleInfo | None) -> str:
         f"{PySide6.__version__} · TensorFlow {tf_text}</p>"
     )
     return "".join(parts)
+
+
+def adoption_html(info: BundleInfo) -> str:
+    """What a person reads before adopting a model: its identity, lineage and, for a
+    fine-tuned model, the parent-vs-new comparison recorded in its file."""
+    from leukgui.core.model_registry import comparison_lines
+
+    esc = html.escape
+    out = [
+        f"<h3>{esc(info.name)} v{esc(info.version)}</h3>",
+        f"<p>Backbone {esc(info.backbone)} · SHA-256 <code>{esc(info.sha256)}</code></p>",
+        f"<p><b>Lineage:</b> {esc(info.lineage or 'not fine-tuned from another model')}</p>",
+    ]
+    lines = comparison_lines(info.manifest)
+    if lines:
+        out.append("<p><b>Parent vs new model</b> (on the new split's test cells):</p><ul>")
+        out.extend(f"<li>{esc(line)}</li>" for line in lines)
+        out.append("</ul>")
+    else:
+        out.append(
+            "<p><b>No comparison with a parent model is recorded in this model file</b>: "
+            "nothing here says whether it is better or worse than the model in use.</p>"
+        )
+    if info.demo:
+        out.append(_warning_html(DEMO_NOTICE))
+    elif info.score_warning:
+        out.append(_warning_html(f"Caution: {info.score_warning}"))
+    return "".join(out)
+
+
+class AdoptionDialog(QDialog):
+    """ "Use <name> <version> for the next analyses?" with the evidence and the reviewer's
+    name. Accepting records nothing by itself: the window records the adoption."""
+
+    def __init__(self, info: BundleInfo, reviewer: str = "", parent: QWidget | None = None):
+        super().__init__(parent)
+        self.info = info
+        self.setWindowTitle(f"Use this model — {info.name} v{info.version}")
+        layout = QVBoxLayout(self)
+        self.browser = QTextBrowser()
+        self.browser.setHtml(adoption_html(info))
+        layout.addWidget(self.browser)
+        self.question = QLabel(f"Use {info.name} {info.version} for the next analyses?")
+        self.question.setWordWrap(True)
+        layout.addWidget(self.question)
+        form = QFormLayout()
+        self.reviewer_edit = QLineEdit(reviewer)
+        self.reviewer_edit.setPlaceholderText("who decides (recorded with the date)")
+        form.addRow("Reviewer:", self.reviewer_edit)
+        layout.addLayout(form)
+        self.buttons = QDialogButtonBox(
+            QDialogButtonBox.StandardButton.Ok | QDialogButtonBox.StandardButton.Cancel
+        )
+        self.ok_button = self.buttons.button(QDialogButtonBox.StandardButton.Ok)
+        self.ok_button.setText("Use this model")
+        self.buttons.accepted.connect(self.accept)
+        self.buttons.rejected.connect(self.reject)
+        layout.addWidget(self.buttons)
+        self.reviewer_edit.textChanged.connect(self._update_ok)
+        self._update_ok()
+        self.resize(600, 460)
+
+    def reviewer(self) -> str:
+        return " ".join(self.reviewer_edit.text().split())
+
+    def _update_ok(self) -> None:
+        self.ok_button.setEnabled(bool(self.reviewer()))

@@ -98,6 +98,13 @@ def build_actions(w: QMainWindow) -> None:
         None,
         "Verify a model file (.leukmodel) and add it to your models folder",
     )
+    w.act_use_model = w._action(
+        "&Use this model…",
+        w.show_adopt_dialog,
+        None,
+        "Adopt the chosen model for the next analyses: see its lineage and comparison with "
+        "its parent, then record who decided and when",
+    )
     w.act_model_card = w._action(
         "Model &card…",
         w.show_model_card,
@@ -250,6 +257,7 @@ def build_menus(w: QMainWindow) -> None:
     analysis_menu.addAction(w.act_preferences)  # the inference runtime is chosen there
     model_menu = bar.addMenu("&Model")
     model_menu.addAction(w.act_model_card)
+    model_menu.addAction(w.act_use_model)
     model_menu.addAction(w.act_import_model)
     review_menu = bar.addMenu("&Review")
     for action in (
