@@ -14,7 +14,7 @@ import numpy as np
 import openpyxl
 import pytest
 
-from leukgui.core.exports import write_csv
+from leukgui.core.exports import FIELD_CSV_COLUMNS, write_csv
 from leukgui.core.metrics import binary_metrics, sample_summary, wilson_interval
 from leukgui.core.report import write_excel
 from leukgui.core.results import (
@@ -372,6 +372,7 @@ def test_csv_gets_review_columns(run: RunResult, review: ReviewState, tmp_path: 
         "path_exact",
         "sha256",
         "note",
+        *FIELD_CSV_COLUMNS,  # a smear-field cell's number, box, size and scale
     ]
     body = rows[1:]
     assert len(body) == len(run.outcomes)
@@ -398,5 +399,6 @@ def test_without_review_the_csv_is_unchanged(run: RunResult, tmp_path: Path) -> 
     assert plain == (tmp_path / "none.csv").read_bytes()
     header = plain.decode("utf-8-sig").splitlines()[0]
     assert header == (
-        "file,sample,subject,status,label,p_all,truth,kind,reason,path,path_exact,sha256,note"
+        "file,sample,subject,status,label,p_all,truth,kind,reason,path,path_exact,sha256,note,"
+        + ",".join(FIELD_CSV_COLUMNS)
     )
