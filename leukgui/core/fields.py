@@ -67,6 +67,7 @@ import cv2
 import numpy as np
 
 from leukgui.core.field_scale import (
+    _LOG_LUT,
     DEFAULT_UM_PER_PX,
     MAX_UM_PER_PX,
     MIN_RED_CELLS,
@@ -74,6 +75,7 @@ from leukgui.core.field_scale import (
     NUCLEUS_AREA_UM2,
     RBC_DIAMETER_UM,
     ScaleEstimate,
+    _is_number,
     check_um_per_px,
     nucleus_area_px,
     nucleus_groups,
@@ -124,9 +126,6 @@ ONE_CELL_MAX_UM = 30.0
 # Crops: the mask's bounding circle spans this fraction of the frame. On the six C-NMC
 # samples it spans 44-64 % (mean 54 %), so 0.55 makes crops look like C-NMC cells.
 CROP_FILL = 0.55
-
-# log(1 + v) for every 8-bit value: OD differences become a table look-up and a subtraction.
-_LOG_LUT = np.log1p(np.arange(256, dtype=np.float32)).reshape(1, 256)
 
 
 # Settings of the px era (sizes in px of a 640 x 480 BCCD field), their µm successors and
@@ -259,10 +258,6 @@ class DetectorSettings:
         settings appear only when they were given."""
         legacy = {*_LEGACY_PX, "work_scale", "pixel_scale"}
         return {k: v for k, v in asdict(self).items() if v is not None or k not in legacy}
-
-
-def _is_number(value: object) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
 
 
 @dataclass(frozen=True)
