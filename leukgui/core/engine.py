@@ -49,6 +49,7 @@ from leukgui.core.imaging import (
     thumbnail,
     to_model_input,
 )
+from leukgui.core.parallel import DEFAULT_THREADS, ordered_map
 from leukgui.core.results import (
     MODEL_FAILURE,
     NO_WHITE_CELL,
@@ -158,6 +159,9 @@ class AnalysisOptions:
 
     `tta` averages P(ALL) over the 8 flips and quarter turns of each cell (`leukgui.core.tta`)
     at about 8 times the network's cost; the heatmap stays that of the image as it is.
+
+    `decode_threads` files are decoded (and their fields searched for white cells) at once
+    (`leukgui.core.parallel`); results keep the input order whatever the number.
     """
 
     batch_size: int = DEFAULT_BATCH_SIZE
@@ -166,6 +170,7 @@ class AnalysisOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_bytes: int = DEFAULT_MAX_BYTES
     tta: bool = False
+    decode_threads: int = DEFAULT_THREADS  # files decoded (and fields searched) at once
 
     def __post_init__(self) -> None:
         if not isinstance(self.tta, bool):
@@ -174,7 +179,7 @@ class AnalysisOptions:
             raise ValueError(
                 f"image kind must be one of {', '.join(IMAGE_KINDS)}, not {self.image_kind!r}"
             )
-        for name in ("batch_size", "max_pixels", "max_bytes"):
+        for name in ("batch_size", "max_pixels", "max_bytes", "decode_threads"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a whole number of at least 1, not {value!r}")
@@ -366,40 +371,46 @@ def _producer(
         entries: list[_Decoded | FileError] = []
         rows: list[np.ndarray] = []
         done_items = 0
-        for item in items:
-            if stop.is_set():
-                return
-            done_items += 1
-            try:
-                cells, width, height, stamp = _decode_one(item, size, options, stain)
-            except Exception as exc:  # one strange file must not end the run
-                entries.append(_file_error(item, exc))
-            else:
-                truth = truth_for(item.path)
-                for cell in cells:
-                    entries.append(
-                        _Decoded(
-                            item,
-                            width,
-                            height,
-                            truth.label,
-                            truth.subject,
-                            len(rows),
-                            cell.box,
-                            cell.cell_index,
-                            cell.mask_bits,
-                            cell.note,
-                            stamp,
-                            cell.measures,
+        decoding = ordered_map(
+            lambda it: _decode_one(it, size, options, stain),
+            items,
+            options.decode_threads,
+            stop=stop,
+        )
+        with contextlib.closing(decoding) as decoded:  # stops the pool on any exit
+            for item, result, error in decoded:
+                if stop.is_set():
+                    return
+                done_items += 1
+                if error is not None:  # one strange file must not end the run
+                    entries.append(_file_error(item, error))
+                else:
+                    cells, width, height, stamp = result
+                    truth = truth_for(item.path)
+                    for cell in cells:
+                        entries.append(
+                            _Decoded(
+                                item,
+                                width,
+                                height,
+                                truth.label,
+                                truth.subject,
+                                len(rows),
+                                cell.box,
+                                cell.cell_index,
+                                cell.mask_bits,
+                                cell.note,
+                                stamp,
+                                cell.measures,
+                            )
                         )
-                    )
-                    rows.append(cell.pixels)
-            # A full batch goes to the network; a run of unreadable files is passed on too,
-            # so progress and cancel keep working through a folder of broken files. A field's
-            # cells always travel together (a batch may run a little over its size).
-            if len(rows) >= options.batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
-                _put(out, _batch(entries, rows, size, done_items), stop)
-                entries, rows, done_items = [], [], 0
+                        rows.append(cell.pixels)
+                # A full batch goes to the network; a run of unreadable files is passed on too,
+                # so progress and cancel keep working through a folder of broken files. A field's
+                # cells always travel together (a batch may run a little over its size).
+                if len(rows) >= options.batch_size or len(entries) - len(rows) >= ERRORS_PER_FLUSH:
+                    _put(out, _batch(entries, rows, size, done_items), stop)
+                    entries, rows, done_items = [], [], 0
         if entries:
             _put(out, _batch(entries, rows, size, done_items), stop)
     except BaseException as exc:  # surfaced in the consumer, never lost in a thread

@@ -76,6 +76,7 @@ from leukgui.core.field_scale import (
     RBC_DIAMETER_UM,
     ScaleEstimate,
     _is_number,
+    _percentile,
     check_um_per_px,
     nucleus_area_px,
     nucleus_groups,
@@ -392,7 +393,7 @@ def _field_notes(small: np.ndarray) -> list[str]:
     g = grey.astype(np.float32)
     grad = cv2.magnitude(cv2.Sobel(g, cv2.CV_32F, 1, 0), cv2.Sobel(g, cv2.CV_32F, 0, 1))
     lap = np.abs(cv2.Laplacian(g, cv2.CV_32F, ksize=1))
-    strong = grad >= np.percentile(grad[::2, ::2], 90)
+    strong = grad >= _percentile(grad[::2, ::2], 90)
     if float(lap[strong].mean()) < 0.045 * max(float(grad[strong].mean()), 1e-6):
         notes.append("image looks out of focus")
     return notes
