@@ -497,3 +497,20 @@ def test_names_never_become_formulas_and_foreign_folders_are_refused(tmp_path: P
     with pytest.raises(DatasetError, match="holds other files"):
         LabDataset.create(documents)
     assert sorted(p.name for p in documents.iterdir()) == ["letter.txt"]
+
+
+def test_a_new_folder_holding_only_its_own_lock_and_cells_is_a_data_set(
+    reviewed, tmp_path: Path
+) -> None:
+    """What a first add in progress elsewhere (or one that failed) leaves behind is not
+    "other files": a second person's add waits for the lock instead of being refused."""
+    folder = tmp_path / "shared"
+    (folder / "cells").mkdir(parents=True)
+    (folder / "dataset.lock").write_bytes(b"")
+    dataset = LabDataset.create(folder)
+    summary = dataset.add_reviewed(read_session(reviewed[0])[0])
+    assert len(summary.added) == 3
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "letter.txt").write_text("not a data set")
+    with pytest.raises(DatasetError, match="holds other files"):
+        LabDataset.create(tmp_path / "docs")

@@ -228,6 +228,20 @@ def test_use_this_model_cancel_changes_nothing(window, installed) -> None:
     assert "new — not adopted" in _row_text(window, child)
 
 
+def test_adopting_on_the_training_tab_updates_the_window(window, installed) -> None:
+    """The Training tab's "Use this model…" adopts through the same dialog; the window's
+    picker and "in use" label follow at once (not at the next start)."""
+    parent, child = installed
+    window.select_model(parent)
+    window.ensure_content()  # built after the first paint in real use
+    dialog = window.training_page.open_adoption(child)
+    dialog.reviewer_edit.setText("Dr. Tab")
+    dialog.ok_button.click()
+    assert current() is not None and current().who == "Dr. Tab"
+    assert window.current_bundle_path() == str(child)
+    assert "adopted by Dr. Tab" in window.model_use_label.text()
+
+
 def test_use_this_model_ok_records_and_the_window_uses_it(window, installed, qtbot) -> None:
     from leukgui.core.preferences import load_preferences
 

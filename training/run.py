@@ -232,6 +232,15 @@ def _free_name(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
         k += 1
 
 
+def _is_demo(bundle: str | os.PathLike[str]) -> bool:
+    from leukgui.core.bundle import BundleError, read_manifest
+
+    try:
+        return bool(read_manifest(bundle).get("demo"))
+    except (BundleError, OSError, ValueError):
+        return False  # the trainer reports the unreadable parent itself
+
+
 def score_parent(
     parent: str | os.PathLike[str], records: Sequence[Record], config: TrainConfig
 ) -> Any:
@@ -349,6 +358,12 @@ def train_session(
     guard = data_warnings(scan.records, reviewers_of(where, scan.records) if where else None)
     for warning in guard:  # said before the split, which may still refuse the data
         say(f"warning: {warning}")
+    if config.init_from is not None and _is_demo(config.init_from):
+        say(
+            "note: fine-tuning the DEMO model (trained on synthetic cells): the new model "
+            "keeps the DEMO notice on every report; train a lab model from ImageNet or from "
+            "a real model"
+        )
     test_scan = (
         read_dataset(test_data, class_map=class_map, subjects=subjects) if test_data else None
     )

@@ -135,11 +135,6 @@ def _parent(args: argparse.Namespace) -> Any:
             "size, preprocessing and stain normalisation; it cannot be combined with "
             + ", ".join(clashes)
         )
-    if info.demo:
-        raise ValueError(
-            f"--init-from {args.init_from}: {info.name} is the demo model; fine-tune from a "
-            "real model"
-        )
     return info
 
 
@@ -570,20 +565,21 @@ def add_parsers(sub: Any) -> None:
         help="fine-tune a current model (a name, name-vVERSION or .leukmodel file, as --model "
         "elsewhere) instead of starting from ImageNet: its weights, backbone, input size, "
         "preprocessing and stain normalisation, with a short schedule for a few hundred "
-        "cells (defaults: 8 epochs, the first 2 training the head, then the top layers; "
-        "learning rates 1e-4 then 1e-5, a tenth of the usual); the new model file records "
+        "cells (defaults: 20 epochs at most, the first 5 training the head, then the top "
+        "layers; learning rates 1e-3 then 1e-4; early stopping on the validation cells); "
+        "the new model file records "
         "its parent. Not with --backbone(s), --weights, --input-size, --stain, "
         "--mixed-precision or --cv",
     )
     train.add_argument("--out", metavar="DIR", help="where to write (default: your models folder)")
     train.add_argument("--name", help="name of the new model (default: the backbone)")
     train.add_argument(
-        "--epochs", type=int, help="most epochs in all (default 30; 8 with --init-from)"
+        "--epochs", type=int, help="most epochs in all (default 30; 20 with --init-from)"
     )
     train.add_argument(
         "--head-epochs",
         type=int,
-        help="most epochs of the head phase (default 5; 2 with --init-from)",
+        help="most epochs of the head phase (default 5, also with --init-from)",
     )
     train.add_argument("--batch-size", type=int, default=32, help="cells per step (default 32)")
     train.add_argument(
@@ -592,13 +588,13 @@ def add_parsers(sub: Any) -> None:
     train.add_argument(
         "--lr",
         type=float,
-        help="learning rate of the head phase (default 1e-3; 1e-4 with --init-from), or of "
+        help="learning rate of the head phase (default 1e-3, also with --init-from), or of "
         "from-scratch training with --weights none (default 1e-3; 1e-4 for vgg16)",
     )
     train.add_argument(
         "--fine-tune-lr",
         type=float,
-        help="fine-tuning learning rate (default 1e-4; 1e-5 with --init-from)",
+        help="fine-tuning learning rate (default 1e-4, also with --init-from)",
     )
     train.add_argument(
         "--patience", type=int, default=4, help="early stopping patience in epochs (default 4)"

@@ -46,15 +46,18 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from leukgui.core.atomic import ReportWriteError, atomic_write, try_lock, unlock
 from leukgui.core.exports import csv_safe, png_bytes, reread_cell
 from leukgui.core.imaging import ImageError
-from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE, CellResult, FileStamp
+from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE, CellResult, FileStamp, RunResult
 from leukgui.core.text import path_from_exact
+
+if TYPE_CHECKING:
+    from leukgui.core.review import ReviewState
 
 __all__ = [
     "CELLS_DIR",
@@ -68,11 +71,15 @@ __all__ = [
     "DatasetError",
     "LabDataset",
     "ReviewedCell",
+    "SampleCandidates",
     "Skipped",
+    "candidates_by_sample",
     "pixel_sha256",
     "read_report",
     "read_session",
     "read_source",
+    "reviewed_cells",
+    "summary_lines",
 ]
 
 CELLS_DIR = "cells"
@@ -268,6 +275,15 @@ def read_session(folder: Path | str) -> tuple[list[ReviewedCell], list[Skipped]]
     except SessionError as exc:
         raise DatasetError(f"cannot read the review session {folder}: {exc}") from exc
     skipped = [Skipped(str(folder), "", f"session: {w.message}") for w in caught]
+    return reviewed_cells(run, review, str(folder.absolute())), skipped
+
+
+def reviewed_cells(run: RunResult, review: ReviewState, source: str) -> list[ReviewedCell]:
+    """Every cell of `run` with its current review in `review` (None when not reviewed).
+
+    One place builds candidates from a run and its review, whether they come from a session
+    on disk (`read_session`) or from the analysis shown in the window. Only reads `review`.
+    """
     info = run.info
     cells = []
     for cell in run.cells:
@@ -281,10 +297,69 @@ def read_session(folder: Path | str) -> tuple[list[ReviewedCell], list[Skipped]]
                 model_name=info.model_name,
                 model_version=info.model_version,
                 model_sha256=info.model_sha256,
-                source=str(folder.absolute()),
+                source=source,
             )
         )
-    return cells, skipped
+    return cells
+
+
+@dataclass(frozen=True)
+class SampleCandidates:
+    """One sample's candidates, for a person choosing subjects before an add.
+
+    `subjects` are the subjects the analysis knew for its cells (from C-NMC file names),
+    so a sample holding several patients is never silently merged into one subject.
+    """
+
+    sample: str
+    addable: int  # reviewed ALL or HEM
+    not_reviewed: int
+    unclassifiable: int
+    subjects: tuple[str, ...]
+
+
+def candidates_by_sample(cells: Iterable[ReviewedCell]) -> list[SampleCandidates]:
+    """What `add_reviewed` would add or leave out by rule, per sample in first-seen order
+    (images are not read here: a cell whose image is gone is found out by the add)."""
+    counts: dict[str, list[int]] = {}
+    subjects: dict[str, dict[str, None]] = {}
+    for item in cells:
+        sample = item.cell.sample
+        row = counts.setdefault(sample, [0, 0, 0])
+        known = subjects.setdefault(sample, {})
+        if item.label is None:
+            row[1] += 1
+        elif item.label == UNCLASSIFIABLE:
+            row[2] += 1
+        elif item.label in TRAINABLE:
+            row[0] += 1
+        if item.cell.subject:
+            known[item.cell.subject] = None
+    return [
+        SampleCandidates(sample, *row, subjects=tuple(subjects[sample]))
+        for sample, row in counts.items()
+    ]
+
+
+def summary_lines(summary: AddSummary) -> list[str]:
+    """An add's outcome cell by cell, for a person to read: what went in, what was
+    relabelled, how many were left out by rule, and each problem with its reason."""
+    lines = [f"added      {e.label:<3} {e.subject}  {e.image}" for e in summary.added]
+    lines += [f"present    {e.label:<3} {e.subject}  {e.image}" for e in summary.already_present]
+    lines += [
+        f"relabelled {old.label} -> {new.label} (version {new.label_version}, "
+        f"{new.reviewer})  {new.image}"
+        for old, new in summary.relabelled
+    ]
+    by_rule: dict[str, int] = {}
+    for item in summary.skipped:
+        if not item.problem:
+            by_rule[item.reason] = by_rule.get(item.reason, 0) + 1
+    lines += [
+        f"left out   {n} cell{'s' * (n != 1)}: {reason}" for reason, n in sorted(by_rule.items())
+    ]
+    lines += [f"skipped    {s.image}: {s.reason}" for s in summary.skipped if s.problem]
+    return lines
 
 
 _FIELD_NAME = re.compile(r"^(.*) #(\d+) at \((\d+),(\d+)\)-\((\d+),(\d+)\)$", re.S)
@@ -452,7 +527,10 @@ class LabDataset:
             )
         if folder.is_dir():
             dataset = cls(folder)
-            if not dataset.exists() and any(folder.iterdir()):
+            # Its own lock file and cells/ folder are left by a first add that another
+            # process is making now, or that failed: they are not "other files".
+            own = {LOCK_FILE, CELLS_DIR}
+            if not dataset.exists() and any(p.name not in own for p in folder.iterdir()):
                 raise DatasetError(
                     f"{folder} holds other files and no lab data set: choose an empty folder"
                 )

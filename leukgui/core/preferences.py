@@ -36,6 +36,7 @@ class Preferences:
     open_report_after_export: bool = True
     preload_model: bool = True  # load TensorFlow and the model in the background at start-up
     last_export_folder: str = ""  # where the save dialog starts next time
+    lab_dataset_folder: str = ""  # the lab data set reviews are added to ("" = the default)
     image_kind: str = "auto"  # "auto" (decided per image), "cells" or "fields"
     tta: bool = False  # test-time augmentation: mean P(ALL) over 8 flips and quarter turns
     runtime: str = "auto"  # inference runtime: "auto", "openvino", "onnx" or "tensorflow"

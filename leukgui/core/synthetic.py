@@ -14,6 +14,11 @@ Both classes get per-image stain (hue / saturation / brightness), illumination, 
 noise jitter, and their sizes overlap, so a classifier has to combine several cues.
 They are a stand-in for demos and tests only, never for validating a diagnostic model.
 
+A `Shift` (opt-in; the named preset "lab-b") draws the same cells as another laboratory would
+show them: a stain hue and density outside the default jitter and larger cells (another
+magnification / scanner). `benchmarks/bench_learn.py` uses it to check that fine-tuning on
+reviewed cells from such a lab helps. Without a shift the output is unchanged, byte for byte.
+
 Run ``python -m leukgui.core.synthetic --help`` to write a data set from the command line.
 """
 
@@ -45,6 +50,46 @@ _SIN = np.sin(_THETA)
 # stains purple (absorbs green most); cytoplasm is a pale lavender-blue.
 _OD_NUCLEUS = np.array([1.25, 2.25, 1.05], dtype=np.float32)  # density 1 -> RGB ~(73,27,89)
 _OD_CYTOPLASM = np.array([0.78, 1.08, 0.60], dtype=np.float32)  # density 1 -> ~(117,87,140)
+
+
+@dataclass(frozen=True)
+class Shift:
+    """A systematic difference between labs, applied on top of the per-image jitter.
+
+    `hue_deg` is added to the stain hue rotation (default jitter +-14 deg), `density` scales
+    the optical density of both stains (a heavier or lighter stain), and every cell's diameter
+    is multiplied by a factor drawn from `size` (a scanner at another magnification). The
+    preset "lab-b" puts hue and size entirely outside the default ranges.
+    """
+
+    hue_deg: float = 0.0
+    density: float = 1.0
+    size: tuple[float, float] = (1.0, 1.0)
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.density <= 3.0:
+            raise ValueError(f"density must be within (0, 3], not {self.density}")
+        lo, hi = self.size
+        if not 0.3 <= lo <= hi <= 3.0:
+            raise ValueError(f"size must be a range within [0.3, 3], not {self.size}")
+
+
+# Another lab: the stain 60 deg further round the hue circle (46-74 deg against the default
+# +-14 deg: purple nuclei turn magenta-red), a lighter stain (0.75x the optical density, as
+# after a shorter staining: pale, blast-like chromatin in both classes) and cells 1.3-1.5x
+# larger (another magnification: HEM cells then have ALL sizes). Measured: the demo model's
+# balanced accuracy falls from 100 % to about 56 % on such cells (benchmarks/bench_learn.py).
+SHIFTS: dict[str, Shift] = {"lab-b": Shift(hue_deg=60.0, density=0.75, size=(1.3, 1.5))}
+
+
+def get_shift(shift: Shift | str | None) -> Shift | None:
+    """A Shift from itself, a preset name (see SHIFTS) or None (no shift)."""
+    if shift is None or isinstance(shift, Shift):
+        return shift
+    try:
+        return SHIFTS[str(shift)]
+    except KeyError:
+        raise ValueError(f"unknown shift {shift!r}; presets: {', '.join(SHIFTS)}") from None
 
 
 @dataclass(frozen=True)
@@ -112,7 +157,11 @@ def _smooth_circular(values: np.ndarray, half_width: int) -> np.ndarray:
 
 
 def _contours(
-    label: str, morph: _Morphology, rng: np.random.Generator, scale: float
+    label: str,
+    morph: _Morphology,
+    rng: np.random.Generator,
+    scale: float,
+    size_factor: float = 1.0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Polar radii (px) of the nucleus and of the whole cell, around the nucleus centre."""
     aspect = rng.uniform(*morph.aspect)
@@ -131,7 +180,7 @@ def _contours(
     nucleus_shape = base * shape
 
     fraction = rng.uniform(*morph.nucleus_fraction)
-    diameter = rng.uniform(*morph.diameter) * scale
+    diameter = rng.uniform(*morph.diameter) * scale * size_factor
     cell_r2 = (diameter / 2.0) ** 2  # mean squared radius of the cell contour
     r_n = nucleus_shape * math.sqrt(fraction * cell_r2 / np.mean(nucleus_shape**2))
 
@@ -164,9 +213,9 @@ def _noise(rng: np.random.Generator, h: int, w: int, grain: float) -> np.ndarray
     return field * np.float32(1.0 / _CUBIC_STD_GAIN)
 
 
-def _stain_matrix(rng: np.random.Generator) -> np.ndarray:
+def _stain_matrix(rng: np.random.Generator, hue_offset_deg: float = 0.0) -> np.ndarray:
     """Per-image stain jitter: hue rotation, saturation and brightness as one 3x3 matrix."""
-    angle = math.radians(rng.uniform(-14.0, 14.0))
+    angle = math.radians(rng.uniform(-14.0, 14.0) + hue_offset_deg)
     cos_a, sin_a = math.cos(angle), math.sin(angle)
     skew = np.array([[0.0, -1.0, 1.0], [1.0, 0.0, -1.0], [-1.0, 1.0, 0.0]])
     hue = cos_a * np.eye(3) + (1.0 - cos_a) / 3.0 * np.ones((3, 3)) + sin_a / math.sqrt(3) * skew
@@ -177,11 +226,16 @@ def _stain_matrix(rng: np.random.Generator) -> np.ndarray:
     return (brightness * saturation @ hue).astype(np.float32)
 
 
-def make_cell(label: str, rng: np.random.Generator, size: int = 450) -> SyntheticCell:
+def make_cell(
+    label: str, rng: np.random.Generator, size: int = 450, shift: Shift | str | None = None
+) -> SyntheticCell:
     """Draw one ALL-like or HEM-like cell, centred in a `size` x `size` black frame.
 
     All randomness comes from `rng`, so a seeded generator reproduces the cell exactly.
+    `shift` (a Shift or a preset name) draws the cell as another lab would show it; without
+    one no extra random number is drawn, so unshifted cells are exactly as before.
     """
+    shift = get_shift(shift)
     if label not in (ALL, HEM):
         raise ValueError(f"label must be {ALL!r} or {HEM!r}, not {label!r}")
     if size < 32:
@@ -190,7 +244,8 @@ def make_cell(label: str, rng: np.random.Generator, size: int = 450) -> Syntheti
     morph = _ALL_MORPH if label == ALL else _HEM_MORPH
 
     # --- geometry: nucleus and cell outlines, centred with a small random offset ---------
-    r_n, r_c = _contours(label, morph, rng, scale)
+    size_factor = 1.0 if shift is None else float(rng.uniform(*shift.size))
+    r_n, r_c = _contours(label, morph, rng, scale, size_factor)
     cell_pts = np.stack([r_c * _COS, r_c * _SIN], axis=1)
     nuc_pts = np.stack([r_n * _COS, r_n * _SIN], axis=1)
     # Place the cell's area centroid (not the nucleus) at the jittered frame centre, and
@@ -246,10 +301,13 @@ def make_cell(label: str, rng: np.random.Generator, size: int = 450) -> Syntheti
     # Beer-Lambert: optical densities of nucleus and cytoplasm add, transmitted light is exp(-OD).
     nuc_part = cv2.merge([nucleus * density] * 3) * _OD_NUCLEUS
     cyto_part = cv2.merge([(1.0 - nucleus) * cyto_density] * 3) * _OD_CYTOPLASM
+    if shift is not None and shift.density != 1.0:
+        nuc_part *= np.float32(shift.density)
+        cyto_part *= np.float32(shift.density)
     rgb = cv2.exp(-(nuc_part + cyto_part)) * 255.0
 
     # --- stain, illumination, optics, sensor -------------------------------------------
-    rgb = cv2.transform(rgb, _stain_matrix(rng))
+    rgb = cv2.transform(rgb, _stain_matrix(rng, 0.0 if shift is None else shift.hue_deg))
     alpha = rng.uniform(0.0, 2.0 * np.pi)
     gain = rng.uniform(0.02, 0.10) / (0.35 * size)
     xs = (np.arange(x0, x1, dtype=np.float32) - cx) * (gain * math.cos(alpha))
@@ -322,13 +380,19 @@ def nucleus_fraction(image: np.ndarray, mask: np.ndarray) -> float:
 
 
 def generate_cells(
-    n: int, seed: int, all_fraction: float = 0.5, size: int = 450
+    n: int,
+    seed: int,
+    all_fraction: float = 0.5,
+    size: int = 450,
+    shift: Shift | str | None = None,
 ) -> Iterator[SyntheticCell]:
     """Yield `n` cells, exactly round(n * all_fraction) of them ALL, in a seeded shuffled order.
 
     Each cell has its own child random stream, so the output is identical for a given seed
-    however the caller consumes it.
+    however the caller consumes it. `shift` (a Shift or a preset name such as "lab-b") draws
+    the cells as another lab would show them; None keeps the default distribution.
     """
+    shift = get_shift(shift)
     if n < 0:
         raise ValueError(f"n must be >= 0, not {n}")
     if not 0.0 <= all_fraction <= 1.0:
@@ -339,7 +403,7 @@ def generate_cells(
     order_seq, cells_seq = root.spawn(2)
     np.random.default_rng(order_seq).shuffle(labels)
     for label, child in zip(labels, cells_seq.spawn(n), strict=True):
-        yield make_cell(str(label), np.random.default_rng(child), size)
+        yield make_cell(str(label), np.random.default_rng(child), size, shift)
 
 
 def _encode(image: np.ndarray, fmt: str) -> bytes:
@@ -360,13 +424,17 @@ def write_dataset(
     layout: str = "folders",
     subjects: int = 2,
     size: int = 450,
+    shift: Shift | str | None = None,
+    first_subject: int = 1,
 ) -> list[Path]:
     """Write `n_per_class` ALL and HEM cells under folder/all and folder/hem.
 
     layout "folders": plain names (syn_all_0001.png); truth comes from the folder name.
     layout "cnmc": C-NMC style names UID_<subject>_<image>_<cell>_<all|hem>.<ext> with
     synthetic subjects P1..Pn (ALL patients) and H1..Hn (healthy donors), spread round-robin;
-    purely numeric subject ids are left to real C-NMC data. Returns the paths written.
+    purely numeric subject ids are left to real C-NMC data. `first_subject` numbers them from
+    another start (P9.., H9..), so two sets can hold different people. `shift` draws the
+    cells as another lab would show them (see `Shift`). Returns the paths written.
     """
     fmt = fmt.lower().lstrip(".")
     if fmt == "jpeg":
@@ -379,6 +447,8 @@ def write_dataset(
         raise ValueError(f"subjects must be >= 1, not {subjects}")
     if n_per_class < 0:
         raise ValueError(f"n_per_class must be >= 0, not {n_per_class}")
+    if first_subject < 1:
+        raise ValueError(f"first_subject must be >= 1, not {first_subject}")
     folder = Path(folder)
     for sub in ("all", "hem"):
         (folder / sub).mkdir(parents=True, exist_ok=True)
@@ -386,7 +456,7 @@ def write_dataset(
     width = max(4, len(str(n_per_class)))
     counters = {ALL: 0, HEM: 0}
     written: list[Path] = []
-    for cell in generate_cells(2 * n_per_class, seed, 0.5, size):
+    for cell in generate_cells(2 * n_per_class, seed, 0.5, size, shift):
         index = counters[cell.label]
         counters[cell.label] += 1
         tag = cell.label.lower()
@@ -394,7 +464,7 @@ def write_dataset(
             name = f"syn_{tag}_{index + 1:0{width}d}.{fmt}"
         else:
             prefix = "P" if cell.label == ALL else "H"
-            subject = f"{prefix}{index % subjects + 1}"
+            subject = f"{prefix}{index % subjects + first_subject}"
             k = index // subjects  # k-th cell of this subject
             image_no, cell_no = k // CELLS_PER_IMAGE + 1, k % CELLS_PER_IMAGE + 1
             name = f"UID_{subject}_{image_no}_{cell_no}_{tag}.{fmt}"
@@ -437,7 +507,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="synthetic subjects per class for --layout cnmc (default 2)",
     )
     parser.add_argument(
+        "--first-subject",
+        type=int,
+        default=1,
+        metavar="K",
+        help="number of the first synthetic subject for --layout cnmc (default 1)",
+    )
+    parser.add_argument(
         "--size", type=int, default=REFERENCE_SIZE, help="frame size in px (default 450)"
+    )
+    parser.add_argument(
+        "--shift",
+        choices=sorted(SHIFTS),
+        default=None,
+        help="draw the cells as another lab would show them ('lab-b': stain hue +60 deg, "
+        "0.75x stain density, cells 1.3-1.5x larger); default: no shift",
     )
     args = parser.parse_args(argv)
     try:
@@ -449,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             layout=args.layout,
             subjects=args.subjects,
             size=args.size,
+            shift=args.shift,
+            first_subject=args.first_subject,
         )
     except (ValueError, OSError) as exc:
         parser.error(str(exc))

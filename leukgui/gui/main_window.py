@@ -69,9 +69,11 @@ from leukgui.gui.window_menus import build_actions, build_menus
 from leukgui.gui.workers import Worker
 
 if TYPE_CHECKING:
+    from leukgui.core.lab_dataset import AddSummary, ReviewedCell
     from leukgui.core.review import ReviewState
     from leukgui.core.sessions import ReviewSession
     from leukgui.gui.analysis import RuntimeInUse
+    from leukgui.gui.lab_dataset_dialog import LabDatasetDialog
     from leukgui.gui.preferences_dialog import PreferencesDialog
 
 # The gallery, the inspector, the review core and the training page pull in numpy, OpenCV and
@@ -166,6 +168,7 @@ class MainWindow(QMainWindow):
         self._runtime_shown: RuntimeInUse | None = None  # what the status bar says runs
         self._runtime_chosen = False  # the runtime was changed in Preferences this session
         self.preferences_dialog: PreferencesDialog | None = None
+        self.lab_dataset_dialog: LabDatasetDialog | None = None
         self._closing = False
         self._pending_splitter = None
         # Until the user drags a splitter handle, the panes follow default_split as the
@@ -392,6 +395,7 @@ class MainWindow(QMainWindow):
 
         self.training_page = TrainingPage()
         self.training_page.bundle_registered.connect(self._bundle_registered)
+        self.training_page.model_adopted.connect(self._adopted_elsewhere)
         if self.prefs.training:
             with contextlib.suppress(Exception):  # stale training preferences: not worth a crash
                 self.training_page.restore_state(self.prefs.training)
@@ -484,6 +488,8 @@ class MainWindow(QMainWindow):
             self.worker.cancel()
             self.worker.wait(10000)
         self._closing = True
+        if self.lab_dataset_dialog is not None:  # an add in flight finishes first
+            self.lab_dataset_dialog.wait_idle()
         for worker in list(self._workers):  # never leave a running thread behind
             worker.cancel()
             worker.wait(60000)
@@ -715,6 +721,17 @@ class MainWindow(QMainWindow):
         self.statusBar().showMessage(
             f"{adoption.label} adopted by {adoption.who}; it is the model in use for the next "
             "analyses",
+            10000,
+        )
+
+    def _adopted_elsewhere(self, path: Any) -> None:
+        """A model adopted on the Training tab becomes the one the picker shows and uses."""
+        self.refresh_models(select=Path(path))
+        self.select_model(Path(path))
+        self._update_model_use_label()
+        self.save_preferences()
+        self.statusBar().showMessage(
+            f"Model {Path(path).name} adopted; it is the model in use for the next analyses",
             10000,
         )
 
@@ -1477,6 +1494,66 @@ class MainWindow(QMainWindow):
         """Per-sample counts on final labels, with the ALL % interval (live)."""
         if self._content_built:
             self.samples.refresh(self.run, self.review)
+        self._update_lab_dataset_action()
+
+    # ------------------------------------------------------------------ lab data set
+
+    def _update_lab_dataset_action(self) -> None:
+        """Enabled once a cell is reviewed as ALL or HEM; the tooltip says why not."""
+        action = self.act_lab_dataset
+        if self.run is None or self.review is None:
+            why = "Analyze images and review cells first"
+        elif not any(r.label in (ALL, HEM) for r in self.review.reviews.values()):
+            why = "No cell is reviewed as ALL or HEM yet (A, H, or Enter to confirm)"
+        else:
+            why = ""
+        action.setEnabled(not why)
+        tip = why or (
+            "Copy the cells you reviewed or confirmed as ALL or HEM into the lab data set "
+            "that training reads (the review itself is not changed)"
+        )
+        action.setToolTip(tip)
+        action.setStatusTip(tip)
+
+    def lab_dataset_cells(self) -> list[ReviewedCell]:
+        """The cells of the shown analysis with their current reviews (read, never changed)."""
+        from leukgui.core.lab_dataset import reviewed_cells
+
+        if self.run is None or self.review is None:
+            return []
+        source = (
+            str(self.session.folder.absolute())
+            if self.session is not None
+            else "LeukGUI window (review not autosaved)"
+        )
+        return reviewed_cells(self.run, self.review, source)
+
+    def show_lab_dataset_dialog(self) -> LabDatasetDialog | None:
+        """Review ▸ Add reviewed cells to the lab data set: choose folder and subjects, add."""
+        from leukgui.cli.dataset import default_dataset_dir
+        from leukgui.gui.lab_dataset_dialog import LabDatasetDialog
+
+        self._update_lab_dataset_action()
+        if not self.act_lab_dataset.isEnabled():
+            self.statusBar().showMessage(self.act_lab_dataset.toolTip(), 8000)
+            return None
+        default = default_dataset_dir()
+        chosen = self.prefs.lab_dataset_folder
+        dialog = LabDatasetDialog(
+            self.lab_dataset_cells(), Path(chosen) if chosen else default, default, self
+        )
+        dialog.added.connect(self._lab_dataset_added)
+        self.lab_dataset_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _lab_dataset_added(self, folder: Path, summary: AddSummary) -> None:
+        """Remember the folder for next time and say what the add did."""
+        from leukgui.cli.dataset import default_dataset_dir
+
+        self.prefs.lab_dataset_folder = "" if folder == default_dataset_dir() else str(folder)
+        self.save_preferences()
+        self.statusBar().showMessage(f"Lab data set {folder}: {summary.describe()}", 10000)
 
     def _filter_changed(self) -> None:
         """One Show choice at a time: a label, not yet reviewed, or changed by review (the
@@ -1801,6 +1878,7 @@ class MainWindow(QMainWindow):
             self.act_reopen,
         ):
             action.setEnabled(has_run)
+        self._update_lab_dataset_action()
 
     def export_start_path(self, suffix: str) -> Path:
         """Where the save dialog starts: the last export folder, else the first input's

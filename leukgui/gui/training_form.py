@@ -2,8 +2,10 @@
 
 Everything a training run is configured from, plus the check that each chosen backbone's
 ImageNet weights are on disk before anything starts (file existence only, so TensorFlow
-stays unloaded in the GUI thread). `state`/`restore_state` are what the main window keeps
-between sessions.
+stays unloaded in the GUI thread). "Start from" fine-tunes an installed model instead
+(`TrainConfig.init_from`, as `leukgui train --init-from`): the parent then fixes the
+backbone, input size, weights and stain normalisation, so those controls are locked and say
+why. `state`/`restore_state` are what the main window keeps between sessions.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from leukgui.core.backbones import (
     keras_cache_dir,
     resolve_imagenet_weights,
 )
+from leukgui.core.bundle import BundleError, BundleInfo, find_bundles, read_manifest
 from leukgui.core.paths import user_models_dir
 from leukgui.gui.dataset_box import DatasetBox, hint_label
 from leukgui.gui.theme import status_style
@@ -48,6 +51,8 @@ from training.splits import split_check
 __all__ = [
     "AUTO_SIZE",
     "DISPLAY_NAMES",
+    "START_IMAGENET",
+    "START_OTHER",
     "MAIN_BACKBONES",
     "MORE_BACKBONES",
     "WEIGHTS_FILE",
@@ -74,6 +79,11 @@ WEIGHT_CHOICES = (
     (WEIGHTS_FILE, "Weights file…"),
 )
 AUTO_SIZE = 31  # the input-size spin box's "auto" value; real sizes start at 32
+# "Start from" item data: ImageNet transfer learning, or "pick a model file"; a model's item
+# holds its file path.
+START_IMAGENET, START_OTHER = "imagenet", "other-file"
+# What the form shows before a model is chosen, so choosing ImageNet again gives it back.
+_IMAGENET_SCHEDULE = {"epochs": 30, "head_epochs": 5}
 
 
 def display_name(backbone: str) -> str:
@@ -89,10 +99,25 @@ def _group(title: str) -> tuple[QGroupBox, QVBoxLayout]:
 
 
 def _same_folder(a: Path, b: Path) -> bool:
+    """Whether two paths name the same file or folder."""
     try:
         return Path(a).resolve() == Path(b).resolve()
     except OSError:
         return False
+
+
+def _file_label(path: Path) -> str:
+    """A hand-picked model file in the "Start from" list: its name and version when readable."""
+    try:
+        manifest = read_manifest(path)
+        return f"{manifest['name']} v{manifest['version']} · {path.name}"
+    except Exception:  # noqa: BLE001 - the problem line says why; the label stays plain
+        return path.name
+
+
+def _rate(value: float) -> str:
+    """A learning rate as people write it: 1e-4, not 1e-04."""
+    return f"{value:.0e}".replace("e-0", "e-")
 
 
 def _narrow(combo: QComboBox) -> None:
@@ -105,6 +130,11 @@ STAIN_CHOICES = (
     ("none", "None (colour jitter)"),
     ("reinhard", "Reinhard"),
     ("both", "Both, compared"),
+)
+STAIN_TIP = (
+    "Reinhard stain normalisation maps each cell's colours onto the training cells' "
+    "(fitted on training cells only, stored in the model file, applied in analysis "
+    "too). 'Both' trains each backbone twice and compares them on the same split."
 )
 SUBJECT_CHOICES = (
     ("auto", "As the data says"),
@@ -121,6 +151,15 @@ class TrainingForm(QWidget):
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
         self._weights_problem = ""
+        self._parent_info: BundleInfo | None = None  # the model a fine-tune starts from
+        self._start_index = 0  # the "Start from" item before the current one
+        # the ImageNet settings a model choice replaced, given back when ImageNet is chosen
+        self._imagenet_settings: dict[str, Any] = {
+            **_IMAGENET_SCHEDULE,
+            "backbones": ["efficientnetb0"],
+            "input_size": None,
+            "stain": "none",
+        }
         self._checked_split: tuple[Any, tuple, tuple[str, list[str]]] | None = None
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 8, 4)
@@ -136,6 +175,23 @@ class TrainingForm(QWidget):
     # ------------------------------------------------------------------ layout
     def _build_model_group(self) -> QGroupBox:
         box, layout = _group("2  Model")
+        start = QFormLayout()
+        start.setFieldGrowthPolicy(QFormLayout.AllNonFixedFieldsGrow)
+        self.start_combo = QComboBox()
+        _narrow(self.start_combo)
+        self.start_combo.setToolTip(
+            "ImageNet: a new model by transfer learning. An installed model: fine-tune it on "
+            "these cells (its weights, backbone, input size and stain normalisation), ending "
+            "with the parent against the new model on the same test subjects."
+        )
+        start.addRow("Start from:", self.start_combo)
+        layout.addLayout(start)
+        self.start_status = QLabel("")
+        self.start_status.setWordWrap(True)
+        self.start_status.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        self.start_status.setTextFormat(Qt.RichText)
+        self.start_status.setVisible(False)
+        layout.addWidget(self.start_status)
         layout.addWidget(QLabel("Backbones (each trains on the same split):"))
         self.backbone_checks: dict[str, QCheckBox] = {}
         main = QHBoxLayout()
@@ -172,7 +228,8 @@ class TrainingForm(QWidget):
         _narrow(self.weights_combo)
         for key, text in WEIGHT_CHOICES:
             self.weights_combo.addItem(text, key)
-        form.addRow("Start from:", self.weights_combo)
+        form.addRow("Weights:", self.weights_combo)
+        self._weights_form = form  # the Weights row is hidden while fine-tuning a model
         file_row = QHBoxLayout()
         self.weights_file_edit = QLineEdit()
         self.weights_file_edit.setPlaceholderText("no-top ImageNet weights (.h5)")
@@ -226,11 +283,7 @@ class TrainingForm(QWidget):
         self.stain_combo = QComboBox()
         for key, text in STAIN_CHOICES:
             self.stain_combo.addItem(text, key)
-        self.stain_combo.setToolTip(
-            "Reinhard stain normalisation maps each cell's colours onto the training cells' "
-            "(fitted on training cells only, stored in the model file, applied in analysis "
-            "too). 'Both' trains each backbone twice and compares them on the same split."
-        )
+        self.stain_combo.setToolTip(STAIN_TIP)
         _narrow(self.stain_combo)
         form.addRow("Stain:", self.stain_combo)
         layout.addLayout(form)
@@ -243,6 +296,8 @@ class TrainingForm(QWidget):
         self.weights_file_browse.clicked.connect(self._browse_weights)
         self.weights_recheck.clicked.connect(self.check_weights)
         self.seed_spin.valueChanged.connect(self.changed)  # the split depends on the seed
+        self.refresh_models()
+        self.start_combo.currentIndexChanged.connect(self._on_start_changed)
         return box
 
     def _build_split_group(self) -> QGroupBox:
@@ -305,6 +360,7 @@ class TrainingForm(QWidget):
         layout.addWidget(self.split_warnings_label)
         self.validation_spin.valueChanged.connect(self.changed)
         self.test_spin.valueChanged.connect(self.changed)
+        self.test_spin.valueChanged.connect(self.check_weights)  # no test: no comparison
         self.split_by_image_check.toggled.connect(self.changed)
         self.subject_combo.currentIndexChanged.connect(self._on_subject_rule_changed)
         self.subject_folder_spin.valueChanged.connect(self._on_subject_rule_changed)
@@ -351,6 +407,255 @@ class TrainingForm(QWidget):
             self.weights_file_edit.setText(path)
         self.weights_combo.setCurrentIndex(index)
 
+    # ------------------------------------------------------------------ start from
+    def refresh_models(self) -> None:
+        """List every installed model as a possible parent (the main window's model list:
+        `find_bundles`), keeping the current choice and any model file picked by hand."""
+        from leukgui.core.model_registry import current_bundle_path
+
+        current = self.start_combo.currentData()
+        picked = [
+            (self.start_combo.itemText(i), self.start_combo.itemData(i))
+            for i in range(self.start_combo.count())
+            if self.start_combo.itemData(i, Qt.ItemDataRole.UserRole + 1) == "picked"
+        ]
+        found, broken = find_bundles()
+        in_use = current_bundle_path()
+        combo = self.start_combo
+        combo.blockSignals(True)
+        combo.clear()
+        combo.addItem("ImageNet (transfer learning)", START_IMAGENET)
+        combo.setItemData(0, "A new model from ImageNet weights (or from scratch)", Qt.ToolTipRole)
+        for info in found:
+            adopted = in_use is not None and _same_folder(info.path, in_use)
+            text = f"{info.name} v{info.version}"
+            text += " · DEMO" if info.demo else " · adopted (in use)" if adopted else ""
+            combo.addItem(text, str(info.path))
+            row = combo.count() - 1
+            combo.setItemData(row, f"{display_name(info.backbone)}, {info.path}", Qt.ToolTipRole)
+            if info.demo:
+                combo.setItemData(
+                    row,
+                    "The demo model (synthetic cells): a fine-tune of it keeps the DEMO notice",
+                    Qt.ToolTipRole,
+                )
+        for path, reason in broken:
+            combo.addItem(f"⚠ {path.name} — unusable", None)
+            row = combo.count() - 1
+            combo.model().item(row).setEnabled(False)
+            combo.setItemData(row, reason, Qt.ToolTipRole)
+        for text, data in picked:
+            if combo.findData(data) < 0:
+                self._add_picked(text, data)
+        if current not in (None, START_IMAGENET, START_OTHER) and combo.findData(current) < 0:
+            # a chosen model that is gone stays chosen, so the form says so (never a switch
+            # back to ImageNet behind the user's back)
+            self._add_picked(_file_label(Path(str(current))), str(current))
+        combo.addItem("Other model file…", START_OTHER)
+        index = combo.findData(current) if current is not None else 0
+        combo.setCurrentIndex(max(index, 0))
+        self._start_index = combo.currentIndex()
+        combo.blockSignals(False)
+
+    def _add_picked(self, text: str, data: str) -> int:
+        """A model file chosen by hand, listed just above "Other model file…"."""
+        combo = self.start_combo
+        other = combo.findData(START_OTHER)
+        row = other if other >= 0 else combo.count()
+        combo.insertItem(row, text, data)
+        combo.setItemData(row, data, Qt.ToolTipRole)
+        combo.setItemData(row, "picked", Qt.ItemDataRole.UserRole + 1)
+        return row
+
+    def init_from(self) -> Path | None:
+        """The model file a fine-tune starts from, or None for ImageNet."""
+        data = self.start_combo.currentData()
+        return None if data in (None, START_IMAGENET, START_OTHER) else Path(str(data))
+
+    def set_init_from(self, path: str | Path | None, *, schedule: bool = True) -> None:
+        """Start from this model file (None: ImageNet); a file not in the list is added.
+
+        `schedule` applies the fine-tune schedule (`INIT_FROM_DEFAULTS`) as the command line
+        does; restoring saved settings keeps the saved numbers instead."""
+        combo = self.start_combo
+        combo.blockSignals(True)  # inserting a row moves the current one: no reaction yet
+        if path is None or str(path) == "":
+            index = 0
+        else:
+            index = combo.findData(str(path))
+            if index < 0:
+                index = self._add_picked(_file_label(Path(path)), str(path))
+        combo.setCurrentIndex(index)
+        combo.blockSignals(False)
+        self._parent_info = None  # read and lock again, whatever was restored meanwhile
+        self._apply_start(schedule=schedule)
+
+    def parent_info(self) -> BundleInfo | None:
+        """The chosen parent model's manifest (None for ImageNet or an unreadable file)."""
+        return self._parent_info
+
+    def _on_start_changed(self, index: int) -> None:
+        if self.start_combo.itemData(index) == START_OTHER:
+            path = self._pick_model_file()
+            if not path:  # cancelled: back to what was chosen before
+                self.start_combo.blockSignals(True)
+                self.start_combo.setCurrentIndex(self._start_index)
+                self.start_combo.blockSignals(False)
+                return
+            self.set_init_from(path)
+            return
+        self._apply_start(schedule=True)
+
+    def _pick_model_file(self) -> str:
+        """Ask for a model file (tests replace this)."""
+        path, _ = QFileDialog.getOpenFileName(
+            self,
+            "Fine-tune from a model file",
+            str(user_models_dir()),
+            "LeukGUI models (*.leukmodel);;All (*)",
+        )
+        return path
+
+    def _apply_start(self, schedule: bool) -> None:
+        """Lock the settings the parent fixes (or unlock them for ImageNet) and, when
+        `schedule`, fill in the fine-tune schedule or give back the ImageNet settings."""
+        was_parent = self.start_combo.itemData(self._start_index) not in (
+            START_IMAGENET,
+            START_OTHER,
+            None,
+        )
+        self._start_index = self.start_combo.currentIndex()
+        path = self.init_from()
+        if path is None:
+            if schedule and was_parent:
+                self._give_back_imagenet_settings()
+            self._parent_info = None
+            self._lock_for_parent(None)
+            self.check_weights()
+            return
+        if schedule and not was_parent:
+            self._imagenet_settings = {
+                "epochs": self.epochs_spin.value(),
+                "head_epochs": self.head_epochs_spin.value(),
+                "backbones": self.selected_backbones(),
+                "input_size": self.input_size(),
+                "stain": self.stain_combo.currentData(),
+            }
+        self.check_weights()  # reads the parent's manifest, or says why it cannot
+        if self._parent_info is not None and schedule:
+            from training.trainer import INIT_FROM_DEFAULTS
+
+            self.epochs_spin.setValue(int(INIT_FROM_DEFAULTS["epochs"]))
+            self.head_epochs_spin.setValue(int(INIT_FROM_DEFAULTS["head_epochs"]))
+
+    def _give_back_imagenet_settings(self) -> None:
+        saved = self._imagenet_settings
+        self.epochs_spin.setValue(int(saved["epochs"]))
+        self.head_epochs_spin.setValue(int(saved["head_epochs"]))
+        with contextlib.suppress(ValueError):
+            self.set_backbones(saved["backbones"] or ["efficientnetb0"])
+        size = saved["input_size"]
+        self.size_spin.setValue(AUTO_SIZE if size is None else int(size))
+        index = self.stain_combo.findData(saved["stain"])
+        self.stain_combo.setCurrentIndex(max(index, 0))
+
+    def _lock_for_parent(self, info: BundleInfo | None) -> None:
+        """A fine-tune keeps the parent's backbone, input size, weights and stain: tick and
+        lock those, each control's tooltip saying why (None: unlock everything)."""
+        why = (
+            f"Fine-tuning {info.name} v{info.version} keeps its backbone "
+            f"({display_name(info.backbone)}); choose “ImageNet” under Start from for another."
+            if info is not None
+            else ""
+        )
+        for name, check in self.backbone_checks.items():
+            check.blockSignals(True)
+            if info is not None:
+                check.setChecked(name == info.backbone)
+            check.blockSignals(False)
+            check.setEnabled(info is None)
+            check.setToolTip(why or f"{name}, {get_spec(name).input_size} px by default")
+        if info is not None and info.backbone in MORE_BACKBONES:
+            self.more_toggle.setChecked(True)
+        size = int(info.manifest.get("input_size", 0)) if info is not None else 0
+        if info is not None and size:
+            self.size_spin.setValue(size)
+        self.size_spin.setEnabled(info is None)
+        self.size_spin.setToolTip(f"The parent model takes {size} px" if info else "")
+        self.weights_combo.setEnabled(info is None)
+        self.weights_combo.setToolTip(
+            "A fine-tune starts from the parent model's own weights" if info else ""
+        )
+        # "ImageNet", greyed, would still read as the starting point: hide the row instead.
+        self._weights_form.setRowVisible(self.weights_combo, info is None)
+        if info is not None:
+            self.weights_status.setVisible(False)
+        stain = (info.manifest.get("stain_normalisation") or {}) if info is not None else {}
+        method = stain.get("method", "none") if isinstance(stain, dict) else "none"
+        if info is not None:
+            self.stain_combo.setCurrentIndex(max(self.stain_combo.findData("none"), 0))
+        self.stain_combo.setEnabled(info is None)
+        self.stain_combo.setToolTip(
+            f"A fine-tune keeps the parent model's own stain normalisation ({method})"
+            if info is not None
+            else STAIN_TIP
+        )
+
+    def _parent_problem(self, path: Path) -> tuple[BundleInfo | None, str]:
+        """The parent's manifest, or why it cannot be fine-tuned (file gone, unreadable,
+        the demo model, a backbone this version does not know)."""
+        if not path.is_file():
+            return None, f"The model file to start from is gone: {path}. Choose another."
+        try:
+            info = BundleInfo(path=path, manifest=read_manifest(path), source="file")
+            get_spec(info.backbone)
+            int(info.manifest["input_size"])
+        except (BundleError, OSError, ValueError, KeyError, TypeError) as exc:
+            return None, f"The model file to start from cannot be read: {exc}"
+        return info, ""
+
+    def _show_parent(self, path: Path) -> str:
+        """Read the chosen parent, lock the form to it, say what a fine-tune does; the
+        problem that keeps Start disabled, or ""."""
+        info, problem = self._parent_problem(path)
+        if info is None or self._parent_info is None or info.sha256 != self._parent_info.sha256:
+            self._lock_for_parent(info)
+        self._parent_info = info
+        error = status_style("error")
+        if info is None:
+            self.start_status.setText(f"<span style='{error}'>✗ {html.escape(problem)}</span>")
+            self.start_status.setVisible(True)
+            return problem
+        from training.trainer import INIT_FROM_DEFAULTS
+
+        d = INIT_FROM_DEFAULTS
+        lines = [
+            f"Fine-tune <b>{html.escape(info.name)} v{html.escape(info.version)}</b> "
+            f"({html.escape(display_name(info.backbone))}, {int(info.manifest['input_size'])} "
+            "px): its weights, preprocessing and stain normalisation. The head first, then "
+            f"the top layers: learning rates {_rate(d['head_lr'])} and "
+            f"{_rate(d['fine_tune_lr'])}, at most {int(d['epochs'])} epochs, stopping early "
+            "when the validation cells stop improving.",
+            "Ends with the parent against the new model on the same test subjects. The model "
+            "in use does not change until someone adopts the new one.",
+        ]
+        if info.demo:
+            warn = status_style("warning")
+            lines.append(
+                f"<span style='{warn}'>⚠ This is the DEMO model (synthetic cells): the new "
+                "model keeps the DEMO notice on every report. For a model to use on real "
+                "cells, start from ImageNet or from a real model.</span>"
+            )
+        if self.test_spin.value() == 0:
+            warn = status_style("warning")
+            lines.append(
+                f"<span style='{warn}'>⚠ Test is 0 %: without a test part the parent and the "
+                "new model cannot be compared.</span>"
+            )
+        self.start_status.setText("<br>".join(lines))
+        self.start_status.setVisible(True)
+        return ""
+
     def input_size(self) -> int | None:
         value = self.size_spin.value()
         return None if value == AUTO_SIZE else value
@@ -364,7 +669,7 @@ class TrainingForm(QWidget):
         data = self.dataset.problem() or self.split_problem()
         if data:
             return data
-        if not self.selected_backbones():
+        if not self.selected_backbones() and self.init_from() is None:
             return "Choose at least one backbone."
         if self._weights_problem:
             return self._weights_problem
@@ -465,8 +770,24 @@ class TrainingForm(QWidget):
 
     def make_config(self) -> Any:
         """The trainer's TrainConfig for the first chosen backbone (ValueError if invalid)."""
-        from training.trainer import TrainConfig
+        from training.trainer import INIT_FROM_DEFAULTS, TrainConfig
 
+        path, info = self.init_from(), self._parent_info
+        if path is not None:
+            if info is None or not _same_folder(info.path, path):
+                raise ValueError(self._weights_problem or f"cannot read {path}")
+            # as `leukgui train --init-from`: the parent fixes backbone, size, weights, stain
+            return TrainConfig(
+                backbone=info.backbone,
+                input_size=int(info.manifest["input_size"]),
+                batch_size=self.batch_spin.value(),
+                epochs=self.epochs_spin.value(),
+                head_epochs=self.head_epochs_spin.value(),
+                head_lr=float(INIT_FROM_DEFAULTS["head_lr"]),
+                fine_tune_lr=float(INIT_FROM_DEFAULTS["fine_tune_lr"]),
+                seed=self.seed_spin.value(),
+                init_from=str(path),
+            )
         weights = {
             WEIGHTS_IMAGENET: "imagenet",
             WEIGHTS_NONE: "none",
@@ -485,6 +806,8 @@ class TrainingForm(QWidget):
 
     def stains(self) -> list[str] | None:
         """Stain settings to train each backbone with, when more than one ("both")."""
+        if self.init_from() is not None:
+            return None  # the parent's own stain normalisation
         return ["none", "reinhard"] if self.stain_combo.currentData() == "both" else None
 
     def split_options(self) -> Any:
@@ -518,6 +841,7 @@ class TrainingForm(QWidget):
             "weights": self.weights_mode(),
             "weights_file": self.weights_file_edit.text().strip(),
             "output_folder": self.output_edit.text().strip(),
+            "start_from": str(self.init_from() or ""),
         }
 
     def restore_state(self, state: dict[str, Any]) -> None:
@@ -560,6 +884,9 @@ class TrainingForm(QWidget):
         weights = state.get("weights")
         if isinstance(weights, str) and self.weights_combo.findData(weights) >= 0:
             self.set_weights_mode(weights)
+        start = state.get("start_from")
+        if isinstance(start, str):  # last: the parent locks what it fixes, keeps the numbers
+            self.set_init_from(start.strip() or None, schedule=False)
         output = state.get("output_folder")
         if isinstance(output, str) and output.strip():
             self.output_edit.setText(output.strip())
@@ -602,6 +929,17 @@ class TrainingForm(QWidget):
         Only file existence is checked (verify=False), so TensorFlow stays unloaded; the
         trainer verifies the file's hash when it loads it.
         """
+        parent = self.init_from()
+        if parent is not None:  # the parent's own weights: nothing to look for
+            self.weights_file_widget.setVisible(False)
+            self.weights_recheck.setVisible(False)
+            self.weights_status.setVisible(False)
+            self.head_epochs_spin.setEnabled(True)
+            self._weights_problem = self._show_parent(parent)
+            self.changed.emit()
+            return
+        self._parent_info = None
+        self.start_status.setVisible(False)
         mode = self.weights_mode()
         self.weights_file_widget.setVisible(mode == WEIGHTS_FILE)
         self.weights_recheck.setVisible(mode == WEIGHTS_IMAGENET)

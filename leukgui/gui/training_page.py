@@ -5,7 +5,10 @@ The page only composes its parts and routes between them:
   the data set through `training.datasets.preview_dataset` in a worker thread;
 - `training_run.RunControl` and `TrainingCurves`: start and cancel `training.run.
   train_session` (the function `leukgui train` calls), its progress and live curves;
-- `metrics_card.ResultsBox`: one card of held-out scores per trained backbone.
+- `metrics_card.ResultsBox`: one card of held-out scores per trained backbone;
+- `parent_comparison_view.ParentComparisonView`: after a fine-tune ("Start from" a model),
+  the parent against the new model on the same test cells. "Use this model…" there opens
+  the adoption dialog; only its OK adopts (`model_registry.adopt`), never training itself.
 "Add to model list" installs a model file with `leukgui.core.bundle.install_bundle` (one
 conflict rule for the whole app) and emits `bundle_registered`, so the main window's model
 picker can refresh.
@@ -26,6 +29,7 @@ from PySide6.QtWidgets import (
     QPlainTextEdit,
     QScrollArea,
     QSplitter,
+    QTabWidget,
     QVBoxLayout,
     QWidget,
 )
@@ -33,6 +37,7 @@ from PySide6.QtWidgets import (
 from leukgui.core.bundle import CONFLICT, COPIED, InstallOutcome, install_bundle
 from leukgui.core.paths import user_models_dir
 from leukgui.gui.metrics_card import ResultsBox
+from leukgui.gui.parent_comparison_view import ParentComparisonView
 from leukgui.gui.training_form import TrainingForm
 from leukgui.gui.training_run import RunControl, TrainingCurves
 from leukgui.gui.workers import Worker, WorkerGroup
@@ -55,6 +60,7 @@ class TrainingPage(QWidget):
     training_finished = Signal(object)  # TrainingSession, or None when training failed
     bundle_registered = Signal(object)  # Path of a model file now in the user models folder
     scan_finished = Signal(object)  # DatasetPreview of the data folder now shown
+    model_adopted = Signal(object)  # Path of a model someone adopted from "Parent vs new"
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -71,6 +77,9 @@ class TrainingPage(QWidget):
         self.log_view.setMinimumHeight(50)
         self.run_control = RunControl(self.curves, self.log_view)
         self.results = ResultsBox()
+        self.parent_view = ParentComparisonView()
+        self._parent_label = ""  # the model the running or last fine-tune started from
+        self.adopt_dialog: Any = None
         self._build_ui()
 
         self.form.changed.connect(self._refresh_start)
@@ -86,6 +95,7 @@ class TrainingPage(QWidget):
             lambda run: self.curves.show_history(run.history, run.backbone)
         )
         self.results.register_requested.connect(self.add_to_model_list)
+        self.parent_view.adopt_requested.connect(self.open_adoption)
         self._refresh_start()
 
     def _build_ui(self) -> None:
@@ -110,7 +120,12 @@ class TrainingPage(QWidget):
         right.addWidget(self.run_control)
         panes = QSplitter(Qt.Vertical)
         panes.setChildrenCollapsible(False)
-        panes.addWidget(self.curves)
+        self.result_tabs = QTabWidget()
+        self.result_tabs.setDocumentMode(True)
+        self.result_tabs.addTab(self.curves, "Training curves")
+        self.result_tabs.addTab(self.parent_view, "Parent vs new")
+        self.result_tabs.setTabVisible(1, False)  # after a fine-tune only
+        panes.addWidget(self.result_tabs)
         panes.addWidget(self.results)
         panes.addWidget(self.log_view)
         panes.setStretchFactor(0, 3)
@@ -221,6 +236,11 @@ class TrainingPage(QWidget):
         self.session = None
         self._started_since_scan = True
         self.results.clear()
+        parent = self.form.parent_info() if config.init_from else None
+        self._parent_label = f"{parent.name} v{parent.version}" if parent is not None else ""
+        self.parent_view.clear()
+        self.result_tabs.setTabVisible(1, False)
+        self.result_tabs.setCurrentIndex(0)
         self.run_control.start(
             preview.scan,
             self.form.selected_backbones(),
@@ -249,10 +269,85 @@ class TrainingPage(QWidget):
                         model_file, "Saved in your models folder: in the model list."
                     )
                     registered.append(model_file)
+        if session is not None and self._parent_label:
+            self._show_parent_comparison(session)
         self._refresh_start()
         for path in registered:
             self.bundle_registered.emit(path)
+        if registered:
+            self.form.refresh_models()  # a new model can be the next one to start from
         self.training_finished.emit(session)
+
+    def _show_parent_comparison(self, session: Any) -> None:
+        """A fine-tune's end: the parent against the new model, or why there is none."""
+        comparison = getattr(session, "parent_comparison", None)
+        runs = list(session.runs)
+        if comparison is not None:
+            bundle = next((r.bundle_path for r in runs if r.bundle_path), None)
+            self.parent_view.show_comparison(comparison, bundle)
+            self._offer_adoption(Path(bundle) if bundle else None)
+        elif not runs:
+            return  # nothing was saved: the status line says why
+        else:
+            failed = [w for w in session.warnings if "comparison with the parent" in w]
+            if failed:
+                reason = failed[-1]
+            elif not session.split.test:
+                reason = (
+                    "there is no test part (Test 0 %), so the two models could not be scored "
+                    "on the same held-out cells. Train again with a test part."
+                )
+            else:
+                reason = "it was not made (see the training log)."
+            self.parent_view.show_missing(self._parent_label, reason)
+        self.result_tabs.setTabVisible(1, True)
+        self.result_tabs.setCurrentIndex(1)
+        status = self.run_control.status_label.text()
+        self.run_control.set_status(
+            f"{status} The parent and the new model are compared under “Parent vs new”; the "
+            "model in use is unchanged."
+        )
+
+    def _offer_adoption(self, bundle: Path | None) -> None:
+        """Offer "Use this model…" for a new model in the model list; elsewhere it must be
+        added first (the picker only lists the models folder)."""
+        why = ""
+        if bundle is not None and not _is_inside(bundle, user_models_dir()):
+            why = "Add the new model to the model list first (“Add to model list” below)."
+        self.parent_view.set_new_bundle(bundle, why)
+
+    @Slot(object)
+    def open_adoption(self, path: Path) -> Any:
+        """ "Use this model…": the adoption dialog for the new model (its lineage and the
+        comparison); only its OK records the adoption, with the reviewer's name."""
+        from leukgui.core.bundle import BundleError, BundleInfo, read_manifest
+        from leukgui.gui.model_card import AdoptionDialog
+
+        try:
+            info = BundleInfo(path=Path(path), manifest=read_manifest(path), source="user")
+        except (BundleError, OSError) as exc:
+            self.run_control.set_status(f"Cannot offer {Path(path).name}: {exc}", error=True)
+            return None
+        prefs = getattr(self.window(), "prefs", None)
+        dialog = AdoptionDialog(info, str(getattr(prefs, "reviewer", "") or ""), self)
+        dialog.accepted.connect(lambda: self._adopt(dialog))
+        self.adopt_dialog = dialog
+        dialog.open()
+        return dialog
+
+    def _adopt(self, dialog: Any) -> None:
+        from leukgui.core.model_registry import RegistryError, adopt
+
+        try:
+            adoption = adopt(dialog.info, dialog.reviewer())
+        except RegistryError as exc:
+            self.run_control.set_status(f"Model not adopted: {exc}", error=True)
+            return
+        text = f"{adoption.label} adopted by {adoption.who}: the model in use for new analyses."
+        self.run_control.set_status(text)
+        self.parent_view.adoption_label.setText(text)
+        self.form.refresh_models()
+        self.model_adopted.emit(Path(adoption.path))
 
     def shutdown(self, wait_ms: int = 30000) -> bool:
         """Cancel training and scans and wait for every thread (call before the window closes)."""
@@ -300,6 +395,10 @@ class TrainingPage(QWidget):
         if card is not None:
             card.set_registered(outcome.target, text)
         self.run_control.set_status(text)
+        view = self.parent_view
+        if view.comparison is not None and view.new_bundle == Path(outcome.source):
+            self._offer_adoption(Path(outcome.target))  # now in the list: it can be adopted
+        self.form.refresh_models()
         self.bundle_registered.emit(outcome.target)
 
     @Slot(str, str)
@@ -339,4 +438,5 @@ class TrainingPage(QWidget):
     def showEvent(self, event: QShowEvent) -> None:  # noqa: N802 - Qt API
         super().showEvent(event)
         if not self.run_control.is_running():
+            self.form.refresh_models()  # models may have been added or adopted meanwhile
             self.form.check_weights()  # weight files may have been placed meanwhile

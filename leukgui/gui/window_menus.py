@@ -162,6 +162,13 @@ def build_actions(w: QMainWindow) -> None:
     )
     w.act_reopen = w._action("&Reopen sample", w.reopen_current_sample)
     w.act_reviewer = w._action("Reviewer &name…", w.ask_reviewer)
+    w.act_lab_dataset = w._action(
+        "Add reviewed cells to the &lab data set…",
+        w.show_lab_dataset_dialog,
+        None,
+        "Copy the cells you reviewed or confirmed as ALL or HEM into the lab data set that "
+        "training reads (the review itself is not changed)",
+    )
     w.act_about = w._action("&About LeukGUI", w.show_about)
     w.act_shortcuts = w._action(
         "&Keyboard shortcuts", w.show_shortcuts, "F1", "Every key the window answers to"
@@ -276,6 +283,9 @@ def build_menus(w: QMainWindow) -> None:
     review_menu.addAction(w.act_sign_off)
     review_menu.addAction(w.act_reopen)
     review_menu.addAction(w.act_reviewer)
+    review_menu.addSeparator()
+    review_menu.addAction(w.act_lab_dataset)
+    review_menu.setToolTipsVisible(True)  # a greyed-out "Add to the lab data set" says why
     view_menu = bar.addMenu("&View")
     view_menu.addAction(w.act_heatmaps)
     view_menu.addAction(w.act_overlay)
