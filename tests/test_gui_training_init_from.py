@@ -318,3 +318,63 @@ def test_a_fine_tune_through_the_tab_shows_the_comparison(
     assert dialog is not None and dialog.isVisible() and "Use" in dialog.question.text()
     dialog.reject()
     assert history() == []
+
+
+def test_the_wheel_scrolls_past_unfocused_fields_without_changing_them(qtbot, page) -> None:
+    """Scrolling the long form must not change epochs or the starting model unnoticed."""
+    from PySide6.QtCore import QPoint, QPointF
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    form = page.form
+    spin = form.epochs_spin
+    before = spin.value()
+
+    def wheel() -> None:
+        event = QWheelEvent(
+            QPointF(5, 5), QPointF(spin.mapToGlobal(QPoint(5, 5))), QPoint(0, 0),
+            QPoint(0, -120), Qt.NoButton, Qt.NoModifier, Qt.ScrollUpdate, False,
+        )  # fmt: skip
+        QApplication.sendEvent(spin, event)
+
+    spin.clearFocus()
+    wheel()
+    assert spin.value() == before
+    start = form.start_combo.currentIndex()
+    QApplication.sendEvent(
+        form.start_combo,
+        QWheelEvent(
+            QPointF(5, 5), QPointF(5, 5), QPoint(0, 0), QPoint(0, -120),
+            Qt.NoButton, Qt.NoModifier, Qt.ScrollUpdate, False,
+        ),
+    )  # fmt: skip
+    assert form.start_combo.currentIndex() == start
+    spin.setFocus()
+    if spin.hasFocus():  # offscreen platforms may refuse focus to a hidden window
+        wheel()
+        assert spin.value() != before
+
+
+def test_the_data_sets_guard_rails_show_before_start(qtbot, page, tmp_path: Path) -> None:
+    """A lab data set folder (as Review > Add… writes it: dataset.csv + history.csv) is read
+    as it is, and its guard rails (few subjects, one reviewer) are on screen before Start."""
+    import csv
+
+    from training.datasets import read_dataset
+
+    cells = tmp_path / "cells"
+    write_dataset(cells, 8, 3, fmt="png", layout="cnmc", subjects=3, size=48)
+    lab = tmp_path / "lab"
+    lab.mkdir()
+    rows = [[str(r.path), r.label, r.subject, "Ada"] for r in read_dataset(cells).records]
+    for name in ("dataset.csv", "history.csv"):
+        with open(lab / name, "w", newline="", encoding="utf-8") as fh:
+            writer = csv.writer(fh)
+            writer.writerow(["path", "label", "subject", "reviewer"])
+            writer.writerows(rows)
+    _scan(qtbot, page, lab)
+    assert page.form.dataset.problem() == ""
+    shown = page.form.split_warnings_label.text()
+    assert page.form.split_warnings_label.isVisible()
+    assert "ALL has 3 subject(s) in the data set" in shown
+    assert "labelled by one reviewer (Ada" in shown

@@ -443,6 +443,11 @@ def test_the_trainer_reads_the_data_set(reviewed, tmp_path: Path) -> None:
     assert got == [(ALL, "PATIENT7"), (HEM, "PATIENT7"), (HEM, "S2")]
     assert all(r.subject_from == "column" for r in scan.records)
     assert all(r.path.parent == dataset.folder / "cells" for r in scan.records)
+    # The folder itself is a layout the trainer (and the Training tab's folder picker) knows.
+    from training.datasets import read_dataset
+
+    by_folder = read_dataset(dataset.folder)
+    assert sorted((r.label, r.subject) for r in by_folder.records) == got
 
 
 def _cli(argv: list[str], out: io.StringIO, err: io.StringIO | None = None) -> int:
@@ -514,3 +519,26 @@ def test_a_new_folder_holding_only_its_own_lock_and_cells_is_a_data_set(
     (tmp_path / "docs" / "letter.txt").write_text("not a data set")
     with pytest.raises(DatasetError, match="holds other files"):
         LabDataset.create(tmp_path / "docs")
+
+
+def test_cli_uses_the_folder_the_window_adds_to_and_says_what_it_did_not_do(
+    reviewed, tmp_path: Path
+) -> None:
+    """One data set for window and command line; a new folder without --create says how;
+    subjects given for cells already in the set are said not to apply to them."""
+    from leukgui.core.preferences import Preferences, save_preferences
+
+    folder, _ = reviewed
+    shared = tmp_path / "share" / "lab-set"
+    err = io.StringIO()
+    assert _cli(["add", str(folder), "--dataset", str(shared)], io.StringIO(), err) == 5
+    assert "add --create" in err.getvalue() and not shared.exists()
+    shared.parent.mkdir()
+    assert _cli(["add", str(folder), "--dataset", str(shared), "--create"], io.StringIO()) == 0
+    save_preferences(Preferences(lab_dataset_folder=str(shared)))
+    out = io.StringIO()
+    assert _cli(["add", str(folder), "--subject", "S1=patient9"], out) == 0  # no --dataset
+    text = out.getvalue()
+    assert f"Lab data set {shared}:" in text and "0 added, 3 already present" in text
+    assert "2 cell(s) already in the set keep the subject they were added with" in text
+    assert not dataset_cli.default_dataset_dir().exists()

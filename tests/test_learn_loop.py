@@ -20,6 +20,7 @@ import pytest
 from leukgui.core.engine import AnalysisOptions, analyze_paths
 from leukgui.core.lab_dataset import DATASET_CSV
 from leukgui.core.model_registry import current, history
+from leukgui.core.paths import user_models_dir
 from leukgui.core.results import ALL, HEM, CellResult
 from leukgui.core.review import UNCLASSIFIABLE
 from leukgui.core.sessions import ReviewSession, SessionStore
@@ -220,7 +221,13 @@ def test_adoption_is_a_recorded_decision_and_the_next_run_uses_the_model(
     assert code == 0, err
     adoption = current()
     assert adoption is not None and adoption.who == "Dr Lab"
-    assert Path(adoption.path) == bundle and len(history()) == 1
+    # trained with --out elsewhere: installed into the models folder first, so the model in
+    # use is one `leukgui models` and the window list
+    assert "Installed" in text
+    assert Path(adoption.path).parent == user_models_dir() and len(history()) == 1
+    assert Path(adoption.path).read_bytes() == bundle.read_bytes()
+    code, text, _ = _cli(["models"])
+    assert f"In use: {adoption.name} v{adoption.version}" in text
     manifest = read_manifest(bundle)
     assert adoption.comparison == manifest["comparison"]["verdict"]
 

@@ -292,3 +292,45 @@ def test_two_processes_adopting_at_once_both_are_recorded(installed) -> None:
     assert sorted(a.who for a in history()) == sorted(
         [f"A{i}" for i in range(5)] + [f"B{i}" for i in range(5)]
     )
+
+
+@pytest.mark.parametrize(
+    ("difference", "interval", "caution"),
+    [
+        (0.06, [0.02, 0.10], ""),
+        (-0.075, [-0.2, 0.05], "scored LOWER than its parent"),
+        (0.03, [-0.01, 0.07], "the gain may be chance"),
+        (0.03, [None, None], "too few test subjects"),
+    ],
+)
+def test_the_comparison_warns_before_a_worse_or_unproven_model_is_adopted(
+    difference, interval, caution
+) -> None:
+    from leukgui.core.model_registry import comparison_lines
+
+    manifest = {
+        "comparison": {
+            "parent": "lab v1",
+            "balanced_accuracy_parent": 0.65,
+            "balanced_accuracy_new": 0.65 + difference,
+            "difference": difference,
+            "interval": interval,
+            "mcnemar_p": 0.5,
+        }
+    }
+    lines = comparison_lines(manifest)
+    cautions = [line for line in lines if line.startswith("CAUTION")]
+    if caution:
+        assert len(cautions) == 1 and caution in cautions[0]
+    else:
+        assert cautions == []
+    if interval[0] is None:
+        assert any("no 95% interval" in line for line in lines)
+        assert not any("n/a to n/a" in line for line in lines)
+
+
+def test_an_empty_uncertainty_band_is_said_in_words() -> None:
+    from leukgui.core.report import band_text
+
+    assert band_text(0.4, 0.6) == "UNCERTAIN when 0.400 < P(ALL) < 0.600"
+    assert "no uncertainty band" in band_text(0.553, 0.553)

@@ -685,7 +685,8 @@ def read_dataset(
     the final set when its name says "final", else the preliminary one -- else a path,label
     list); C-NMC training data (training_data/ or fold_N folders); a C-NMC test-set folder
     (labels CSV inside, beside it, or in the parent); an ImageFolder (class_map given, or
-    all/hem folders); ALL-IDB2 names (ImNNN_L); a single path,label CSV inside. `subjects`
+    all/hem folders); ALL-IDB2 names (ImNNN_L); a lab data set folder (its dataset.csv); a
+    single path,label CSV inside. `subjects`
     (a folder level or file-name pattern) is handed to whichever reader is chosen.
     """
     path = Path(path)
@@ -716,6 +717,11 @@ def read_dataset(
     images = _images_under(path, probe)
     if images and any(_ALL_IDB2.match(p.name) for p in images):
         return read_all_idb2(path, **opts)
+    from leukgui.core.lab_dataset import DATASET_CSV, HISTORY_CSV
+
+    if (path / DATASET_CSV).is_file() and (path / HISTORY_CSV).is_file():
+        # A lab data set (`leukgui dataset add`): its current labels; the history is the record.
+        return read_csv_list(path / DATASET_CSV, **opts)
     lists = [p for p in sorted(path.glob("*.csv")) if {"path", "label"} <= _csv_header(p)]
     if len(lists) == 1:
         return read_csv_list(lists[0], **opts)

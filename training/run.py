@@ -158,7 +158,11 @@ def reviewers_of(data: str | os.PathLike[str], records: Sequence[Record]) -> Cou
     `reviewer` column, as the lab data set's dataset.csv has; None when there is no such
     column. Only rows of `records` (the cells actually read) count; a blank name is "".
     """
+    from leukgui.core.lab_dataset import DATASET_CSV, HISTORY_CSV
+
     path = Path(data)
+    if path.is_dir() and (path / DATASET_CSV).is_file() and (path / HISTORY_CSV).is_file():
+        path = path / DATASET_CSV  # a lab data set folder: its current labels
     if path.is_dir():
         lists = sorted(path.glob("*.csv"))
         if len(lists) != 1:

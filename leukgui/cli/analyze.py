@@ -523,6 +523,32 @@ def _in_use_text(adoption: Any) -> str:
     return text
 
 
+def _in_models_folder(path: Path) -> bool:
+    from leukgui.core.paths import bundled_models_dir, user_models_dir
+
+    folder = Path(path).resolve().parent
+    return any(folder == d.resolve() for d in (bundled_models_dir(), user_models_dir()))
+
+
+def _installed_for_adoption(info: Any, out: TextIO, err: TextIO) -> Any:
+    """A model file from elsewhere (e.g. `train --out DIR`) is installed into the models
+    folder before it is adopted, so `leukgui models` and the window list the model in use;
+    a clash with an installed model of the same name and version is refused (None)."""
+    from leukgui.core.bundle import BundleError, BundleInfo, install_bundle, read_manifest
+
+    try:
+        outcome = install_bundle(info.path)
+    except BundleError as exc:
+        err.write(clean(f"leukgui models: {exc}\n"))
+        return None
+    if not outcome.installed:
+        where = display_path(info.path)
+        err.write(clean(f"leukgui models: {where} not adopted: {outcome.reason}\n"))
+        return None
+    out.write(clean(f"Installed {display_path(info.path)} as {display_path(outcome.target)}\n"))
+    return BundleInfo(path=outcome.target, manifest=read_manifest(outcome.target), source="user")
+
+
 def _adopt_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     """`models --adopt NAME|FILE --reviewer NAME [--yes]`: show the comparison, confirm,
     record the adoption in the lab's model registry."""
@@ -538,6 +564,10 @@ def _adopt_model(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     except BundleError as exc:
         err.write(clean(f"leukgui models: {exc}\n"))
         return EXIT_MODEL
+    if info.source == "file" and not _in_models_folder(info.path):
+        info = _installed_for_adoption(info, out, err)  # listed, like every model in use
+        if info is None:
+            return EXIT_MODEL
     out.write(clean(f"{info.name} v{info.version} ({info.backbone}), SHA-256 {info.sha256}\n"))
     out.write(clean(f"Lineage: {info.lineage or 'not fine-tuned from another model'}\n"))
     lines = comparison_lines(info.manifest)

@@ -44,8 +44,17 @@ exit codes:
 
 
 def default_dataset_dir() -> Path:
-    """`<user data folder>/lab-dataset`: where the set lives unless --dataset says otherwise."""
+    """`<user data folder>/lab-dataset`: the data set's place when nobody chose another."""
     return user_dir() / "lab-dataset"
+
+
+def chosen_dataset_dir() -> Path:
+    """The lab data set the window adds to (its remembered folder, e.g. on a shared drive),
+    else `default_dataset_dir()`: the command line and the window use one data set."""
+    from leukgui.core.preferences import load_preferences
+
+    folder = load_preferences()[0].lab_dataset_folder
+    return Path(folder) if folder else default_dataset_dir()
 
 
 def _subject_pair(text: str) -> tuple[str, str]:
@@ -62,8 +71,8 @@ def _open(args: argparse.Namespace, create: bool) -> LabDataset:
     disconnected drive must fail, not start a new, empty data set.
     """
     if args.dataset is None:
-        folder = default_dataset_dir()
-        if create:
+        folder = chosen_dataset_dir()
+        if create and folder == default_dataset_dir():
             folder.parent.mkdir(parents=True, exist_ok=True)
             return LabDataset.create(folder)
         return LabDataset(folder)
@@ -84,10 +93,19 @@ def cmd_dataset_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
         dataset = _open(args, create=True)
         summary = dataset.add_reviewed(cells, subjects)
     except DatasetError as exc:
-        err.write(f"leukgui dataset add: {exc}\n")
+        hint = ""
+        if args.dataset is not None and not Path(args.dataset).exists():
+            hint = " (a new data set folder: add --create)"
+        err.write(f"leukgui dataset add: {exc}{hint}\n")
         return EXIT_REPORT
     summary.skipped[:0] = skipped
     out.write(f"Lab data set {dataset.folder}: {summary.describe()}.\n")
+    kept = [e for e in summary.already_present if e.sample in subjects]
+    if kept:
+        out.write(
+            f"  note: {len(kept)} cell(s) already in the set keep the subject they were added "
+            "with; --subject applies to cells added now\n"
+        )
     for entry in summary.added:
         out.write(f"  added      {entry.label:<3} {entry.subject}  {entry.image}\n")
     for old, new in summary.relabelled:
@@ -172,7 +190,10 @@ def add_parsers(sub: Any) -> None:
     )
     add.add_argument("source", metavar="REPORT.xlsx|SESSION", help="report or session folder")
     add.add_argument(
-        "--dataset", metavar="DIR", help=f"data set folder (default {default_dataset_dir()})"
+        "--dataset",
+        metavar="DIR",
+        help="data set folder (default: the one the window adds to, else "
+        f"{default_dataset_dir()})",
     )
     add.add_argument(
         "--create",
@@ -191,7 +212,10 @@ def add_parsers(sub: Any) -> None:
         "show", help="cells per class and subject, reviewers, and label history"
     )
     show.add_argument(
-        "--dataset", metavar="DIR", help=f"data set folder (default {default_dataset_dir()})"
+        "--dataset",
+        metavar="DIR",
+        help="data set folder (default: the one the window adds to, else "
+        f"{default_dataset_dir()})",
     )
     show.set_defaults(func=cmd_dataset_show)
 

@@ -174,14 +174,46 @@ def comparison_lines(manifest: dict[str, Any]) -> list[str]:
     difference = comparison.get("difference")
     interval = comparison.get("interval")
     text = f"Difference (new − parent): {_signed(difference)}"
-    if isinstance(interval, (list, tuple)) and len(interval) == 2:
+    known = (
+        isinstance(interval, (list, tuple))
+        and len(interval) == 2
+        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
+    )
+    if known:
         low, high = interval
         text += f", interval {_signed(low)} to {_signed(high)}"
+    else:
+        text += " (no 95% interval: too few test subjects of each class)"
     lines.append(text)
+    caution = adoption_caution(comparison)
+    if caution:
+        lines.append(caution)
     lines.append(f"McNemar p: {_number(comparison.get('mcnemar_p'), pct=False)}")
     if comparison.get("verdict"):
         lines.append(f"Verdict: {comparison['verdict']}")
     return lines
+
+
+def adoption_caution(comparison: dict[str, Any]) -> str:
+    """A warning to read before adopting ("" when there is none): the new model scored lower
+    than its parent on the same cells, or its gain is not shown by the interval."""
+    difference = comparison.get("difference")
+    interval = comparison.get("interval")
+    if not isinstance(difference, (int, float)) or isinstance(difference, bool):
+        return "CAUTION: the two models could not be compared on the same cells."
+    if difference < 0:
+        return (
+            "CAUTION: the new model scored LOWER than its parent on the same test cells; "
+            "keep the parent unless you know why."
+        )
+    if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+        return "CAUTION: too few test subjects to show that the new model is better."
+    low = interval[0]
+    if not isinstance(low, (int, float)) or isinstance(low, bool):
+        return "CAUTION: too few test subjects to show that the new model is better."
+    if low <= 0:
+        return "CAUTION: the interval includes no difference: the gain may be chance."
+    return ""
 
 
 def _signed(value: Any) -> str:

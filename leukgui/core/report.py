@@ -115,6 +115,14 @@ PROVENANCE_VALUE_WIDTH = 80  # characters; longer values wrap
 MODEL_ROWS = (CALIBRATION_ROW, STAIN_ROW, TTA_ROW)  # provenance rows shown with the model
 
 
+
+def band_text(lo: float, hi: float) -> str:
+    """The uncertainty rule in words; a model whose band is empty (its validation found no
+    band worth having) has no UNCERTAIN cells, and "0.553 < P < 0.553" would read as a bug."""
+    if hi > lo:
+        return f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}"
+    return "no uncertainty band (no cell is UNCERTAIN)"
+
 def _run_duration(started: datetime, finished: datetime | None) -> str:
     """How long the run took, or "" while it is unfinished or its times cannot be compared."""
     if finished is None:
@@ -287,8 +295,7 @@ def _summary_sheet(
         ws,
         row,
         2,
-        f"ALL when P(ALL) ≥ {info.threshold:.3f}, else HEM; "
-        f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}",
+        f"ALL when P(ALL) ≥ {info.threshold:.3f}, else HEM; " + band_text(lo, hi),
     )
     row += 1
     if review is None:
@@ -949,7 +956,10 @@ def _provenance_sheet(ws: Worksheet, run: RunResult) -> None:
         ("Backbone", info.backbone),
         ("Input size (px)", info.input_size),
         ("Decision threshold (P(ALL))", info.threshold),
-        ("Uncertainty band (P(ALL))", f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)"),
+        (
+            "Uncertainty band (P(ALL))",
+            f"{lo:.3f} – {hi:.3f} (UNCERTAIN strictly inside)" if hi > lo else "none",
+        ),
     ]
     # How the scores were made (calibration, stain normalisation, test-time augmentation)
     # belongs with the model, not among the run's other settings.

@@ -71,8 +71,9 @@ class DatasetBox(QGroupBox):
         layout.addLayout(row)
         layout.addWidget(
             hint_label(
-                "C-NMC training_data (fold_N/all|hem), class folders all/ and hem/, ALL-IDB2, "
-                "or a CSV with path,label[,subject]."
+                "Your lab data set folder (Review ▸ Add reviewed cells…), C-NMC training_data "
+                "(fold_N/all|hem), class folders all/ and hem/, ALL-IDB2, or a CSV with "
+                "path,label[,subject]."
             )
         )
         self.preview_label = QLabel("")

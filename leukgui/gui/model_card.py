@@ -298,7 +298,10 @@ def adoption_html(info: BundleInfo) -> str:
     lines = comparison_lines(info.manifest)
     if lines:
         out.append("<p><b>Parent vs new model</b> (on the new split's test cells):</p><ul>")
-        out.extend(f"<li>{esc(line)}</li>" for line in lines)
+        out.extend(
+            _warning_html(line) if line.startswith("CAUTION") else f"<li>{esc(line)}</li>"
+            for line in lines
+        )
         out.append("</ul>")
     else:
         out.append(

@@ -16,8 +16,10 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import Qt, Signal
+from PySide6.QtCore import QCoreApplication, QEvent, QObject, Qt, Signal
 from PySide6.QtWidgets import (
+    QAbstractScrollArea,
+    QAbstractSpinBox,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -143,6 +145,25 @@ SUBJECT_CHOICES = (
 )
 
 
+class _WheelOnlyWhenFocused(QObject):
+    """Scrolling the long form over a spin box or a list must scroll the form, not change
+    epochs or the model unnoticed: the wheel acts on such a field only once it is clicked."""
+
+    def eventFilter(self, watched: QObject, event: QEvent) -> bool:  # noqa: N802 - Qt API
+        if (
+            event.type() != QEvent.Type.Wheel
+            or not isinstance(watched, QWidget)
+            or watched.hasFocus()
+        ):
+            return False
+        area = watched.parentWidget()
+        while area is not None and not isinstance(area, QAbstractScrollArea):
+            area = area.parentWidget()
+        if area is not None:  # the form scrolls as if the field were not there
+            QCoreApplication.sendEvent(area.viewport(), event)
+        return True
+
+
 class TrainingForm(QWidget):
     """The four numbered setting groups; `changed` whenever whether Start may run can change."""
 
@@ -161,6 +182,7 @@ class TrainingForm(QWidget):
             "stain": "none",
         }
         self._checked_split: tuple[Any, tuple, tuple[str, list[str]]] | None = None
+        self._checked_data: tuple[Any, list[str]] | None = None  # (scan, its guard rails)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(4, 4, 8, 4)
         self.dataset = DatasetBox("1  Labelled cells")
@@ -170,6 +192,10 @@ class TrainingForm(QWidget):
         layout.addWidget(self._build_output_group())
         layout.addStretch(1)
         self.dataset.changed.connect(self.changed)
+        self._wheel_guard = _WheelOnlyWhenFocused(self)
+        for field in self.findChildren(QAbstractSpinBox) + self.findChildren(QComboBox):
+            field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+            field.installEventFilter(self._wheel_guard)
         self.check_weights()
 
     # ------------------------------------------------------------------ layout
@@ -728,8 +754,22 @@ class TrainingForm(QWidget):
         return self._split_check()[0]
 
     def split_warnings(self) -> list[str]:
-        """What a user should know about the split before Start (few subjects, by image...)."""
-        return self._split_check()[1]
+        """What a user should know before Start: the data set's guard rails (few subjects
+        of a class, an extreme class balance, one reviewer; `training.run.data_warnings`,
+        as the trainer logs them) and the split's (few subjects in a part, by image...)."""
+        return self._data_warnings() + self._split_check()[1]
+
+    def _data_warnings(self) -> list[str]:
+        preview = self.dataset.preview()
+        if preview is None or preview.scan is None or not preview.scan.records:
+            return []
+        scan = preview.scan
+        if self._checked_data is None or self._checked_data[0] is not scan:
+            from training.run import data_warnings, reviewers_of
+
+            reviewers = reviewers_of(preview.path, scan.records)
+            self._checked_data = (scan, data_warnings(scan.records, reviewers))
+        return self._checked_data[1]
 
     def _show_split_warnings(self) -> None:
         warnings = self.split_warnings()
