@@ -192,8 +192,7 @@ def add_parsers(sub: Any) -> None:
     add.add_argument(
         "--dataset",
         metavar="DIR",
-        help="data set folder (default: the one the window adds to, else "
-        f"{default_dataset_dir()})",
+        help=f"data set folder (default: the one the window adds to, else {default_dataset_dir()})",
     )
     add.add_argument(
         "--create",
@@ -214,8 +213,7 @@ def add_parsers(sub: Any) -> None:
     show.add_argument(
         "--dataset",
         metavar="DIR",
-        help="data set folder (default: the one the window adds to, else "
-        f"{default_dataset_dir()})",
+        help=f"data set folder (default: the one the window adds to, else {default_dataset_dir()})",
     )
     show.set_defaults(func=cmd_dataset_show)
 

@@ -115,13 +115,13 @@ PROVENANCE_VALUE_WIDTH = 80  # characters; longer values wrap
 MODEL_ROWS = (CALIBRATION_ROW, STAIN_ROW, TTA_ROW)  # provenance rows shown with the model
 
 
-
 def band_text(lo: float, hi: float) -> str:
     """The uncertainty rule in words; a model whose band is empty (its validation found no
     band worth having) has no UNCERTAIN cells, and "0.553 < P < 0.553" would read as a bug."""
     if hi > lo:
         return f"UNCERTAIN when {lo:.3f} < P(ALL) < {hi:.3f}"
     return "no uncertainty band (no cell is UNCERTAIN)"
+
 
 def _run_duration(started: datetime, finished: datetime | None) -> str:
     """How long the run took, or "" while it is unfinished or its times cannot be compared."""
