@@ -302,6 +302,8 @@ def test_counts_per_sample_and_a_sample_of_several_patients(qtbot, tmp_path) -> 
     )
     assert dialog.subjects() == {"S1": "S1"}  # S2's cells keep H1 and H2
     assert "2 subjects" in dialog.table.item(1, SUBJECT_COLUMN).toolTip()
+    # shown, not blank: the user sees which patients the file names carry
+    assert dialog.table.item(1, SUBJECT_COLUMN).text() == "(from file names: H1, H2)"
     dialog.set_subject("S2", "donor pool")
     assert dialog.subjects() == {"S1": "S1", "S2": "donor pool"}
     lines = summary_lines(AddSummary(skipped=[Skipped("a.png", "S1", "gone", True)]))

@@ -542,3 +542,16 @@ def test_cli_uses_the_folder_the_window_adds_to_and_says_what_it_did_not_do(
     assert f"Lab data set {shared}:" in text and "0 added, 3 already present" in text
     assert "2 cell(s) already in the set keep the subject they were added with" in text
     assert not dataset_cli.default_dataset_dir().exists()
+
+
+def test_cell_files_lead_back_to_the_images_they_came_from(reviewed, tmp_path: Path) -> None:
+    from leukgui.core.lab_dataset import source_images
+
+    folder, _ = reviewed
+    dataset = LabDataset.create(tmp_path / "lab")
+    dataset.add_reviewed(read_session(folder)[0])
+    entries = dataset.entries()
+    files = [str(dataset.folder / e.path) for e in entries] + [str(tmp_path / "other.png")]
+    found = source_images(files)
+    assert found == {str(dataset.folder / e.path): e.image for e in entries}
+    assert any(image.endswith("field.png#1") for image in found.values())  # field cell #1

@@ -79,6 +79,7 @@ __all__ = [
     "read_session",
     "read_source",
     "reviewed_cells",
+    "source_images",
     "summary_lines",
 ]
 
@@ -779,6 +780,30 @@ def _current(history: list[DatasetEntry]) -> list[DatasetEntry]:
         if old is None or entry.label_version >= old.label_version:
             latest[entry.sha256] = entry
     return list(latest.values())
+
+
+def source_images(paths: Iterable[str | Path]) -> dict[str, str]:
+    """For cell files of a lab data set (`<set>/cells/<sha>.png`), the image each came from
+    (its `image` entry: the analysed file, with "#n" for the n-th cell of a field), keyed by the
+    path as given. Other paths, and sets that cannot be read, are left out: a person reads
+    "UID_P3_1_2_all.bmp", not a content hash, when the models disagree about it."""
+    wanted: dict[Path, list[str]] = {}
+    for given in paths:
+        path = Path(given)
+        if path.parent.name == CELLS_DIR and (path.parent.parent / DATASET_CSV).is_file():
+            wanted.setdefault(path.parent.parent, []).append(str(given))
+    out: dict[str, str] = {}
+    for folder, names in wanted.items():
+        try:
+            entries = _read_entries(folder / DATASET_CSV)
+        except DatasetError:
+            continue
+        by_file = {Path(e.path).name: e.image for e in entries if e.image}
+        for name in names:
+            image = by_file.get(Path(name).name)
+            if image:
+                out[name] = image
+    return out
 
 
 def _read_entries(path: Path) -> list[DatasetEntry]:

@@ -61,6 +61,10 @@ SUBJECT_HELP = (
 )
 
 
+KEEP_PREFIX = "(from file names: "  # a sample whose cells keep the subjects their names carry
+KEEP_ROLE = Qt.ItemDataRole.UserRole + 1
+
+
 def _cells(n: int) -> str:
     return f"{n} reviewed cell{'s' * (n != 1)}"
 
@@ -168,7 +172,12 @@ class LabDatasetDialog(QDialog):
                 f"{s.unclassifiable} UNCLASSIFIABLE"
             )
             if len(s.subjects) > 1:  # C-NMC names: several patients in one sample
-                subject = QTableWidgetItem("")
+                # Shown, not blank: a blank cell reads as "no patient", and typing one name
+                # over it would merge these patients (ALL and HEM alike) into one.
+                names = f"{', '.join(s.subjects[:3])}{', …' * (len(s.subjects) > 3)}"
+                subject = QTableWidgetItem(f"{KEEP_PREFIX}{names})")
+                subject.setData(KEEP_ROLE, subject.text())
+                subject.setForeground(self.palette().placeholderText())
                 subject.setToolTip(
                     f"The file names name {len(s.subjects)} subjects "
                     f"({', '.join(s.subjects[:5])}{', …' * (len(s.subjects) > 5)}); each cell "
@@ -244,8 +253,9 @@ class LabDatasetDialog(QDialog):
         chosen = {}
         for r in range(self.table.rowCount()):
             sample = self.table.item(r, SAMPLE_COLUMN).data(Qt.ItemDataRole.UserRole)
-            text = self.table.item(r, SUBJECT_COLUMN).text().strip()
-            if text:
+            item = self.table.item(r, SUBJECT_COLUMN)
+            text = item.text().strip()
+            if text and text != item.data(KEEP_ROLE):  # the shown file-name subjects: keep
                 chosen[sample] = text
         return chosen
 

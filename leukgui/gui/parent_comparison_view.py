@@ -279,14 +279,19 @@ class ParentComparisonView(QWidget):
         self.missing_images = []
         table = self.cells_table
         table.setRowCount(len(shown))
+        from leukgui.core.lab_dataset import source_images
+
+        origins = source_images(d.path for d in shown)  # lab data set cells: their image
         for row, d in enumerate(shown):
             pixmap = load_thumbnail(d.path)
             if pixmap is None:
                 self.missing_images.append(d.path)
                 pixmap = _placeholder()
-            cell = QTableWidgetItem(QIcon(pixmap), d.path)  # elided in the middle
+            origin = origins.get(d.path)
+            cell = QTableWidgetItem(QIcon(pixmap), origin or d.path)  # elided in the middle
             missing = "\n(the image file is missing or cannot be read)"
-            cell.setToolTip(d.path + (missing if d.path in self.missing_images else ""))
+            tip = f"{origin}\n(lab data set cell {d.path})" if origin else d.path
+            cell.setToolTip(tip + (missing if d.path in self.missing_images else ""))
             cell.setData(Qt.UserRole, d.path)
             table.setItem(row, 0, cell)
             table.setItem(row, 1, QTableWidgetItem(d.subject))
