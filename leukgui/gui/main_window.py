@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from PySide6.QtCore import QEvent, QSettings, Qt, QTimer, QUrl, Signal
 from PySide6.QtGui import QAction, QDesktopServices, QKeySequence
 from PySide6.QtWidgets import (
+    QApplication,
     QCheckBox,
     QComboBox,
     QFileDialog,
@@ -1229,12 +1230,15 @@ class MainWindow(QMainWindow):
         return self.prefs.reviewer or None
 
     def ask_reviewer(self) -> None:
+        had_focus = QApplication.focusWidget()  # e.g. the gallery a review key came from
         name, ok = QInputDialog.getText(
             self,
             "Reviewer",
             "Your name (recorded with every review change):",
             text=self.prefs.reviewer,
         )
+        if had_focus is not None and had_focus.isVisible():
+            had_focus.setFocus()  # the next review keys go where the last one went
         if ok and name.strip():
             self.prefs.reviewer = name.strip()
             self._update_reviewer_label()
