@@ -833,6 +833,29 @@ def test_reviewer_name_is_kept_at_once_not_only_at_a_clean_quit(
     assert saved.reviewer == "Dr. Night"
 
 
+def test_review_keys_keep_working_after_the_reviewer_name_is_asked(
+    qtbot, window, cells_folder, monkeypatch
+) -> None:
+    """The name dialog takes the keyboard; when it closes, focus goes back to the gallery,
+    so the next review keys review cells instead of going nowhere."""
+    from leukgui.gui import main_window as main_window_module
+
+    _analyze(qtbot, window, [cells_folder])
+    window.prefs.reviewer = ""
+
+    def dialog(*args, **kwargs):
+        window.model_combo.setFocus()  # as the modal dialog does: focus leaves the gallery
+        return "Dr. Focus", True
+
+    monkeypatch.setattr(main_window_module.QInputDialog, "getText", dialog)
+    _focus_gallery(qtbot, window)
+    if not window.gallery.hasFocus():
+        pytest.skip("this Qt platform gives no keyboard focus to the window")
+    qtbot.keyClick(window.gallery, Qt.Key.Key_H)
+    assert window.gallery.hasFocus()
+    assert {e.reviewer for e in window.review.audit} == {"Dr. Focus"}
+
+
 def test_the_quit_question_counts_what_a_report_lacks_not_keystrokes(
     qtbot, window, cells_folder, tmp_path, _answered_window_dialogs
 ) -> None:
