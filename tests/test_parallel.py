@@ -68,8 +68,12 @@ def test_stop_drops_the_rest_and_closing_ends_the_pool_threads() -> None:
     assert not any(t.name.startswith("leukgui-decode_") for t in threading.enumerate())
 
 
-def test_default_threads_uses_the_cores_within_limits() -> None:
-    assert 1 <= default_threads() <= 4
+def test_default_threads_is_one_per_core_at_most_four(monkeypatch) -> None:
+    import leukgui.core.parallel as parallel
+
+    for cores, expected in ((None, 1), (1, 1), (2, 2), (4, 4), (16, 4)):
+        monkeypatch.setattr(parallel.os, "cpu_count", lambda c=cores: c)
+        assert default_threads() == expected
 
 
 def test_the_engine_gives_the_same_run_with_one_or_two_decode_threads(

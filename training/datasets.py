@@ -31,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from leukgui.core.imaging import IMAGE_SUFFIXES, ImageError, decode_image, discover
+from leukgui.core.lab_dataset import dataset_csv_in
 from leukgui.core.results import ALL, HEM, CancelToken
 from leukgui.core.truth import normalise_subject, parse_cnmc_name
 
@@ -717,11 +718,9 @@ def read_dataset(
     images = _images_under(path, probe)
     if images and any(_ALL_IDB2.match(p.name) for p in images):
         return read_all_idb2(path, **opts)
-    from leukgui.core.lab_dataset import DATASET_CSV, HISTORY_CSV
-
-    if (path / DATASET_CSV).is_file() and (path / HISTORY_CSV).is_file():
-        # A lab data set (`leukgui dataset add`): its current labels; the history is the record.
-        return read_csv_list(path / DATASET_CSV, **opts)
+    lab_csv = dataset_csv_in(path)  # a lab data set (`leukgui dataset add`)
+    if lab_csv is not None:
+        return read_csv_list(lab_csv, **opts)
     lists = [p for p in sorted(path.glob("*.csv")) if {"path", "label"} <= _csv_header(p)]
     if len(lists) == 1:
         return read_csv_list(lists[0], **opts)

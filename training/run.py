@@ -158,11 +158,11 @@ def reviewers_of(data: str | os.PathLike[str], records: Sequence[Record]) -> Cou
     `reviewer` column, as the lab data set's dataset.csv has; None when there is no such
     column. Only rows of `records` (the cells actually read) count; a blank name is "".
     """
-    from leukgui.core.lab_dataset import DATASET_CSV, HISTORY_CSV
+    from leukgui.core.lab_dataset import dataset_csv_in
 
     path = Path(data)
-    if path.is_dir() and (path / DATASET_CSV).is_file() and (path / HISTORY_CSV).is_file():
-        path = path / DATASET_CSV  # a lab data set folder: its current labels
+    if path.is_dir():
+        path = dataset_csv_in(path) or path
     if path.is_dir():
         lists = sorted(path.glob("*.csv"))
         if len(lists) != 1:
@@ -234,15 +234,6 @@ def _free_name(folder: Path, stem: str, suffixes: Sequence[str]) -> Path:
         if not any((folder / (name + s)).exists() for s in suffixes):
             return folder / name
         k += 1
-
-
-def _is_demo(bundle: str | os.PathLike[str]) -> bool:
-    from leukgui.core.bundle import BundleError, read_manifest
-
-    try:
-        return bool(read_manifest(bundle).get("demo"))
-    except (BundleError, OSError, ValueError):
-        return False  # the trainer reports the unreadable parent itself
 
 
 def score_parent(
@@ -362,12 +353,6 @@ def train_session(
     guard = data_warnings(scan.records, reviewers_of(where, scan.records) if where else None)
     for warning in guard:  # said before the split, which may still refuse the data
         say(f"warning: {warning}")
-    if config.init_from is not None and _is_demo(config.init_from):
-        say(
-            "note: fine-tuning the DEMO model (trained on synthetic cells): the new model "
-            "keeps the DEMO notice on every report; train a lab model from ImageNet or from "
-            "a real model"
-        )
     test_scan = (
         read_dataset(test_data, class_map=class_map, subjects=subjects) if test_data else None
     )

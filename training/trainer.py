@@ -917,6 +917,12 @@ def train_backbone(
             raise ValueError(f"the {part} part holds only {', '.join(sorted(labels))} cells")
     parent = _parent_manifest(config, split) if config.init_from is not None else None
     say = log or (lambda _msg: None)
+    if parent is not None and parent.get("demo"):
+        say(
+            "note: fine-tuning the DEMO model (trained on synthetic cells): the new model "
+            "keeps the DEMO notice on every report; train a lab model from ImageNet or from "
+            "a real model"
+        )
     chief = config.strategy != "multiworker" or is_chief()
     out_dir = Path(out) if chief else Path(tempfile.mkdtemp(prefix="leukgui-worker-"))
     out_dir.mkdir(parents=True, exist_ok=True)

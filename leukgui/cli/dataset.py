@@ -17,9 +17,10 @@ from leukgui.core.lab_dataset import (
     DATASET_CSV,
     DatasetError,
     LabDataset,
+    chosen_folder,
+    default_folder,
     read_source,
 )
-from leukgui.core.paths import user_dir
 
 __all__ = ["add_parsers", "cmd_dataset_add", "cmd_dataset_show", "default_dataset_dir"]
 
@@ -43,18 +44,14 @@ exit codes:
 """
 
 
-def default_dataset_dir() -> Path:
-    """`<user data folder>/lab-dataset`: the data set's place when nobody chose another."""
-    return user_dir() / "lab-dataset"
+default_dataset_dir = default_folder  # the name this module has always exported
 
 
 def chosen_dataset_dir() -> Path:
-    """The lab data set the window adds to (its remembered folder, e.g. on a shared drive),
-    else `default_dataset_dir()`: the command line and the window use one data set."""
+    """The data set the window adds to (see `lab_dataset.chosen_folder`)."""
     from leukgui.core.preferences import load_preferences
 
-    folder = load_preferences()[0].lab_dataset_folder
-    return Path(folder) if folder else default_dataset_dir()
+    return chosen_folder(load_preferences()[0].lab_dataset_folder)
 
 
 def _subject_pair(text: str) -> tuple[str, str]:

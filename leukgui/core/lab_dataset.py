@@ -53,6 +53,7 @@ import numpy as np
 from leukgui.core.atomic import ReportWriteError, atomic_write, try_lock, unlock
 from leukgui.core.exports import csv_safe, png_bytes, reread_cell
 from leukgui.core.imaging import ImageError
+from leukgui.core.paths import user_dir
 from leukgui.core.results import ALL, HEM, UNCLASSIFIABLE, CellResult, FileStamp, RunResult
 from leukgui.core.text import path_from_exact
 
@@ -74,6 +75,10 @@ __all__ = [
     "SampleCandidates",
     "Skipped",
     "candidates_by_sample",
+    "chosen_folder",
+    "dataset_csv_in",
+    "default_folder",
+    "remembered_folder",
     "pixel_sha256",
     "read_report",
     "read_session",
@@ -252,6 +257,32 @@ def _iso_utc(text: str) -> str:
 
 def _key_text(cell: CellResult) -> str:
     return cell.key
+
+
+def default_folder() -> Path:
+    """`<user data folder>/lab-dataset`: the data set's place when nobody chose another."""
+    return user_dir() / "lab-dataset"
+
+
+def chosen_folder(remembered: str = "") -> Path:
+    """The data set in use: the folder a person chose (the `lab_dataset_folder` preference,
+    e.g. on a shared drive), else `default_folder()`. The window and the command line both
+    ask here, so they add to one data set."""
+    return Path(remembered) if remembered else default_folder()
+
+
+def remembered_folder(folder: Path) -> str:
+    """What the preference keeps for `folder` ("" for the default, which may move)."""
+    return "" if Path(folder) == default_folder() else str(folder)
+
+
+def dataset_csv_in(folder: Path | str) -> Path | None:
+    """`folder/dataset.csv` when `folder` holds a lab data set (its current labels; the
+    history beside it is the record, not training data), else None."""
+    folder = Path(folder)
+    if (folder / DATASET_CSV).is_file() and (folder / HISTORY_CSV).is_file():
+        return folder / DATASET_CSV
+    return None
 
 
 # ------------------------------------------------------------------------------ sources

@@ -155,7 +155,7 @@ def current_bundle_path(path: Path | None = None) -> Path | None:
 
 
 def _number(value: Any, pct: bool = True) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not _real(value):
         return "n/a"
     return f"{100 * value:.1f}%" if pct else f"{value:.3g}"
 
@@ -172,15 +172,10 @@ def comparison_lines(manifest: dict[str, Any]) -> list[str]:
         f"Balanced accuracy, new model: {_number(comparison.get('balanced_accuracy_new'))}",
     ]
     difference = comparison.get("difference")
-    interval = comparison.get("interval")
     text = f"Difference (new − parent): {_signed(difference)}"
-    known = (
-        isinstance(interval, (list, tuple))
-        and len(interval) == 2
-        and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in interval)
-    )
-    if known:
-        low, high = interval
+    bounds = _interval(comparison)
+    if bounds is not None:
+        low, high = bounds
         text += f", interval {_signed(low)} to {_signed(high)}"
     else:
         text += " (no 95% interval: too few test subjects of each class)"
@@ -194,30 +189,39 @@ def comparison_lines(manifest: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _real(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(comparison: dict[str, Any]) -> tuple[float, float] | None:
+    """The recorded 95% interval of the difference, or None (null when too few subjects)."""
+    interval = comparison.get("interval")
+    if isinstance(interval, (list, tuple)) and len(interval) == 2 and all(map(_real, interval)):
+        return float(interval[0]), float(interval[1])
+    return None
+
+
 def adoption_caution(comparison: dict[str, Any]) -> str:
     """A warning to read before adopting ("" when there is none): the new model scored lower
     than its parent on the same cells, or its gain is not shown by the interval."""
     difference = comparison.get("difference")
-    interval = comparison.get("interval")
-    if not isinstance(difference, (int, float)) or isinstance(difference, bool):
+    if not _real(difference):
         return "CAUTION: the two models could not be compared on the same cells."
     if difference < 0:
         return (
             "CAUTION: the new model scored LOWER than its parent on the same test cells; "
             "keep the parent unless you know why."
         )
-    if not (isinstance(interval, (list, tuple)) and len(interval) == 2):
+    bounds = _interval(comparison)
+    if bounds is None:
         return "CAUTION: too few test subjects to show that the new model is better."
-    low = interval[0]
-    if not isinstance(low, (int, float)) or isinstance(low, bool):
-        return "CAUTION: too few test subjects to show that the new model is better."
-    if low <= 0:
+    if bounds[0] <= 0:
         return "CAUTION: the interval includes no difference: the gain may be chance."
     return ""
 
 
 def _signed(value: Any) -> str:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not _real(value):
         return "n/a"
     return f"{100 * value:+.1f} points"
 

@@ -15,9 +15,9 @@ import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TypeVar
+from typing import Any, NamedTuple, TypeVar
 
-__all__ = ["DEFAULT_THREADS", "MAX_THREADS", "Outcome", "default_threads", "ordered_map"]
+__all__ = ["DEFAULT_THREADS", "MAX_THREADS", "Mapped", "default_threads", "ordered_map"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -37,13 +37,12 @@ def default_threads() -> int:
 DEFAULT_THREADS = default_threads()
 
 
-class Outcome(tuple):
-    """(item, result, error): exactly one of result / error is meaningful."""
+class Mapped(NamedTuple):
+    """One item's turn: its result, or the exception `fn` raised on it (result None)."""
 
-    __slots__ = ()
-
-    def __new__(cls, item: object, result: object, error: BaseException | None) -> Outcome:
-        return super().__new__(cls, (item, result, error))
+    item: Any
+    result: Any
+    error: BaseException | None
 
 
 def _call(fn: Callable[[T], R], item: T) -> tuple[R | None, BaseException | None]:
@@ -60,7 +59,7 @@ def ordered_map(
     *,
     ahead: int | None = None,
     stop: threading.Event | None = None,
-) -> Iterator[Outcome]:
+) -> Iterator[Mapped]:
     """(item, fn(item), None) or (item, None, exception) for each item, in input order.
 
     `threads` <= 1 runs everything in the calling thread (no pool). `ahead` (default twice
@@ -72,7 +71,7 @@ def ordered_map(
         for item in items:
             if stop is not None and stop.is_set():
                 return
-            yield Outcome(item, *_call(fn, item))
+            yield Mapped(item, *_call(fn, item))
         return
     limit = max(1, ahead if ahead is not None else 2 * threads)
     pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="leukgui-decode")
@@ -86,12 +85,12 @@ def ordered_map(
             item0, future = pending.popleft()
             if stop is not None and stop.is_set():
                 return
-            yield Outcome(item0, *future.result())
+            yield Mapped(item0, *future.result())
         while pending:
             item0, future = pending.popleft()
             if stop is not None and stop.is_set():
                 return
-            yield Outcome(item0, *future.result())
+            yield Mapped(item0, *future.result())
     finally:
         for _, future in pending:
             future.cancel()

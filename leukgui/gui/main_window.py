@@ -1534,17 +1534,18 @@ class MainWindow(QMainWindow):
 
     def show_lab_dataset_dialog(self) -> LabDatasetDialog | None:
         """Review ▸ Add reviewed cells to the lab data set: choose folder and subjects, add."""
-        from leukgui.cli.dataset import default_dataset_dir
+        from leukgui.core.lab_dataset import chosen_folder, default_folder
         from leukgui.gui.lab_dataset_dialog import LabDatasetDialog
 
         self._update_lab_dataset_action()
         if not self.act_lab_dataset.isEnabled():
             self.statusBar().showMessage(self.act_lab_dataset.toolTip(), 8000)
             return None
-        default = default_dataset_dir()
-        chosen = self.prefs.lab_dataset_folder
         dialog = LabDatasetDialog(
-            self.lab_dataset_cells(), Path(chosen) if chosen else default, default, self
+            self.lab_dataset_cells(),
+            chosen_folder(self.prefs.lab_dataset_folder),
+            default_folder(),
+            self,
         )
         dialog.added.connect(self._lab_dataset_added)
         self.lab_dataset_dialog = dialog
@@ -1553,9 +1554,9 @@ class MainWindow(QMainWindow):
 
     def _lab_dataset_added(self, folder: Path, summary: AddSummary) -> None:
         """Remember the folder for next time and say what the add did."""
-        from leukgui.cli.dataset import default_dataset_dir
+        from leukgui.core.lab_dataset import remembered_folder
 
-        self.prefs.lab_dataset_folder = "" if folder == default_dataset_dir() else str(folder)
+        self.prefs.lab_dataset_folder = remembered_folder(folder)
         self.save_preferences()
         self.statusBar().showMessage(f"Lab data set {folder}: {summary.describe()}", 10000)
 

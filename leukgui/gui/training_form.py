@@ -614,8 +614,6 @@ class TrainingForm(QWidget):
         )
         # "ImageNet", greyed, would still read as the starting point: hide the row instead.
         self._weights_form.setRowVisible(self.weights_combo, info is None)
-        if info is not None:
-            self.weights_status.setVisible(False)
         stain = (info.manifest.get("stain_normalisation") or {}) if info is not None else {}
         method = stain.get("method", "none") if isinstance(stain, dict) else "none"
         if info is not None:
