@@ -20,6 +20,7 @@ from leukgui.core.lab_dataset import (
     chosen_folder,
     default_folder,
     read_source,
+    summary_lines,
 )
 
 __all__ = ["add_parsers", "cmd_dataset_add", "cmd_dataset_show", "default_dataset_dir"]
@@ -103,19 +104,8 @@ def cmd_dataset_add(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             f"  note: {len(kept)} cell(s) already in the set keep the subject they were added "
             "with; --subject applies to cells added now\n"
         )
-    for entry in summary.added:
-        out.write(f"  added      {entry.label:<3} {entry.subject}  {entry.image}\n")
-    for old, new in summary.relabelled:
-        out.write(
-            f"  relabelled {old.label} -> {new.label} (version {new.label_version}, "
-            f"{new.reviewer})  {new.image}\n"
-        )
-    by_rule = Counter(item.reason for item in summary.skipped if not item.problem)
-    for reason, n in sorted(by_rule.items()):
-        out.write(f"  left out   {n} cell{'s' * (n != 1)}: {reason}\n")
-    for item in summary.skipped:
-        if item.problem:
-            out.write(f"  skipped    {item.image}: {item.reason}\n")
+    for line in summary_lines(summary, present=False):
+        out.write(f"  {line}\n")
     if summary.changed:
         out.write(f"Train on it with: leukgui train {dataset.folder / DATASET_CSV}\n")
     if not (summary.added or summary.relabelled or summary.already_present):

@@ -373,11 +373,15 @@ def candidates_by_sample(cells: Iterable[ReviewedCell]) -> list[SampleCandidates
     ]
 
 
-def summary_lines(summary: AddSummary) -> list[str]:
-    """An add's outcome cell by cell, for a person to read: what went in, what was
-    relabelled, how many were left out by rule, and each problem with its reason."""
+def summary_lines(summary: AddSummary, present: bool = True) -> list[str]:
+    """An add's outcome cell by cell, for a person to read: what went in, (with `present`)
+    what was there already, what was relabelled, how many were left out by rule, and each
+    problem with its reason. The window's dialog and `leukgui dataset add` both print it."""
     lines = [f"added      {e.label:<3} {e.subject}  {e.image}" for e in summary.added]
-    lines += [f"present    {e.label:<3} {e.subject}  {e.image}" for e in summary.already_present]
+    if present:
+        lines += [
+            f"present    {e.label:<3} {e.subject}  {e.image}" for e in summary.already_present
+        ]
     lines += [
         f"relabelled {old.label} -> {new.label} (version {new.label_version}, "
         f"{new.reviewer})  {new.image}"
